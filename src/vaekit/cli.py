@@ -1,0 +1,242 @@
+"""`vaekit <command>`: a thin shell over the Python API.
+
+Exit codes: 0 success, 2 bad usage or bad input (one line on stderr, no traceback), 1 internal
+failure (one line; set VAEKIT_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from vaekit.errors import VaekitError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    print(json.dumps(payload) if args.json else text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _load_model(run: str) -> Any:
+    from vaekit.model import VAE
+
+    return VAE.from_pretrained(run)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from vaekit.config import load_config
+    from vaekit.train import train
+
+    overrides = list(args.set or [])
+    for flag, key in (("data", "data.name"), ("epochs", "train.epochs"), ("steps", "train.steps"),
+                      ("seed", "train.seed"), ("batch_size", "train.batch_size")):
+        if getattr(args, flag) is not None:  # explicit flags beat the config file
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = load_config(args.config, overrides)
+    run_dir = args.run_dir or f"runs/{Path(str(args.config or 'default')).stem}"
+    result = train(cfg, run_dir, resume=args.resume, quiet=args.quiet or args.json)
+    payload: dict[str, Any] = {"run_dir": str(result.run_dir), "steps": result.steps, "seconds": round(result.seconds, 2),
+                               "examples_per_s": round(result.examples_per_s, 1),
+                               "test": result.test.to_dict() if result.test else None}
+    lines = [f"run directory: {result.run_dir}",
+             f"trained {result.steps} steps in {result.seconds:.1f} s ({result.examples_per_s:,.0f} examples/s)",
+             f"samples: {result.run_dir / 'samples' / 'samples.png'}",
+             f"reconstructions: {result.run_dir / 'samples' / 'reconstructions.png'}"]
+    if result.test:
+        t = result.test
+        lines.append(f"test -ELBO: {t.neg_elbo:.2f} nats ({t.bits_per_dim:.4f} bits/dim), "
+                     f"KL {t.kl:.2f} nats, active units {t.active_units}/{len(t.kl_per_dim)}")
+    _emit(args, payload, "\n".join(lines))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from vaekit.data import load_dataset
+    from vaekit.evaluate import evaluate
+
+    model = _load_model(args.run)
+    data = load_dataset(args.data, args.split, args.data_dir)
+    _check_shape(model, data.shape, args.data)
+    result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
+    text = (f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
+            f"({result.bits_per_dim:.4f} bits/dim; single-sample ELBO estimate)")
+    if result.nll is not None:
+        text += (f"\nNLL {result.nll:.2f} ± {result.nll_se:.2f} nats ({result.nll_bits_per_dim:.4f} bits/dim; "
+                 f"importance-sampled with k={result.iw_samples}, an upper bound on -log p(x) in expectation)")
+    _emit(args, result.to_dict(), text)
+
+
+def _check_shape(model: Any, shape: tuple[int, int, int], name: str) -> None:
+    if tuple(model.shape) != tuple(shape):
+        raise VaekitError(f"data {name!r} has images of shape {shape} but the model expects {tuple(model.shape)}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from vaekit.images import save_grid
+
+    model = _load_model(args.run)
+    images = model.sample(args.n, temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed))
+    path = save_grid(images, args.output)
+    if args.npy:
+        _save_npy(images.numpy(), args.npy)
+    _emit(args, {"output": str(path), "n": args.n, "npy": args.npy}, f"wrote {args.n} samples to {path}")
+
+
+def _save_npy(array: Any, path: str) -> None:
+    import io
+
+    import numpy as np
+
+    from vaekit.checkpoint import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    import torch
+
+    from vaekit.data import load_dataset
+    from vaekit.images import save_grid, side_by_side
+
+    model = _load_model(args.run)
+    data = load_dataset(args.data, args.split, args.data_dir)
+    _check_shape(model, data.shape, args.data)
+    n = min(args.n, len(data))
+    per_row = min(8, n)
+    x = data.batch(torch.arange(n - n % per_row))
+    path = save_grid(side_by_side(x, model.reconstruct(x), per_row), args.output, nrow=per_row)
+    _emit(args, {"output": str(path), "n": x.shape[0]}, f"wrote {x.shape[0]} inputs and reconstructions to {path}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from vaekit.data import list_datasets
+
+    rows = list_datasets()
+    text = "\n".join(f"{r['name']:<26} {r['train']:>6} train {r['test']:>6} test  {r['found'] or 'not on disk (downloads on first use)'}"
+                     for r in rows)
+    _emit(args, {"datasets": rows}, text + "\nuser data: a .npy/.npz file (uint8 or [0, 1] floats) or a folder of PNG/JPEG images")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from vaekit.config import load_config, preset_names
+
+    if args.list:
+        _emit(args, {"presets": preset_names()}, "\n".join(preset_names()))
+        return
+    cfg = load_config(args.config, args.set)
+    _emit(args, cfg.to_dict(), cfg.to_yaml().rstrip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaekit", description="Train variational autoencoders stably and put them to work.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a VAE and write a run directory",
+                       description="Train a VAE. Precedence: defaults < config file < --set < explicit flags.")
+    p.add_argument("config", nargs="?", help="preset name (see `vaekit config --list`) or a YAML file")
+    p.add_argument("--run-dir", help="output folder (default runs/<config name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. objective.beta=4")
+    p.add_argument("--data", help="data set name or path (data.name)")
+    p.add_argument("--epochs", type=int, help="train.epochs")
+    p.add_argument("--steps", type=int, help="train.steps (overrides epochs)")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--batch-size", type=int, help="train.batch_size")
+    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --run-dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="score a trained model on a data split")
+    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("--data", default="mnist", help="data set name or path (default mnist)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+    p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
+    p.add_argument("--iw-samples", type=_positive, default=1000, help="importance samples for --nll (default 1000)")
+    p.add_argument("--batch-size", type=_positive, default=500)
+    _common(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="draw images from the prior and write a PNG grid")
+    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("--n", type=_positive, default=64, help="number of samples (default 64)")
+    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's std (default 1.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default="samples.png", help="PNG path (default samples.png)")
+    p.add_argument("--npy", help="also write the images as a float32 .npy (N, C, H, W)")
+    _common(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reconstruct", help="write inputs and their reconstructions side by side")
+    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--data-dir")
+    p.add_argument("--n", type=_positive, default=32)
+    p.add_argument("-o", "--output", default="reconstructions.png")
+    _common(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("datasets", help="list built-in data sets and where their files are")
+    _common(p)
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("config", help="print a resolved config (preset or file plus --set overrides)")
+    p.add_argument("config", nargs="?", help="preset name or YAML file (default: built-in defaults)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--list", action="store_true", help="list the presets")
+    _common(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = lambda msg, *a, **k: f"vaekit: warning: {msg}\n"
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except VaekitError as exc:
+        print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        print(f"vaekit {args.command}: internal error: {type(exc).__name__}: {exc} (set VAEKIT_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""One typed config tree: defaults < YAML file (or preset) < `--set key=value` overrides.
+
+Unknown keys and wrong types raise `ConfigError` naming the valid choices (STYLE.md, habit 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vaekit.errors import ConfigError
+
+CONFIG_VERSION = 1
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"  # a built-in name, a .npy/.npz file or a folder of images
+    data_dir: str | None = None  # explicit folder for the data set's files
+    val_size: int = 0  # fixed-seed hold-out carved from the training split; 0 = none
+    val_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    encoder: Literal["mlp", "conv"] = "mlp"
+    decoder: Literal["mlp", "conv"] = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [400])  # encoder widths (mlp) / channels (conv)
+    decoder_hidden: list[int] | None = None  # None mirrors `hidden`
+    activation: Literal["relu", "tanh", "elu", "silu", "leaky_relu"] = "relu"
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"  # registry name: bernoulli, gaussian
+    gaussian_scale: Literal["global", "pixel"] = "global"
+    min_scale: float = 1e-3  # floor of a learned Gaussian scale
+    logvar_min: float = -12.0  # soft clamp of the posterior log-variance
+    logvar_max: float = 8.0
+    prior: str = "standard-normal"
+    input_shape: list[int] | None = None  # (C, H, W); filled in from the data at train time
+
+
+@dataclass
+class ObjectiveConfig:
+    beta: float = 1.0  # KL weight after any schedule has finished
+    kl_schedule: Literal["constant", "linear", "cyclical", "sigmoid"] = "constant"
+    kl_warmup_steps: int = 0  # length of the linear/sigmoid ramp, or of one cycle
+    kl_cycles: int = 4  # cyclical schedule (Fu et al. 2019): number of cycles
+    kl_ramp_fraction: float = 0.5  # cyclical: fraction of a cycle spent ramping up
+    free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016)
+    iw_samples: int = 1  # k > 1 trains the importance-weighted bound (Burda et al. 2016)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+
+
+@dataclass
+class GuardConfig:
+    clip_grad_norm: float | None = 200.0  # None turns clipping off
+    skip_grad_norm: float | None = 1e6  # skip the update above this norm (VDVAE); None = never
+    skip_nonfinite: bool = True  # skip the update on a NaN/inf loss or gradient
+    ema_decay: float = 0.0  # 0 = no EMA of the weights
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    steps: int | None = None  # overrides epochs when set
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0
+    log_every: int = 100  # steps between metrics.jsonl rows
+    checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
+    keep_checkpoints: int = 2
+    precision: Literal["fp32", "bf16"] = "fp32"
+    threads: int | None = None  # torch intra-op threads; None = leave torch's default
+    samples: int = 64  # images in the sample grid written at the end
+
+
+@dataclass
+class Config:
+    version: int = CONFIG_VERSION
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        cfg = _build(cls, _migrate(raw), "")
+        validate(cfg)
+        return cfg
+
+    def override(self, assignments: list[str]) -> Config:
+        """Apply `key.sub=value` strings (values parsed as YAML) and return a new config."""
+        raw = self.to_dict()
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {assignment!r} is not of the form key.sub=value")
+            try:
+                value = yaml.safe_load(text) if text else None
+            except yaml.YAMLError:
+                value = text
+            _assign(raw, key.strip().split("."), value, key)
+        return Config.from_dict(raw)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a config from a preset name or a YAML path, then apply `overrides`.
+
+    >>> load_config("seed", ["objective.beta=2"]).objective.beta
+    2.0
+    """
+    raw: dict[str, Any] = {}
+    if source is not None:
+        raw = _read_yaml(_resolve_source(source))
+    cfg = Config.from_dict(raw)
+    return cfg.override(overrides) if overrides else cfg
+
+
+def _resolve_source(source: str | Path) -> Path:
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found; give a YAML file or a preset ({', '.join(preset_names())})")
+        return path
+    preset = PRESET_DIR / f"{source}.yaml"
+    if not preset.is_file():
+        raise ConfigError(f"unknown preset {str(source)!r}; valid: {', '.join(preset_names())} (or a path to a .yaml file)")
+    return preset
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {str(path)!r}: {exc}") from None
+    if len(text) > 1_000_000:
+        raise ConfigError(f"config {str(path)!r} is over 1 MB; a config is a few dozen lines")
+    try:
+        # safe_load never builds Python objects; aliases are expanded, so a YAML bomb is refused
+        # below by counting nodes before the document is constructed.
+        _check_alias_expansion(text, path)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise ConfigError(f"config {str(path)!r} is not valid YAML ({first}); fix the file") from None
+    if raw is None:
+        raise ConfigError(f"config {str(path)!r} is empty; write at least one section, e.g. 'train: {{epochs: 1}}'")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {str(path)!r} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _check_alias_expansion(text: str, path: Path, limit: int = 100_000) -> None:
+    """Refuse documents whose aliases expand past `limit` nodes (the 'billion laughs')."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    count = 0
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        nonlocal count
+        if id(n) in sizes:
+            return sizes[id(n)]
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        sizes[id(n)] = total
+        count = max(count, total)
+        if total > limit:
+            raise ConfigError(f"config {str(path)!r} expands to over {limit} nodes through aliases; refusing it")
+        return total
+
+    if node is not None:
+        size(node)
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    version = raw.get("version", CONFIG_VERSION)
+    if not isinstance(version, int) or version > CONFIG_VERSION or version < 1:
+        raise ConfigError(f"config version {version!r} is not supported; this vaekit reads versions 1..{CONFIG_VERSION}")
+    # Version 1 is the first; later versions add their migrations here, oldest first.
+    return {**raw, "version": CONFIG_VERSION}
+
+
+def _assign(raw: dict[str, Any], keys: list[str], value: Any, full: str) -> None:
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        if key not in node or not isinstance(node[key], dict):
+            where = ".".join(keys[:depth]) or "the top level"
+            valid = ", ".join(k for k, v in node.items() if isinstance(v, dict))
+            raise ConfigError(f"unknown config section {key!r} in {full!r} at {where}; valid: {valid}")
+        node = node[key]
+    if keys[-1] not in node:
+        valid = ", ".join(node)
+        raise ConfigError(f"unknown config key {full!r}; valid keys here: {valid}")
+    node[keys[-1]] = value
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {path or 'top level'!r} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        where = f"section {path!r}" if path else "the top level"
+        raise ConfigError(f"unknown config key {unknown[0]!r} in {where}; valid keys: {', '.join(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{path}.{k}" if path else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value, path)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key {path!r} is {value!r}; valid: {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {path!r} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {path!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {path!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {path!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {path!r} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"config field {path} has an unsupported type {hint}")
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    checks: list[tuple[bool, str]] = [
+        (cfg.model.latent_dim >= 1, "model.latent_dim must be >= 1"),
+        (all(h >= 1 for h in cfg.model.hidden), "model.hidden widths must be >= 1"),
+        (all(h >= 1 for h in cfg.model.decoder_hidden or [1]), "model.decoder_hidden widths must be >= 1"),
+        (cfg.model.min_scale > 0, "model.min_scale must be > 0"),
+        (cfg.model.logvar_min < cfg.model.logvar_max, "model.logvar_min must be below model.logvar_max"),
+        (cfg.data.val_size >= 0, "data.val_size must be >= 0"),
+        (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
+        (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),
+        (cfg.objective.iw_samples >= 1, "objective.iw_samples must be >= 1"),
+        (cfg.objective.kl_warmup_steps >= 0, "objective.kl_warmup_steps must be >= 0"),
+        (cfg.objective.kl_cycles >= 1, "objective.kl_cycles must be >= 1"),
+        (0 < cfg.objective.kl_ramp_fraction <= 1, "objective.kl_ramp_fraction must be in (0, 1]"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas must be two numbers in [0, 1)"),
+        (cfg.optim.lr_warmup_steps >= 0, "optim.lr_warmup_steps must be >= 0"),
+        (0 <= cfg.optim.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]"),
+        (cfg.guard.clip_grad_norm is None or cfg.guard.clip_grad_norm > 0, "guard.clip_grad_norm must be > 0 or null"),
+        (cfg.guard.skip_grad_norm is None or cfg.guard.skip_grad_norm > 0, "guard.skip_grad_norm must be > 0 or null"),
+        (0 <= cfg.guard.ema_decay < 1, "guard.ema_decay must be in [0, 1)"),
+        (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
+        (cfg.train.steps is None or cfg.train.steps >= 1, "train.steps must be >= 1 or null"),
+        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1"),
+        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
+        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+        (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be >= 1 or null"),
+        (cfg.train.samples >= 1, "train.samples must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if cfg.model.input_shape is not None and (len(cfg.model.input_shape) != 3 or min(cfg.model.input_shape) < 1):
+        raise ConfigError("model.input_shape must be three positive sizes (C, H, W) or null")

@@ -1,0 +1,233 @@
+"""Data sets held in memory as one uint8 tensor (N, C, H, W); batches are drawn by index.
+
+Built-in: `mnist`, `fashion-mnist` and their `binarized-` forms (dynamic binarization for
+training, one fixed-seed draw for the test split). User data: a `.npy`/`.npz` array or a folder
+of PNG/JPEG images. No per-sample Python and no PIL in the training loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaekit import idx
+from vaekit.errors import DataError
+
+BINARIZED_TEST_SEED = 20160101  # the one fixed draw of a binarized test split; recorded in results
+
+BUILTIN = {
+    "mnist": idx.MNIST,
+    "fashion-mnist": idx.FASHION_MNIST,
+}
+SPLITS = ("train", "test", "val")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An in-memory image set.
+
+    images: (N, C, H, W) uint8 in [0, 255]; labels: (N,) int64 or None.
+    binarize: "none" (pixels / 255), or "dynamic" (a fresh Bernoulli draw per batch).
+    """
+
+    name: str
+    split: str
+    images: Tensor
+    labels: Tensor | None = None
+    binarize: str = "none"
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def dims(self) -> int:
+        c, h, w = self.shape
+        return c * h * w
+
+    def batch(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Images at `index` as float32 (B, C, H, W) in [0, 1] (binary if dynamically binarized)."""
+        x = self.images[index].to(torch.float32).div_(255.0)
+        if self.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=generator)
+        return x
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[Tensor]:
+        """Iterate over the whole set in batches; `generator` drives the order and binarization."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            yield self.batch(order[start : start + batch_size], generator)
+
+    def subset(self, index: Tensor, split: str | None = None) -> Dataset:
+        labels = self.labels[index] if self.labels is not None else None
+        return replace(self, images=self.images[index], labels=labels, split=split or self.split)
+
+
+def load_dataset(
+    name: str, split: str = "train", data_dir: str | Path | None = None, val_size: int = 0, val_seed: int = 0
+) -> Dataset:
+    """Load a data set by name (`mnist`, `binarized-mnist`, ...) or path (`.npy`, `.npz`, image folder).
+
+    `split` is "train", "test" or "val". With `val_size > 0`, "train" and "val" are a fixed-seed
+    partition of the training images; user arrays and folders have no test split.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    base, binarized = _parse_name(name)
+    file_split = "test" if split == "test" else "train"
+    if base in BUILTIN:
+        images, labels = idx.load_builtin(BUILTIN[base], file_split, data_dir)
+    else:
+        if split == "test":
+            raise DataError(f"{name!r} is user data and has no test split; pass the test set as its own file")
+        images, labels = load_user_data(Path(base))
+    _check_images(images, name)
+    data = Dataset(name=name, split=split, images=images, labels=labels)
+    if split != "test" and val_size > 0:
+        data = _carve_validation(data, split, val_size, val_seed)
+    elif split == "val":
+        raise DataError("split 'val' needs val_size > 0 (config key data.val_size)")
+    if binarized:
+        data = _binarize(data)
+    return data
+
+
+def list_datasets() -> list[dict[str, object]]:
+    """Built-in data sets and where their files were found (None when they are not on disk)."""
+    rows = []
+    for name, spec in BUILTIN.items():
+        folder = idx.find_folder(spec, None)
+        for prefix in ("", "binarized-"):
+            rows.append({"name": prefix + name, "shape": [1, 28, 28], "train": 60000, "test": 10000,
+                         "found": str(folder) if folder else None})
+    return rows
+
+
+def _parse_name(name: str) -> tuple[str, bool]:
+    if name.startswith("binarized-"):
+        base = name[len("binarized-") :]
+        return base, True
+    if name in BUILTIN or os.path.exists(name) or name.endswith((".npy", ".npz")) or os.sep in name:
+        return name, False
+    valid = ", ".join([*BUILTIN, *(f"binarized-{b}" for b in BUILTIN)])
+    raise DataError(f"unknown data set {name!r}; valid: {valid}, a .npy/.npz file or a folder of images")
+
+
+def _carve_validation(data: Dataset, split: str, val_size: int, val_seed: int) -> Dataset:
+    if val_size >= len(data):
+        raise DataError(f"data.val_size={val_size} leaves no training images (the set has {len(data)})")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(val_seed))
+    index = order[:val_size] if split == "val" else order[val_size:]
+    return data.subset(index.sort().values, split)
+
+
+def _binarize(data: Dataset) -> Dataset:
+    if data.split == "train":
+        return replace(data, binarize="dynamic")
+    # Held-out splits: one fixed-seed draw, so every evaluation scores the same binary images.
+    gen = torch.Generator().manual_seed(BINARIZED_TEST_SEED)
+    probs = data.images.to(torch.float32).div_(255.0)
+    images = torch.bernoulli(probs, generator=gen).to(torch.uint8).mul_(255)
+    return replace(data, images=images)
+
+
+def _check_images(images: Tensor, name: str) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise DataError(f"{name!r}: expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise DataError(f"{name!r} holds no images")
+
+
+def load_user_data(path: Path) -> tuple[Tensor, Tensor | None]:
+    """A `.npy`/`.npz` array or a folder of images as uint8 (N, C, H, W) plus labels if present."""
+    if not path.exists():
+        raise DataError(f"data file or folder {str(path)!r} not found; check the path")
+    if path.is_dir():
+        return _load_image_folder(path), None
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{str(path)!r} is not a readable .npy array ({exc}); re-save it with numpy.save") from None
+        return array_to_images(array, str(path)), None
+    if path.suffix == ".npz":
+        return _load_npz(path)
+    raise DataError(f"{str(path)!r}: unsupported data file; use .npy, .npz or a folder of PNG/JPEG images")
+
+
+def _load_npz(path: Path) -> tuple[Tensor, Tensor | None]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{str(path)!r} is not a readable .npz archive ({exc}); re-save it with numpy.savez") from None
+    key = next((k for k in ("x", "images", "arr_0") if k in arrays), None)
+    if key is None:
+        raise DataError(f"{str(path)!r} has no array named 'x', 'images' or 'arr_0' (found: {', '.join(arrays) or 'none'})")
+    images = array_to_images(arrays[key], str(path))
+    labels_np = arrays.get("y", arrays.get("labels"))
+    labels = None
+    if labels_np is not None:
+        if labels_np.shape != (images.shape[0],):
+            raise DataError(f"{str(path)!r}: labels have shape {labels_np.shape} but there are {images.shape[0]} images")
+        labels = torch.from_numpy(labels_np.astype(np.int64))
+    return images, labels
+
+
+def array_to_images(array: np.ndarray, name: str) -> Tensor:
+    """Accept (N, H, W), (N, H, W, C) with C in 1/3/4 or (N, C, H, W); uint8, or floats in [0, 1]."""
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise DataError(f"{name!r}: array of dtype {array.dtype} is not numeric image data")
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[-1] in (1, 3, 4) and array.shape[1] not in (1, 3, 4):
+        array = np.moveaxis(array, -1, 1)
+    elif array.ndim != 4:
+        raise DataError(f"{name!r}: array of shape {array.shape} is not images; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    if array.shape[0] == 0:
+        raise DataError(f"{name!r} holds no images")
+    if array.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(array))
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise DataError(f"{name!r} contains NaN or infinite values; clean the array before training")
+    if values.min() < 0 or values.max() > 255:
+        raise DataError(f"{name!r}: values span [{values.min():g}, {values.max():g}]; use uint8 or floats in [0, 1]")
+    if values.max() <= 1.0 and not np.issubdtype(array.dtype, np.integer):
+        values = values * 255.0
+    return torch.from_numpy(np.rint(values).astype(np.uint8))
+
+
+def _load_image_folder(folder: Path) -> Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"folder {str(folder)!r} holds no PNG or JPEG images")
+    arrays = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                if img.mode not in ("1", "L", "P", "RGB", "RGBA", "LA"):
+                    raise DataError(f"{str(file)!r}: image mode {img.mode!r} is not 8-bit; convert it to 8-bit L or RGB")
+                arrays.append(np.asarray(img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{str(file)!r} is not a readable image ({exc}); remove or replace it") from None
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"images in {str(folder)!r} differ in size ({sorted(shapes)[:3]}); resize them to one size")
+    return array_to_images(np.stack(arrays), str(folder))

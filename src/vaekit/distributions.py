@@ -1,0 +1,73 @@
+"""Small distribution objects with the shapes a VAE needs (no torch.distributions validation cost)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
+    """Smoothly squash `x` into (low, high); the identity near the middle, gradients never zero.
+
+    Soft clamping of posterior parameters follows NVAE (Vahdat & Kautz 2020) and diffusers'
+    DiagonalGaussianDistribution: a hard clamp would stop the gradient at the bounds.
+    """
+    mid = (high + low) / 2
+    half = (high - low) / 2
+    return mid + half * torch.tanh((x - mid) / half)
+
+
+@dataclass(frozen=True)
+class DiagonalGaussian:
+    """q(z|x) = N(mean, diag(exp(logvar))); mean and logvar are (B, D)."""
+
+    mean: Tensor
+    logvar: Tensor
+
+    @property
+    def std(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterized samples z = mean + std * eps, (S, B, D) (Kingma & Welling 2014, Sec. 2.4)."""
+        shape = (n_samples, *self.mean.shape)
+        eps = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x) summed over D; z is (S, B, D), returns (S, B) nats."""
+        return -0.5 * (LOG_2PI + self.logvar + (z - self.mean) ** 2 * torch.exp(-self.logvar)).sum(-1)
+
+
+class StandardNormal:
+    """The prior p(z) = N(0, I) over D dimensions."""
+
+    def __init__(self, latent_dim: int) -> None:
+        self.latent_dim = latent_dim
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """(..., D) -> (...) nats."""
+        return -0.5 * (LOG_2PI + z**2).sum(-1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None,
+               temperature: float = 1.0) -> Tensor:
+        """(n, D) draws; `temperature` scales the standard deviation."""
+        return temperature * torch.randn(n, self.latent_dim, generator=generator, device=device)
+
+    def kl_per_dim(self, q: DiagonalGaussian) -> Tensor:
+        """KL(q || N(0, I)) per dimension, (B, D) nats, in closed form.
+
+        Kingma & Welling 2014, Appendix B: -KL = 1/2 * sum(1 + log(sigma^2) - mu^2 - sigma^2).
+        """
+        return 0.5 * (q.mean**2 + torch.exp(q.logvar) - 1.0 - q.logvar)
+
+
+def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
+    """log Bernoulli(x | sigmoid(logits)) per element; also valid for x in [0, 1] (continuous BCE)."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none")

@@ -1,0 +1,44 @@
+"""Schedules as pure functions of the optimizer step (nanoGPT's `get_lr(it)` habit)."""
+
+from __future__ import annotations
+
+import math
+
+from vaekit.config import ObjectiveConfig, OptimConfig
+
+
+def kl_weight(step: int, cfg: ObjectiveConfig, total_steps: int | None = None) -> float:
+    """The KL weight beta at `step` (0-based).
+
+    constant: beta. linear: 0 -> beta over `kl_warmup_steps`. sigmoid: a logistic ramp centred
+    at half the warm-up. cyclical (Fu et al. 2019): `kl_cycles` cycles over `total_steps`, each
+    ramping 0 -> beta over `kl_ramp_fraction` of the cycle and then holding beta.
+    """
+    beta = cfg.beta
+    warmup = cfg.kl_warmup_steps
+    if cfg.kl_schedule == "constant":
+        return beta
+    if cfg.kl_schedule == "linear":
+        return beta if warmup == 0 else beta * min(1.0, step / warmup)
+    if cfg.kl_schedule == "sigmoid":
+        if warmup == 0:
+            return beta
+        # 12 / warmup makes the ramp go from ~0.25% to ~99.75% of beta across the warm-up
+        return beta / (1.0 + math.exp(-12.0 * (step / warmup - 0.5)))
+    if cfg.kl_schedule == "cyclical":
+        period = (total_steps or warmup or 1) / cfg.kl_cycles
+        phase = (step % period) / period if period > 0 else 1.0
+        return beta * min(1.0, phase / cfg.kl_ramp_fraction)
+    raise ValueError(f"unknown kl_schedule {cfg.kl_schedule!r}")
+
+
+def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then constant or cosine decay."""
+    if cfg.lr_warmup_steps and step < cfg.lr_warmup_steps:
+        return (step + 1) / cfg.lr_warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - cfg.lr_warmup_steps)
+    progress = min(1.0, (step - cfg.lr_warmup_steps) / span)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine
