@@ -9,5 +9,17 @@ from vaekit.objectives import ElboTerms
 from vaekit.train import TrainResult, train
 
 __version__ = "0.1.0"
-__all__ = ["VAE", "Config", "Dataset", "ElboTerms", "EvalResult", "TrainResult", "VAEOutput", "VaekitError",
-           "evaluate", "load_config", "load_dataset", "train"]
+__all__ = [
+    "VAE",
+    "Config",
+    "Dataset",
+    "ElboTerms",
+    "EvalResult",
+    "TrainResult",
+    "VAEOutput",
+    "VaekitError",
+    "evaluate",
+    "load_config",
+    "load_dataset",
+    "train",
+]

@@ -43,8 +43,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise VaekitError(f"could not write {str(path)!r} ({exc.strerror or exc}); free disk space or choose another "
-                          "folder; the previous file is intact") from None
+        raise VaekitError(
+            f"could not write {str(path)!r} ({exc.strerror or exc}); free disk space or choose another "
+            "folder; the previous file is intact"
+        ) from None
     _fsync_dir(path.parent)
 
 
@@ -123,17 +125,25 @@ def load_model(folder: str | Path, map_location: str = "cpu") -> Any:
         folder = folder / "model"  # a run directory
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"no model at {str(folder)!r}: config.json is missing; give a run directory or its model/ folder")
+        raise CheckpointError(
+            f"no model at {str(folder)!r}: config.json is missing; give a run directory or its model/ folder"
+        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{str(config_path)!r} is not valid JSON ({exc}); re-export the model") from None
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT or not isinstance(config.get("model"), dict):
+    if (
+        not isinstance(config, dict)
+        or config.get("format") != MODEL_FORMAT
+        or not isinstance(config.get("model"), dict)
+    ):
         raise CheckpointError(f"{str(config_path)!r} is not a vaekit model config (format {MODEL_FORMAT})")
     cfg = Config.from_dict({"model": config["model"]})
     tensors, _ = read_safetensors(folder / "model.safetensors")
     if config.get("weights_sha256") != tensors_digest(tensors):
-        raise CheckpointError(f"{str(folder)!r}: model.safetensors does not belong to this config.json (weights hash differs)")
+        raise CheckpointError(
+            f"{str(folder)!r}: model.safetensors does not belong to this config.json (weights hash differs)"
+        )
     model = VAE(cfg.model)
     load_state(model, tensors, str(folder))
     return model.to(map_location)
@@ -145,9 +155,16 @@ def load_state(module: torch.nn.Module, tensors: dict[str, Tensor], source: str)
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                  else f"shape of {wrong[0]} is {tuple(tensors[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}")
-        raise CheckpointError(f"{source!r} holds weights of another architecture ({detail}); use the config it was trained with")
+        detail = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"shape of {wrong[0]} is {tuple(tensors[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}"
+        )
+        raise CheckpointError(
+            f"{source!r} holds weights of another architecture ({detail}); use the config it was trained with"
+        )
     module.load_state_dict(tensors)
 
 

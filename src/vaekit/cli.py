@@ -42,24 +42,37 @@ def cmd_train(args: argparse.Namespace) -> None:
     from vaekit.train import train
 
     overrides = list(args.set or [])
-    for flag, key in (("data", "data.name"), ("epochs", "train.epochs"), ("steps", "train.steps"),
-                      ("seed", "train.seed"), ("batch_size", "train.batch_size")):
+    for flag, key in (
+        ("data", "data.name"),
+        ("epochs", "train.epochs"),
+        ("steps", "train.steps"),
+        ("seed", "train.seed"),
+        ("batch_size", "train.batch_size"),
+    ):
         if getattr(args, flag) is not None:  # explicit flags beat the config file
             overrides.append(f"{key}={getattr(args, flag)}")
     cfg = load_config(args.config, overrides)
     run_dir = args.run_dir or f"runs/{Path(str(args.config or 'default')).stem}"
     result = train(cfg, run_dir, resume=args.resume, quiet=args.quiet or args.json)
-    payload: dict[str, Any] = {"run_dir": str(result.run_dir), "steps": result.steps, "seconds": round(result.seconds, 2),
-                               "examples_per_s": round(result.examples_per_s, 1),
-                               "test": result.test.to_dict() if result.test else None}
-    lines = [f"run directory: {result.run_dir}",
-             f"trained {result.steps} steps in {result.seconds:.1f} s ({result.examples_per_s:,.0f} examples/s)",
-             f"samples: {result.run_dir / 'samples' / 'samples.png'}",
-             f"reconstructions: {result.run_dir / 'samples' / 'reconstructions.png'}"]
+    payload: dict[str, Any] = {
+        "run_dir": str(result.run_dir),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "examples_per_s": round(result.examples_per_s, 1),
+        "test": result.test.to_dict() if result.test else None,
+    }
+    lines = [
+        f"run directory: {result.run_dir}",
+        f"trained {result.steps} steps in {result.seconds:.1f} s ({result.examples_per_s:,.0f} examples/s)",
+        f"samples: {result.run_dir / 'samples' / 'samples.png'}",
+        f"reconstructions: {result.run_dir / 'samples' / 'reconstructions.png'}",
+    ]
     if result.test:
         t = result.test
-        lines.append(f"test -ELBO: {t.neg_elbo:.2f} nats ({t.bits_per_dim:.4f} bits/dim), "
-                     f"KL {t.kl:.2f} nats, active units {t.active_units}/{len(t.kl_per_dim)}")
+        lines.append(
+            f"test -ELBO: {t.neg_elbo:.2f} nats ({t.bits_per_dim:.4f} bits/dim), "
+            f"KL {t.kl:.2f} nats, active units {t.active_units}/{len(t.kl_per_dim)}"
+        )
     _emit(args, payload, "\n".join(lines))
 
 
@@ -71,11 +84,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     data = load_dataset(args.data, args.split, args.data_dir)
     _check_shape(model, data.shape, args.data)
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
-    text = (f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
-            f"({result.bits_per_dim:.4f} bits/dim; single-sample ELBO estimate)")
+    text = (
+        f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
+        f"({result.bits_per_dim:.4f} bits/dim; single-sample ELBO estimate)"
+    )
     if result.nll is not None:
-        text += (f"\nNLL {result.nll:.2f} ± {result.nll_se:.2f} nats ({result.nll_bits_per_dim:.4f} bits/dim; "
-                 f"importance-sampled with k={result.iw_samples}, an upper bound on -log p(x) in expectation)")
+        text += (
+            f"\nNLL {result.nll:.2f} ± {result.nll_se:.2f} nats ({result.nll_bits_per_dim:.4f} bits/dim; "
+            f"importance-sampled with k={result.iw_samples}, an upper bound on -log p(x) in expectation)"
+        )
     _emit(args, result.to_dict(), text)
 
 
@@ -129,9 +146,15 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     from vaekit.data import list_datasets
 
     rows = list_datasets()
-    text = "\n".join(f"{r['name']:<26} {r['train']:>6} train {r['test']:>6} test  {r['found'] or 'not on disk (downloads on first use)'}"
-                     for r in rows)
-    _emit(args, {"datasets": rows}, text + "\nuser data: a .npy/.npz file (uint8 or [0, 1] floats) or a folder of PNG/JPEG images")
+    text = "\n".join(
+        f"{r['name']:<26} {r['train']:>6} train {r['test']:>6} test  {r['found'] or 'not on disk'}"
+        for r in rows
+    )
+    _emit(
+        args,
+        {"datasets": rows},
+        text + "\nuser data: a .npy/.npz file (uint8 or [0, 1] floats) or a folder of PNG/JPEG images",
+    )
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -148,8 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", description="Train variational autoencoders stably and put them to work.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a VAE and write a run directory",
-                       description="Train a VAE. Precedence: defaults < config file < --set < explicit flags.")
+    p = sub.add_parser(
+        "train",
+        help="train a VAE and write a run directory",
+        description="Train a VAE. Precedence: defaults < config file < --set < explicit flags.",
+    )
     p.add_argument("config", nargs="?", help="preset name (see `vaekit config --list`) or a YAML file")
     p.add_argument("--run-dir", help="output folder (default runs/<config name>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. objective.beta=4")
@@ -232,8 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("VAEKIT_DEBUG"):
             raise
-        print(f"vaekit {args.command}: internal error: {type(exc).__name__}: {exc} (set VAEKIT_DEBUG=1 for a traceback)",
-              file=sys.stderr)
+        print(
+            f"vaekit {args.command}: internal error: {type(exc).__name__}: {exc} (set VAEKIT_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -148,11 +148,15 @@ def _resolve_source(source: str | Path) -> Path:
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} not found; give a YAML file or a preset ({', '.join(preset_names())})")
+            raise ConfigError(
+                f"config file {str(path)!r} not found; give a YAML file or a preset ({', '.join(preset_names())})"
+            )
         return path
     preset = PRESET_DIR / f"{source}.yaml"
     if not preset.is_file():
-        raise ConfigError(f"unknown preset {str(source)!r}; valid: {', '.join(preset_names())} (or a path to a .yaml file)")
+        raise ConfigError(
+            f"unknown preset {str(source)!r}; valid: {', '.join(preset_names())} (or a path to a .yaml file)"
+        )
     return preset
 
 
@@ -206,7 +210,9 @@ def _check_alias_expansion(text: str, path: Path, limit: int = 100_000) -> None:
 def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     version = raw.get("version", CONFIG_VERSION)
     if not isinstance(version, int) or version > CONFIG_VERSION or version < 1:
-        raise ConfigError(f"config version {version!r} is not supported; this vaekit reads versions 1..{CONFIG_VERSION}")
+        raise ConfigError(
+            f"config version {version!r} is not supported; this vaekit reads versions 1..{CONFIG_VERSION}"
+        )
     # Version 1 is the first; later versions add their migrations here, oldest first.
     return {**raw, "version": CONFIG_VERSION}
 
@@ -291,7 +297,10 @@ def validate(cfg: Config) -> None:
         (cfg.objective.kl_cycles >= 1, "objective.kl_cycles must be >= 1"),
         (0 < cfg.objective.kl_ramp_fraction <= 1, "objective.kl_ramp_fraction must be in (0, 1]"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
-        (len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas must be two numbers in [0, 1)"),
+        (
+            len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+            "optim.betas must be two numbers in [0, 1)",
+        ),
         (cfg.optim.lr_warmup_steps >= 0, "optim.lr_warmup_steps must be >= 0"),
         (0 <= cfg.optim.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]"),
         (cfg.guard.clip_grad_norm is None or cfg.guard.clip_grad_norm > 0, "guard.clip_grad_norm must be > 0 or null"),

@@ -89,6 +89,7 @@ def load_dataset(
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     base, binarized = _parse_name(name)
     file_split = "test" if split == "test" else "train"
+    labels: Tensor | None
     if base in BUILTIN:
         images, labels = idx.load_builtin(BUILTIN[base], file_split, data_dir)
     else:
@@ -112,8 +113,15 @@ def list_datasets() -> list[dict[str, object]]:
     for name, spec in BUILTIN.items():
         folder = idx.find_folder(spec, None)
         for prefix in ("", "binarized-"):
-            rows.append({"name": prefix + name, "shape": [1, 28, 28], "train": 60000, "test": 10000,
-                         "found": str(folder) if folder else None})
+            rows.append(
+                {
+                    "name": prefix + name,
+                    "shape": [1, 28, 28],
+                    "train": 60000,
+                    "test": 10000,
+                    "found": str(folder) if folder else None,
+                }
+            )
     return rows
 
 
@@ -177,13 +185,17 @@ def _load_npz(path: Path) -> tuple[Tensor, Tensor | None]:
         raise DataError(f"{str(path)!r} is not a readable .npz archive ({exc}); re-save it with numpy.savez") from None
     key = next((k for k in ("x", "images", "arr_0") if k in arrays), None)
     if key is None:
-        raise DataError(f"{str(path)!r} has no array named 'x', 'images' or 'arr_0' (found: {', '.join(arrays) or 'none'})")
+        raise DataError(
+            f"{str(path)!r} has no array named 'x', 'images' or 'arr_0' (found: {', '.join(arrays) or 'none'})"
+        )
     images = array_to_images(arrays[key], str(path))
     labels_np = arrays.get("y", arrays.get("labels"))
     labels = None
     if labels_np is not None:
         if labels_np.shape != (images.shape[0],):
-            raise DataError(f"{str(path)!r}: labels have shape {labels_np.shape} but there are {images.shape[0]} images")
+            raise DataError(
+                f"{str(path)!r}: labels have shape {labels_np.shape} but there are {images.shape[0]} images"
+            )
         labels = torch.from_numpy(labels_np.astype(np.int64))
     return images, labels
 
@@ -197,7 +209,9 @@ def array_to_images(array: np.ndarray, name: str) -> Tensor:
     elif array.ndim == 4 and array.shape[-1] in (1, 3, 4) and array.shape[1] not in (1, 3, 4):
         array = np.moveaxis(array, -1, 1)
     elif array.ndim != 4:
-        raise DataError(f"{name!r}: array of shape {array.shape} is not images; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+        raise DataError(
+            f"{name!r}: array of shape {array.shape} is not images; expected (N, H, W), (N, H, W, C) or (N, C, H, W)"
+        )
     if array.shape[0] == 0:
         raise DataError(f"{name!r} holds no images")
     if array.dtype == np.uint8:
@@ -223,7 +237,9 @@ def _load_image_folder(folder: Path) -> Tensor:
         try:
             with Image.open(file) as img:
                 if img.mode not in ("1", "L", "P", "RGB", "RGBA", "LA"):
-                    raise DataError(f"{str(file)!r}: image mode {img.mode!r} is not 8-bit; convert it to 8-bit L or RGB")
+                    raise DataError(
+                        f"{str(file)!r}: image mode {img.mode!r} is not 8-bit; convert it to 8-bit L or RGB"
+                    )
                 arrays.append(np.asarray(img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")))
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{str(file)!r} is not a readable image ({exc}); remove or replace it") from None

@@ -55,8 +55,13 @@ class StandardNormal:
         """(..., D) -> (...) nats."""
         return -0.5 * (LOG_2PI + z**2).sum(-1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None,
-               temperature: float = 1.0) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+        temperature: float = 1.0,
+    ) -> Tensor:
         """(n, D) draws; `temperature` scales the standard deviation."""
         return temperature * torch.randn(n, self.latent_dim, generator=generator, device=device)
 

@@ -36,8 +36,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: VAE, data: Dataset, batch_size: int = 1000, iw_samples: int | None = None,
-             seed: int = EVAL_SEED) -> EvalResult:
+def evaluate(
+    model: VAE, data: Dataset, batch_size: int = 1000, iw_samples: int | None = None, seed: int = EVAL_SEED
+) -> EvalResult:
     """Score every example of `data`; with `iw_samples = k` also estimate -log p(x) with k samples."""
     was_training = model.training
     model.eval()
@@ -57,17 +58,27 @@ def evaluate(model: VAE, data: Dataset, batch_size: int = 1000, iw_samples: int 
     ne, kd = torch.cat(neg_elbo), torch.cat(kl_dims)
     n = ne.shape[0]
     result = EvalResult(
-        split=data.split, n=n, neg_elbo=ne.mean().item(), neg_elbo_se=_se(ne),
-        log_px=torch.cat(log_px).mean().item(), kl=kd.sum(-1).mean().item(),
+        split=data.split,
+        n=n,
+        neg_elbo=ne.mean().item(),
+        neg_elbo_se=_se(ne),
+        log_px=torch.cat(log_px).mean().item(),
+        kl=kd.sum(-1).mean().item(),
         bits_per_dim=float(bits_per_dim(ne.mean().item(), model.dims)),
         active_units=int((torch.cat(means).var(0, unbiased=n > 1) > 0.01).sum()),
         kl_per_dim=[round(v, 5) for v in kd.mean(0).tolist()],
     )
     if iw_samples:
         nl = torch.cat(nll)
-        return EvalResult(**{**result.to_dict(), "nll": nl.mean().item(), "nll_se": _se(nl),  # type: ignore[arg-type]
-                             "nll_bits_per_dim": float(bits_per_dim(nl.mean().item(), model.dims)),
-                             "iw_samples": iw_samples})
+        return EvalResult(
+            **{
+                **result.to_dict(),
+                "nll": nl.mean().item(),
+                "nll_se": _se(nl),  # type: ignore[arg-type]
+                "nll_bits_per_dim": float(bits_per_dim(nl.mean().item(), model.dims)),
+                "iw_samples": iw_samples,
+            }
+        )
     return result
 
 

@@ -22,8 +22,9 @@ class StepReport:
     skipped: Tensor  # () bool: the update was not applied
 
 
-def guarded_update(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], loss: Tensor,
-                   cfg: GuardConfig) -> StepReport:
+def guarded_update(
+    optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], loss: Tensor, cfg: GuardConfig
+) -> StepReport:
     """Clip gradients, apply the optimizer step unless it is non-finite or too large, zero grads."""
     params = [p for p in params if p.grad is not None]
     if cfg.clip_grad_norm is not None:

@@ -11,6 +11,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +20,14 @@ from torch import Tensor
 from vaekit.errors import DataError
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"  # the repo's own copy (editable install)
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,20 +48,44 @@ MNIST = IdxSpec(
     name="mnist",
     mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://yann.lecun.com/exdb/mnist/"),
     files={
-        "train": (IdxFile("train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-                  IdxFile("train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624", "d53e105ee54ea40749a09fcbcd1e9432")),
-        "test": (IdxFile("t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea", "9fb629c4189551a2d022fa330f9573f3"),
-                 IdxFile("t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637", "ec29112dd5afa0611ce80d1b7f02629c")),
+        "train": (
+            IdxFile(
+                "train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb", "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+            ),
+            IdxFile(
+                "train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624", "d53e105ee54ea40749a09fcbcd1e9432"
+            ),
+        ),
+        "test": (
+            IdxFile(
+                "t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea", "9fb629c4189551a2d022fa330f9573f3"
+            ),
+            IdxFile(
+                "t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637", "ec29112dd5afa0611ce80d1b7f02629c"
+            ),
+        ),
     },
 )
 FASHION_MNIST = IdxSpec(
     name="fashion-mnist",
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     files={
-        "train": (IdxFile("train-images-idx3-ubyte.gz", "f4a8712d7a061bf5bd6d2ca38dc4d50a", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-                  IdxFile("train-labels-idx1-ubyte.gz", "9018921c3c673c538a1fc5bad174d6f9", "25c81989df183df01b3e8a0aad5dffbe")),
-        "test": (IdxFile("t10k-images-idx3-ubyte.gz", "8181f5470baa50b63fa0f6fddb340f0a", "bef4ecab320f06d8554ea6380940ec79"),
-                 IdxFile("t10k-labels-idx1-ubyte.gz", "15d484375f8d13e6eb1aabb0c3f46965", "bb300cfdad3c16e7a12a480ee83cd310")),
+        "train": (
+            IdxFile(
+                "train-images-idx3-ubyte.gz", "f4a8712d7a061bf5bd6d2ca38dc4d50a", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
+            ),
+            IdxFile(
+                "train-labels-idx1-ubyte.gz", "9018921c3c673c538a1fc5bad174d6f9", "25c81989df183df01b3e8a0aad5dffbe"
+            ),
+        ),
+        "test": (
+            IdxFile(
+                "t10k-images-idx3-ubyte.gz", "8181f5470baa50b63fa0f6fddb340f0a", "bef4ecab320f06d8554ea6380940ec79"
+            ),
+            IdxFile(
+                "t10k-labels-idx1-ubyte.gz", "15d484375f8d13e6eb1aabb0c3f46965", "bb300cfdad3c16e7a12a480ee83cd310"
+            ),
+        ),
     },
 )
 
@@ -91,7 +122,9 @@ def load_builtin(spec: IdxSpec, split: str, data_dir: str | Path | None) -> tupl
     images = read_idx(folder / image_file.name, image_file.content_md5)
     labels = read_idx(folder / label_file.name, label_file.content_md5)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise DataError(f"{spec.name} {split}: {images.shape[0]} images but {labels.shape[0]} labels; re-fetch the files")
+        raise DataError(
+            f"{spec.name} {split}: {images.shape[0]} images but {labels.shape[0]} labels; re-fetch the files"
+        )
     return torch.from_numpy(images.astype(np.uint8)[:, None]), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -104,7 +137,9 @@ def read_idx(path: Path, content_md5: str | None = None) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{str(path)!r} is truncated or not gzip ({exc}); delete it and fetch it again") from None
     if content_md5 is not None and hashlib.md5(raw).hexdigest() != content_md5:
-        raise DataError(f"{str(path)!r} fails its checksum (content MD5 should be {content_md5}); delete it and fetch it again")
+        raise DataError(
+            f"{str(path)!r} fails its checksum (content MD5 should be {content_md5}); delete it and fetch it again"
+        )
     return parse_idx(raw, str(path))
 
 
@@ -116,10 +151,12 @@ def parse_idx(raw: bytes, name: str) -> np.ndarray:
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{name!r}: IDX header is truncated; fetch the file again")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    dtype = IDX_DTYPES[raw[2]]
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"{name!r}: header says {shape} ({expected} bytes) but the file holds {len(raw) - header}; fetch it again")
+        raise DataError(
+            f"{name!r}: header says {shape} ({expected} bytes) but the file holds {len(raw) - header}; fetch it again"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -158,7 +195,7 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
     digest = hashlib.md5()
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed https mirrors)
+            with urllib.request.urlopen(url, timeout=60) as response:
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     tmp.write(chunk)

@@ -75,8 +75,9 @@ class VAE(nn.Module):
         return elbo_terms(self(x, n_samples, generator), x, self.prior)
 
     @torch.no_grad()
-    def log_likelihood(self, x: Tensor, k: int = 1000, chunk: int = 100,
-                       generator: torch.Generator | None = None) -> Tensor:
+    def log_likelihood(
+        self, x: Tensor, k: int = 1000, chunk: int = 100, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Importance-sampled log p(x), (B,) nats, with q(z|x) as proposal (Burda et al. 2016, App. D).
 
         Samples are drawn `chunk` at a time and combined with a running logsumexp, so memory
@@ -114,4 +115,3 @@ class VAE(nn.Module):
         from vaekit.checkpoint import load_model
 
         return load_model(folder, map_location)
-

@@ -6,6 +6,7 @@ Encoders map x (B, C, H, W) to (B, 2*D) posterior parameters; decoders map z (N,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from torch import Tensor, nn
@@ -14,7 +15,11 @@ from vaekit.errors import ConfigError
 from vaekit.registry import Registry
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
 }
 Shape = tuple[int, int, int]
 NetFactory = Callable[..., nn.Module]
@@ -25,7 +30,7 @@ DECODERS: Registry[NetFactory] = Registry("decoder")
 def mlp(widths: list[int], activation: str) -> nn.Sequential:
     """Linear layers of `widths`, with `activation` between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(widths) - 2:
             layers.append(ACTIVATIONS[activation]())
@@ -57,8 +62,10 @@ def _check_divisible(shape: Shape, n_layers: int) -> tuple[int, int]:
     _, h, w = shape
     factor = 2**n_layers
     if h % factor or w % factor:
-        raise ConfigError(f"conv nets halve the image {n_layers} times: {h}x{w} must be divisible by {factor}; "
-                          "use fewer entries in model.hidden")
+        raise ConfigError(
+            f"conv nets halve the image {n_layers} times: {h}x{w} must be divisible by {factor}; "
+            "use fewer entries in model.hidden"
+        )
     return h // factor, w // factor
 
 
@@ -88,7 +95,7 @@ class ConvDecoder(nn.Module):
         self.head = nn.Sequential(nn.Linear(in_features, channels[0] * h * w), ACTIVATIONS[activation]())
         layers: list[nn.Module] = []
         widths = [*channels, channels_out]
-        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
             layers.append(nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1))
             if i < len(channels) - 1:
                 layers.append(ACTIVATIONS[activation]())

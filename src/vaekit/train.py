@@ -39,9 +39,14 @@ class TrainState:
     skipped: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "ema": self.ema.shadow if self.ema else None, "step": self.step, "skipped": self.skipped,
-                "rng": torch.get_rng_state()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.shadow if self.ema else None,
+            "step": self.step,
+            "skipped": self.skipped,
+            "rng": torch.get_rng_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
         load_state(self.model, state["model"], source)
@@ -99,8 +104,14 @@ def _autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
 
 def build_state(cfg: Config) -> TrainState:
     model = VAE(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
-                                 eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay, fused=True)
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+        fused=True,
+    )
     ema = EMA(model, cfg.guard.ema_decay) if cfg.guard.ema_decay > 0 else None
     return TrainState(model=model, optimizer=optimizer, ema=ema)
 
@@ -125,7 +136,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     torch.manual_seed(cfg.train.seed)
     state = build_state(cfg)
     if (run_dir / "checkpoints").is_dir() and list_checkpoints(run_dir / "checkpoints") and not resume:
-        raise VaekitError(f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or choose a new --run-dir")
+        raise VaekitError(
+            f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or choose a new --run-dir"
+        )
     if resume:
         _resume(state, cfg, run_dir)
     atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
@@ -133,12 +146,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
 
     steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_size)
     total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
-    bar = tqdm(total=total, initial=state.step, disable=quiet or not sys.stderr.isatty(), unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total, initial=state.step, disable=quiet or not sys.stderr.isatty(), unit="step", dynamic_ncols=True
+    )
     start_step, t0 = state.step, time.perf_counter()
     running = torch.zeros(()), 0
     while state.step < total:
         epoch, first = divmod(state.step, steps_per_epoch)
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch))
+        order = torch.randperm(
+            len(train_set), generator=torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
+        )
         for b in range(first, steps_per_epoch):
             x = train_set.batch(order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size])
             report, neg_elbo = train_step(state, x, cfg, total)
@@ -173,26 +190,49 @@ def _resume(state: TrainState, cfg: Config, run_dir: Path) -> None:
     state.load_state_dict(saved, str(run_dir))
 
 
-def _train_row(state: TrainState, cfg: Config, epoch: int, report: StepReport, running: tuple[Tensor, int],
-               total: int, start_step: int, t0: float) -> dict[str, Any]:
+def _train_row(
+    state: TrainState,
+    cfg: Config,
+    epoch: int,
+    report: StepReport,
+    running: tuple[Tensor, int],
+    total: int,
+    start_step: int,
+    t0: float,
+) -> dict[str, Any]:
     # The only host sync in the loop: once per `log_every` steps.
     elapsed = time.perf_counter() - t0
-    return {"kind": "train", "step": state.step, "epoch": epoch, "neg_elbo": running[0].item() / max(running[1], 1),
-            "grad_norm": report.grad_norm.item(), "skipped": int(state.skipped.item()),
-            "beta": kl_weight(state.step - 1, cfg.objective, total), "lr": state.optimizer.param_groups[0]["lr"],
-            "examples_per_s": (state.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9)}
+    return {
+        "kind": "train",
+        "step": state.step,
+        "epoch": epoch,
+        "neg_elbo": running[0].item() / max(running[1], 1),
+        "grad_norm": report.grad_norm.item(),
+        "skipped": int(state.skipped.item()),
+        "beta": kl_weight(state.step - 1, cfg.objective, total),
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "examples_per_s": (state.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9),
+    }
 
 
-def _evaluate_epoch(state: TrainState, cfg: Config, epoch: int, log: MetricsLog, val_set: Dataset | None,
-                    test_set: Dataset | None) -> EvalResult | None:
+def _evaluate_epoch(
+    state: TrainState, cfg: Config, epoch: int, log: MetricsLog, val_set: Dataset | None, test_set: Dataset | None
+) -> EvalResult | None:
     model = state.eval_model()
     test = None
     for data in (val_set, test_set):
         if data is None:
             continue
         result = evaluate(model, data, cfg.train.eval_batch_size)
-        log.write({"kind": "eval", "step": state.step, "epoch": epoch + 1, "skipped": int(state.skipped.item()),
-                   **result.to_dict()})
+        log.write(
+            {
+                "kind": "eval",
+                "step": state.step,
+                "epoch": epoch + 1,
+                "skipped": int(state.skipped.item()),
+                **result.to_dict(),
+            }
+        )
         test = result if data is test_set else test
     return test
 
