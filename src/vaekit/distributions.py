@@ -13,10 +13,11 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
-    """Smoothly squash `x` into (low, high); the identity near the middle, gradients never zero.
+    """Smoothly squash `x` into [low, high]; close to the identity near the middle.
 
     Soft clamping of posterior parameters follows NVAE (Vahdat & Kautz 2020) and diffusers'
-    DiagonalGaussianDistribution: a hard clamp would stop the gradient at the bounds.
+    DiagonalGaussianDistribution: a hard clamp stops the gradient at the bounds, tanh only
+    far beyond them (float32 saturates about 10 half-widths out).
     """
     mid = (high + low) / 2
     half = (high - low) / 2

@@ -1,0 +1,86 @@
+"""The ELBO, free bits, the IW bound and the importance-sampled likelihood against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import distributions as D
+
+from vaekit.config import ModelConfig
+from vaekit.model import VAE
+from vaekit.objectives import ElboTerms, bits_per_dim, iw_bound
+
+
+def test_neg_elbo_is_minus_log_px_plus_beta_kl() -> None:
+    log_px = torch.tensor([-100.0, -120.0])
+    kl = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    terms = ElboTerms(log_px, kl)
+    assert terms.neg_elbo().item() == 110.0 + 5.0
+    assert terms.neg_elbo(beta=2.0).item() == 110.0 + 10.0
+    torch.testing.assert_close(terms.neg_elbo_per_example, torch.tensor([103.0, 127.0]))
+
+
+def test_free_bits_stop_the_gradient_below_the_threshold() -> None:
+    kl = torch.tensor([[0.1, 2.0], [0.3, 4.0]], requires_grad=True)  # dim 0 mean 0.2 < 0.5, dim 1 mean 3
+    ElboTerms(torch.zeros(2), kl).neg_elbo(free_bits=0.5).backward()
+    assert kl.grad is not None
+    assert (kl.grad[:, 0] == 0).all()
+    assert (kl.grad[:, 1] > 0).all()
+    value = ElboTerms(torch.zeros(2), kl.detach()).neg_elbo(free_bits=0.5).item()
+    assert math.isclose(value, 0.5 + 3.0)
+
+
+def test_iw_bound_of_one_sample_is_the_sample() -> None:
+    log_w = torch.randn(1, 7)
+    torch.testing.assert_close(iw_bound(log_w), log_w[0])
+    log_w = torch.log(torch.tensor([[1.0], [3.0]]))
+    torch.testing.assert_close(iw_bound(log_w), torch.log(torch.tensor([2.0])))
+
+
+def test_bits_per_dim() -> None:
+    assert math.isclose(bits_per_dim(784 * math.log(2), 784), 1.0)
+
+
+def _ppca_model(seed: int = 0) -> tuple[VAE, torch.Tensor, torch.Tensor, float]:
+    """A linear Gaussian VAE (probabilistic PCA) with a deliberately imperfect linear encoder."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(hidden=[], latent_dim=2, likelihood="gaussian", input_shape=[1, 2, 2], min_scale=1e-3)
+    model = VAE(cfg)
+    dec = model.decoder.net[0]
+    w, b = dec.weight.detach(), dec.bias.detach()  # (4, 2), (4,)
+    scale = float(torch.nn.functional.softplus(model.likelihood.raw_scale.detach()) + 1e-3)
+    cov = w @ w.T + scale**2 * torch.eye(4)
+    # Exact posterior mean, then a proposal wider than the true posterior: IS has real variance.
+    post_cov = torch.linalg.inv(torch.eye(2) + w.T @ w / scale**2)
+    enc = model.encoder.net[0]
+    with torch.no_grad():
+        enc.weight.zero_()
+        enc.weight[:2] = post_cov @ w.T / scale**2
+        enc.bias[:2] = -(post_cov @ w.T / scale**2) @ b
+        enc.bias[2:] = torch.log(post_cov.diagonal()) + 0.7
+    return model, b, cov, scale
+
+
+def test_importance_sampled_log_likelihood_matches_ppca_closed_form() -> None:
+    model, b, cov, _ = _ppca_model()
+    x = torch.randn(6, 1, 2, 2) * 0.5 + 0.5
+    exact = D.MultivariateNormal(b, cov).log_prob(x.flatten(1))  # (B,)
+    runs = torch.stack([model.log_likelihood(x, k=2000, chunk=300, generator=torch.Generator().manual_seed(s))
+                        for s in range(8)])  # (R, B)
+    mean, se = runs.mean(0), runs.std(0) / math.sqrt(runs.shape[0])
+    assert (runs.std(0) > 0).all()  # the proposal is not exact, so this is a real test
+    assert ((mean - exact).abs() < 4 * se + 2e-3).all(), (mean, exact, se)
+
+
+def test_k1_bound_equals_the_elbo_on_average() -> None:
+    model, _, _, _ = _ppca_model(1)
+    x = torch.rand(4, 1, 2, 2)
+    g = torch.Generator().manual_seed(3)
+    k1 = torch.stack([model.log_likelihood(x, k=1, generator=g) for _ in range(4000)])  # (R, B)
+    with torch.no_grad():
+        elbo = -model.elbo(x, n_samples=20_000, generator=g).neg_elbo_per_example  # analytic KL, MC log p(x|z)
+    se = k1.std(0) / math.sqrt(k1.shape[0])
+    assert ((k1.mean(0) - elbo).abs() < 4 * se + 1e-3).all(), (k1.mean(0), elbo, se)
+    big_k = model.log_likelihood(x, k=500, generator=g)
+    assert (big_k >= elbo - 1e-3).all()  # the bound tightens with k
