@@ -1,0 +1,102 @@
+"""Gradient guards and schedules: pure functions checked at chosen points."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vaekit.config import GuardConfig, ObjectiveConfig, OptimConfig
+from vaekit.guards import EMA, guarded_update
+from vaekit.schedules import kl_weight, lr_factor
+
+
+def _setup(fused: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused, foreach=None if fused else False)
+    for _ in range(3):  # non-trivial optimizer state
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        guarded_update(opt, model.parameters(), torch.tensor(1.0), GuardConfig())
+    return model, opt
+
+
+def _snapshot(model: nn.Module, opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    tensors = [p.detach().clone() for p in model.parameters()]
+    for state in opt.state.values():
+        tensors += [v.clone() for v in state.values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("poison", ["nan_grad", "inf_loss", "huge_grad"])
+def test_bad_step_leaves_weights_and_optimizer_unchanged(fused: bool, poison: str) -> None:
+    model, opt = _setup(fused)
+    before = _snapshot(model, opt)
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    loss = torch.tensor(1.0)
+    if poison == "nan_grad":
+        model.weight.grad[0, 0] = float("nan")  # type: ignore[index]
+    elif poison == "inf_loss":
+        loss = torch.tensor(float("inf"))
+    else:
+        model.weight.grad.mul_(1e9)  # type: ignore[union-attr]
+    report = guarded_update(opt, model.parameters(), loss, GuardConfig(skip_grad_norm=1e6))
+    assert bool(report.skipped)
+    for a, b in zip(before, _snapshot(model, opt), strict=True):
+        assert torch.equal(a, b)
+    # and a good step afterwards still updates
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    assert not bool(guarded_update(opt, model.parameters(), torch.tensor(1.0), GuardConfig()).skipped)
+    assert not torch.equal(before[0], model.weight)
+
+
+def test_clipping_limits_the_norm_and_reports_the_raw_one() -> None:
+    model, opt = _setup(True)
+    model(torch.randn(8, 4)).pow(2).mean().mul(1e4).backward()
+    raw = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters()))  # type: ignore[union-attr]
+    captured = {}
+    orig_step = opt.step
+
+    def spy(*a: object, **k: object) -> None:
+        captured["norm"] = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters()))  # type: ignore[union-attr]
+        orig_step()
+
+    opt.step = spy  # type: ignore[method-assign]
+    report = guarded_update(opt, model.parameters(), torch.tensor(1.0), GuardConfig(clip_grad_norm=1.0))
+    torch.testing.assert_close(report.grad_norm, raw)
+    assert captured["norm"] <= 1.0 + 1e-4
+
+
+def test_ema_tracks_and_ignores_skipped_steps() -> None:
+    model = nn.Linear(2, 1)
+    ema = EMA(model, decay=0.5)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    ema.update(model, torch.tensor(True))
+    assert torch.equal(ema.shadow["weight"], start)
+    ema.update(model, torch.tensor(False))
+    torch.testing.assert_close(ema.shadow["weight"], start + 1.0)
+
+
+def test_kl_schedules_at_chosen_steps() -> None:
+    lin = ObjectiveConfig(kl_schedule="linear", kl_warmup_steps=100, beta=2.0)
+    assert [kl_weight(s, lin) for s in (0, 50, 100, 500)] == [0.0, 1.0, 2.0, 2.0]
+    sig = ObjectiveConfig(kl_schedule="sigmoid", kl_warmup_steps=100)
+    assert kl_weight(50, sig) == 0.5 and kl_weight(0, sig) < 0.01 and kl_weight(100, sig) > 0.99
+    cyc = ObjectiveConfig(kl_schedule="cyclical", kl_cycles=4, kl_ramp_fraction=0.5)
+    # 1000 steps, 4 cycles of 250: ramp over 125 steps, then hold
+    assert [kl_weight(s, cyc, 1000) for s in (0, 62, 125, 200, 250, 375)] == [0.0, 62 / 125, 1.0, 1.0, 0.0, 1.0]
+    assert kl_weight(7, ObjectiveConfig(beta=3.0)) == 3.0
+
+
+def test_lr_schedules() -> None:
+    cfg = OptimConfig(lr_schedule="cosine", lr_warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg, 110) == 0.1 and lr_factor(9, cfg, 110) == 1.0
+    assert lr_factor(10, cfg, 110) == 1.0
+    assert math.isclose(lr_factor(60, cfg, 110), 0.1 + 0.9 * 0.5)
+    assert math.isclose(lr_factor(110, cfg, 110), 0.1)
+    assert lr_factor(5, OptimConfig(), 100) == 1.0
