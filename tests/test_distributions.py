@@ -29,7 +29,9 @@ def test_posterior_log_prob_matches_torch() -> None:
     z = q.rsample(4)  # (S, B, D)
     ref = D.Independent(D.Normal(q.mean, q.std), 1).log_prob(z)
     torch.testing.assert_close(q.log_prob(z), ref)
-    torch.testing.assert_close(StandardNormal(3).log_prob(z), D.Independent(D.Normal(0.0, torch.ones(3)), 1).log_prob(z))
+    torch.testing.assert_close(
+        StandardNormal(3).log_prob(z), D.Independent(D.Normal(0.0, torch.ones(3)), 1).log_prob(z)
+    )
 
 
 def test_rsample_moments_within_confidence_interval() -> None:

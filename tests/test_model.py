@@ -18,8 +18,16 @@ from vaekit.nets import ENCODERS
 
 def _cfg(net: str, likelihood: str, **kw: object) -> ModelConfig:
     hidden = [8, 16] if net == "conv" else [32]
-    return ModelConfig(encoder=net, decoder=net, hidden=hidden, latent_dim=3, likelihood=likelihood,  # type: ignore[arg-type]
-                       input_shape=[1, 28, 28], gaussian_scale="pixel", **kw)  # type: ignore[arg-type]
+    return ModelConfig(
+        encoder=net,
+        decoder=net,
+        hidden=hidden,
+        latent_dim=3,
+        likelihood=likelihood,  # type: ignore[arg-type]
+        input_shape=[1, 28, 28],
+        gaussian_scale="pixel",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("net", ENCODERS.names())

@@ -66,8 +66,9 @@ def test_importance_sampled_log_likelihood_matches_ppca_closed_form() -> None:
     model, b, cov, _ = _ppca_model()
     x = torch.randn(6, 1, 2, 2) * 0.5 + 0.5
     exact = D.MultivariateNormal(b, cov).log_prob(x.flatten(1))  # (B,)
-    runs = torch.stack([model.log_likelihood(x, k=2000, chunk=300, generator=torch.Generator().manual_seed(s))
-                        for s in range(8)])  # (R, B)
+    runs = torch.stack(
+        [model.log_likelihood(x, k=2000, chunk=300, generator=torch.Generator().manual_seed(s)) for s in range(8)]
+    )  # (R, B)
     mean, se = runs.mean(0), runs.std(0) / math.sqrt(runs.shape[0])
     assert (runs.std(0) > 0).all()  # the proposal is not exact, so this is a real test
     assert ((mean - exact).abs() < 4 * se + 2e-3).all(), (mean, exact, se)

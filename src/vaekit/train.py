@@ -7,6 +7,7 @@ of (seed, epoch), so a run resumed from step t continues exactly as the uninterr
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import sys
@@ -60,7 +61,7 @@ class TrainState:
         """The model with EMA weights when an EMA is kept, else the live model."""
         if self.ema is None:
             return self.model
-        averaged = VAE(self.model.cfg)
+        averaged = copy.deepcopy(self.model)  # not VAE(cfg): a fresh init would draw from the global RNG
         averaged.load_state_dict(self.ema.state_dict(self.model))
         return averaged
 
@@ -172,8 +173,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
                 break
         test = _evaluate_epoch(state, cfg, epoch, log, val_set, test_set)
         save_checkpoint(run_dir / "checkpoints", state.step, state.state_dict(), cfg.train.keep_checkpoints)
-        if test is not None:
-            bar.write(f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)")
+        if test is not None and not quiet:
+            bar.write(f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)",
+                      file=sys.stderr)
     bar.close()
     seconds = time.perf_counter() - t0
     model = state.eval_model()

@@ -1,0 +1,101 @@
+"""Training: a smoke run that must learn, exact resume, checkpoint fallback, bf16."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.checkpoint import list_checkpoints
+from vaekit.config import load_config
+from vaekit.errors import VaekitError
+from vaekit.model import VAE
+from vaekit.train import train
+
+
+def test_smoke_run_beats_an_elbo_threshold(tmp_path: Path) -> None:
+    # 400 steps of the mlp preset (batch 128, ~51k examples, under one epoch): pytorch/examples'
+    # network is near 165 nats after its first epoch; an untrained model scores ~543 nats.
+    cfg = load_config("mlp", ["train.steps=400", "train.log_every=100"])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result.test is not None and result.test.n == 10000
+    assert result.test.neg_elbo < 150.0, result.test.neg_elbo
+    assert result.test.active_units >= 5
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [100, 200, 300, 400]
+    assert rows[-1]["kind"] == "eval" and rows[-1]["split"] == "test"
+    for name in (
+        "config.yaml",
+        "model/config.json",
+        "model/model.safetensors",
+        "samples/samples.png",
+        "samples/reconstructions.png",
+    ):
+        assert (tmp_path / "run" / name).is_file(), name
+    loaded = VAE.from_pretrained(str(tmp_path / "run"))
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded.reconstruct(x), result.model.reconstruct(x))
+
+
+def _tiny_data(tmp_path: Path) -> str:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npy"
+    np.save(path, (rng.random((300, 8, 8)) < 0.3).astype(np.uint8) * 255)
+    return str(path)
+
+
+def _tiny_cfg(data: str, extra: list[str] | None = None):  # type: ignore[no-untyped-def]
+    return load_config(
+        None,
+        [
+            f"data.name={data}",
+            "model.hidden=[32]",
+            "model.latent_dim=4",
+            "train.batch_size=32",
+            "train.epochs=3",
+            "train.checkpoint_every=7",
+            "train.keep_checkpoints=50",
+            "guard.ema_decay=0.9",
+            *(extra or []),
+        ],
+    )
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path)
+    full = train(_tiny_cfg(data), tmp_path / "full", quiet=True)
+    # A run stopped at step 14 (mid-epoch: 10 steps per epoch), then resumed to the end.
+    train(_tiny_cfg(data, ["train.steps=14"]), tmp_path / "part", quiet=True)
+    resumed = train(_tiny_cfg(data), tmp_path / "part", resume=True, quiet=True)
+    assert full.steps == resumed.steps == 30
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path)
+    train(_tiny_cfg(data, ["train.steps=14"]), tmp_path / "run", quiet=True)
+    newest = list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    assert newest.name == "step-00000014.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="skipping checkpoint step-00000014"):
+        result = train(_tiny_cfg(data, ["train.steps=20"]), tmp_path / "run", resume=True, quiet=True)
+    assert result.steps == 20
+
+
+def test_existing_run_needs_resume(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path)
+    train(_tiny_cfg(data, ["train.steps=3"]), tmp_path / "run", quiet=True)
+    with pytest.raises(VaekitError, match="--resume"):
+        train(_tiny_cfg(data, ["train.steps=3"]), tmp_path / "run", quiet=True)
+
+
+def test_bf16_matches_fp32_on_a_short_run(tmp_path: Path) -> None:
+    cfg = load_config("mlp", ["train.steps=200"])
+    fp32 = train(cfg, tmp_path / "a", quiet=True)
+    bf16 = train(load_config("mlp", ["train.steps=200", "train.precision=bf16"]), tmp_path / "b", quiet=True)
+    assert fp32.test is not None and bf16.test is not None
+    assert abs(bf16.test.neg_elbo - fp32.test.neg_elbo) / fp32.test.neg_elbo < 0.02
