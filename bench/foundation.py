@@ -35,38 +35,51 @@ def time_make_demo() -> tuple[float, float, str]:
 
 def run_mlp() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-m", "vaekit", "train", "mlp", "--run-dir", f"{tmp}/run", "--json"],
-                             cwd=REPO, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "vaekit", "train", "mlp", "--run-dir", f"{tmp}/run", "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         payload = json.loads(out.stdout)
         rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]
-    return {"neg_elbo": payload["test"]["neg_elbo"], "bits_per_dim": payload["test"]["bits_per_dim"],
-            "seconds": payload["seconds"], "examples_per_s_incl_eval": payload["examples_per_s"],
-            "examples_per_s_train": train_rows[-1]["examples_per_s"], "active_units": payload["test"]["active_units"]}
+    return {
+        "neg_elbo": payload["test"]["neg_elbo"],
+        "bits_per_dim": payload["test"]["bits_per_dim"],
+        "seconds": payload["seconds"],
+        "examples_per_s_incl_eval": payload["examples_per_s"],
+        "examples_per_s_train": train_rows[-1]["examples_per_s"],
+        "active_units": payload["test"]["active_units"],
+    }
 
 
 def main() -> None:
     demo_s, seed_elbo, seed_line = time_make_demo()
     mlp = run_mlp()
-    table = "\n".join([
-        "<!-- foundation:start -->",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, with `.venv/bin/python bench/foundation.py`.",
-        "",
-        "| what | number | target |",
-        "|---|---|---|",
-        f"| `seed` preset, 10 epochs: test -ELBO (KL included, single-sample) | {seed_elbo:.2f} nats | roughly 140-150 |",
-        f"| wall time of `make demo` (venv already installed) | {demo_s:.1f} s | |",
-        f"| `mlp` preset, 10 epochs, batch 128: test -ELBO | {mlp['neg_elbo']:.2f} nats "
-        f"({mlp['bits_per_dim']:.4f} bits/dim) | <= 105.5 |",
-        f"| `mlp` training throughput (train steps only, last log row) | {mlp['examples_per_s_train']:,.0f} examples/s | |",
-        f"| `mlp` whole run incl. 10 test evaluations | {mlp['seconds']:.1f} s "
-        f"({mlp['examples_per_s_incl_eval']:,.0f} examples/s) | |",
-        f"| `mlp` active units | {int(mlp['active_units'])}/20 | |",
-        "",
-        f"`make demo` printed: `{seed_line}`",
-        "<!-- foundation:end -->",
-    ])
+    table = "\n".join(
+        [
+            "<!-- foundation:start -->",
+            f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            "with `.venv/bin/python bench/foundation.py`.",
+            "",
+            "| what | number | target |",
+            "|---|---|---|",
+            f"| `seed` preset, 10 epochs: test -ELBO (KL included) | {seed_elbo:.2f} nats | roughly 140-150 |",
+            f"| wall time of `make demo` (venv already installed) | {demo_s:.1f} s | |",
+            f"| `mlp` preset, 10 epochs, batch 128: test -ELBO | {mlp['neg_elbo']:.2f} nats "
+            f"({mlp['bits_per_dim']:.4f} bits/dim) | <= 105.5 |",
+            f"| `mlp` training throughput (train steps, last log row) | {mlp['examples_per_s_train']:,.0f} ex/s | |",
+            f"| `mlp` whole run incl. 10 test evaluations | {mlp['seconds']:.1f} s "
+            f"({mlp['examples_per_s_incl_eval']:,.0f} examples/s) | |",
+            f"| `mlp` active units | {int(mlp['active_units'])}/20 | |",
+            "",
+            f"`make demo` printed: `{seed_line}`",
+            "<!-- foundation:end -->",
+        ]
+    )
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n## Foundation\n\n"
     if "<!-- foundation:start -->" in text:
         text = re.sub(r"<!-- foundation:start -->.*?<!-- foundation:end -->", table, text, flags=re.S)

@@ -150,7 +150,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     bar = tqdm(
         total=total, initial=state.step, disable=quiet or not sys.stderr.isatty(), unit="step", dynamic_ncols=True
     )
-    start_step, t0 = state.step, time.perf_counter()
+    start_step = state.step
+    t0 = t_train = time.perf_counter()
     running = torch.zeros(()), 0
     while state.step < total:
         epoch, first = divmod(state.step, steps_per_epoch)
@@ -163,7 +164,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
             running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
             bar.update(1)
             if state.step % cfg.train.log_every == 0 or state.step == total:
-                row = _train_row(state, cfg, epoch, report, running, total, start_step, t0)
+                row = _train_row(state, cfg, epoch, report, running, total, start_step, t_train)
                 log.write(row)
                 bar.set_postfix(neg_elbo=f"{row['neg_elbo']:.2f}", skipped=row["skipped"])
                 running = torch.zeros(()), 0
@@ -171,8 +172,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
                 save_checkpoint(run_dir / "checkpoints", state.step, state.state_dict(), cfg.train.keep_checkpoints)
             if state.step >= total:
                 break
+        paused = time.perf_counter()
         test = _evaluate_epoch(state, cfg, epoch, log, val_set, test_set)
         save_checkpoint(run_dir / "checkpoints", state.step, state.state_dict(), cfg.train.keep_checkpoints)
+        t_train += time.perf_counter() - paused  # logged throughput counts training steps only
         if test is not None and not quiet:
             bar.write(f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)",
                       file=sys.stderr)
