@@ -58,6 +58,13 @@ def test_bad_overrides_name_the_problem(overrides: list[str], fragment: str) -> 
         load_config("seed", overrides)
 
 
+def test_exponent_floats_without_a_dot(tmp_path: Path) -> None:
+    assert load_config(None, ["optim.lr=1e-3"]).optim.lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {lr: 3e-4}\n")
+    assert load_config(path).optim.lr == 3e-4
+
+
 def test_unknown_key_in_file_lists_valid_keys(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("model: {latent: 3}\n")

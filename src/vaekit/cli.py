@@ -147,8 +147,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
     rows = list_datasets()
     text = "\n".join(
-        f"{r['name']:<26} {r['train']:>6} train {r['test']:>6} test  {r['found'] or 'not on disk'}"
-        for r in rows
+        f"{r['name']:<26} {r['train']:>6} train {r['test']:>6} test  {r['found'] or 'not on disk'}" for r in rows
     )
     _emit(
         args,

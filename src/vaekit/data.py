@@ -206,8 +206,10 @@ def array_to_images(array: np.ndarray, name: str) -> Tensor:
         raise DataError(f"{name!r}: array of dtype {array.dtype} is not numeric image data")
     if array.ndim == 3:
         array = array[:, None]
-    elif array.ndim == 4 and array.shape[-1] in (1, 3, 4) and (
-        array.shape[1] not in (1, 3, 4) or array.shape[-1] < array.shape[1]
+    elif (
+        array.ndim == 4
+        and array.shape[-1] in (1, 3, 4)
+        and (array.shape[1] not in (1, 3, 4) or array.shape[-1] < array.shape[1])
     ):  # channels last (N, H, W, C)
         array = np.moveaxis(array, -1, 1)
     elif array.ndim != 4:

@@ -39,12 +39,14 @@ class TrainState:
     step: int = 0
     skipped: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
+        """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.shadow if self.ema else None,
             "step": self.step,
+            "epoch": epoch,
             "skipped": self.skipped,
             "rng": torch.get_rng_state(),
         }
@@ -169,16 +171,28 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
                 bar.set_postfix(neg_elbo=f"{row['neg_elbo']:.2f}", skipped=row["skipped"])
                 running = torch.zeros(()), 0
             if cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
-                save_checkpoint(run_dir / "checkpoints", state.step, state.state_dict(), cfg.train.keep_checkpoints)
+                save_checkpoint(
+                    run_dir / "checkpoints",
+                    state.step,
+                    state.state_dict(state.step / steps_per_epoch),
+                    cfg.train.keep_checkpoints,
+                )
             if state.step >= total:
                 break
         paused = time.perf_counter()
         test = _evaluate_epoch(state, cfg, epoch, log, val_set, test_set)
-        save_checkpoint(run_dir / "checkpoints", state.step, state.state_dict(), cfg.train.keep_checkpoints)
+        save_checkpoint(
+            run_dir / "checkpoints",
+            state.step,
+            state.state_dict(state.step / steps_per_epoch),
+            cfg.train.keep_checkpoints,
+        )
         t_train += time.perf_counter() - paused  # logged throughput counts training steps only
         if test is not None and not quiet:
-            bar.write(f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)",
-                      file=sys.stderr)
+            bar.write(
+                f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)",
+                file=sys.stderr,
+            )
     bar.close()
     seconds = time.perf_counter() - t0
     model = state.eval_model()
