@@ -5,6 +5,7 @@ Unknown keys and wrong types raise `ConfigError` naming the valid choices (STYLE
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -272,10 +273,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {path!r} must be a number, got {value!r}")
         return float(value)
