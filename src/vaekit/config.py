@@ -55,6 +55,7 @@ class ObjectiveConfig:
     kl_ramp_fraction: float = 0.5  # cyclical: fraction of a cycle spent ramping up
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016)
     iw_samples: int = 1  # k > 1 trains the importance-weighted bound (Burda et al. 2016)
+    estimator: Literal["standard", "dreg"] = "standard"  # IWAE encoder gradient; dreg = Tucker et al. 2019
 
 
 @dataclass
@@ -74,6 +75,9 @@ class GuardConfig:
     skip_grad_norm: float | None = 1e6  # skip the update above this norm (VDVAE); None = never
     skip_nonfinite: bool = True  # skip the update on a NaN/inf loss or gradient
     ema_decay: float = 0.0  # 0 = no EMA of the weights
+    rollback_after: int = 50  # this many skipped steps in a row roll back to the last checkpoint; 0 = never
+    rollback_lr_factor: float = 0.5  # each rollback multiplies the learning rate by this
+    max_rollbacks: int = 3  # one more streak after this many rollbacks stops the run with a diagnosis
 
 
 @dataclass
@@ -310,6 +314,9 @@ def validate(cfg: Config) -> None:
         (cfg.guard.clip_grad_norm is None or cfg.guard.clip_grad_norm > 0, "guard.clip_grad_norm must be > 0 or null"),
         (cfg.guard.skip_grad_norm is None or cfg.guard.skip_grad_norm > 0, "guard.skip_grad_norm must be > 0 or null"),
         (0 <= cfg.guard.ema_decay < 1, "guard.ema_decay must be in [0, 1)"),
+        (cfg.guard.rollback_after >= 0, "guard.rollback_after must be >= 0"),
+        (0 < cfg.guard.rollback_lr_factor <= 1, "guard.rollback_lr_factor must be in (0, 1]"),
+        (cfg.guard.max_rollbacks >= 0, "guard.max_rollbacks must be >= 0"),
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
         (cfg.train.steps is None or cfg.train.steps >= 1, "train.steps must be >= 1 or null"),
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),

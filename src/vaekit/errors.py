@@ -17,3 +17,7 @@ class DataError(VaekitError):
 
 class CheckpointError(VaekitError):
     """A checkpoint or exported model that is missing, truncated or of another architecture."""
+
+
+class TrainingDiverged(VaekitError):
+    """Training kept skipping updates after every rollback: the hyperparameters need changing."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from vaekit.data import Dataset
+from vaekit.diagnostics import active_units, mutual_information
+from vaekit.distributions import DiagonalGaussian
 from vaekit.model import VAE
-from vaekit.objectives import bits_per_dim
+from vaekit.objectives import bits_per_dim, elbo_terms
 
 EVAL_SEED = 1234  # fixed draws of z, so the same weights always score the same
 
@@ -25,6 +28,7 @@ class EvalResult:
     kl: float  # nats per example
     bits_per_dim: float  # neg_elbo / (D ln 2)
     active_units: int  # dims with Var_x(E_q[z_d]) > 0.01 (Burda et al. 2016)
+    mutual_info: float  # I(x; z) estimate, nats (diagnostics.mutual_information)
     kl_per_dim: list[float]
     nll: float | None = None  # importance-sampled -log p(x), nats, when asked for
     nll_se: float | None = None
@@ -35,6 +39,9 @@ class EvalResult:
         return asdict(self)
 
 
+MI_EXAMPLES = 2000  # posteriors used for I(x; z): O(N^2) pairs; the estimate's bias is at most log N
+
+
 @torch.no_grad()
 def evaluate(
     model: VAE, data: Dataset, batch_size: int = 1000, iw_samples: int | None = None, seed: int = EVAL_SEED
@@ -43,43 +50,44 @@ def evaluate(
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    neg_elbo, log_px, kl_dims, means, nll = [], [], [], [], []
+    neg_elbo, log_px, kl_dims, means, logvars, nll = [], [], [], [], [], []
     device = next(model.parameters()).device
     for x in data.batches(batch_size, generator=gen):
         x = x.to(device)
-        terms = model.elbo(x, generator=gen)
+        out = model(x, generator=gen)
+        terms = elbo_terms(out, x, model.prior)
         neg_elbo.append(terms.neg_elbo_per_example)
         log_px.append(terms.log_px)
         kl_dims.append(terms.kl_per_dim)
-        means.append(model.encode(x).mean)
+        means.append(out.q.mean.float())
+        logvars.append(out.q.logvar.float())
         if iw_samples:
             nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen))
     model.train(was_training)
-    ne, kd = torch.cat(neg_elbo), torch.cat(kl_dims)
-    n = ne.shape[0]
-    result = EvalResult(
+    ne, kd, mean = torch.cat(neg_elbo), torch.cat(kl_dims), torch.cat(means)
+    q_sub = DiagonalGaussian(mean[:MI_EXAMPLES], torch.cat(logvars)[:MI_EXAMPLES])
+    extra: dict[str, Any] = {}
+    if iw_samples:
+        nl = torch.cat(nll)
+        extra = {
+            "nll": nl.mean().item(),
+            "nll_se": _se(nl),
+            "iw_samples": iw_samples,
+            "nll_bits_per_dim": float(bits_per_dim(nl.mean().item(), model.dims)),
+        }
+    return EvalResult(
         split=data.split,
-        n=n,
+        n=ne.shape[0],
         neg_elbo=ne.mean().item(),
         neg_elbo_se=_se(ne),
         log_px=torch.cat(log_px).mean().item(),
         kl=kd.sum(-1).mean().item(),
         bits_per_dim=float(bits_per_dim(ne.mean().item(), model.dims)),
-        active_units=int((torch.cat(means).var(0, unbiased=n > 1) > 0.01).sum()),
+        active_units=active_units(mean),
+        mutual_info=mutual_information(q_sub, gen),
         kl_per_dim=[round(v, 5) for v in kd.mean(0).tolist()],
+        **extra,
     )
-    if iw_samples:
-        nl = torch.cat(nll)
-        return EvalResult(
-            **{
-                **result.to_dict(),
-                "nll": nl.mean().item(),
-                "nll_se": _se(nl),  # type: ignore[arg-type]
-                "nll_bits_per_dim": float(bits_per_dim(nl.mean().item(), model.dims)),
-                "iw_samples": iw_samples,
-            }
-        )
-    return result
 
 
 def _se(values: Tensor) -> float:

@@ -64,6 +64,27 @@ def iw_bound(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
+def iwae_loss(out: VAEOutput, x: Tensor, prior: StandardNormal, dreg: bool = False) -> Tensor:
+    """-(k-sample bound), () nats per example, from a forward pass with S = k samples.
+
+    With `dreg`, the encoder's gradient is the doubly reparameterized estimator (Tucker et al.
+    2019, Eq. 5): log q is evaluated with the posterior's parameters detached, so the encoder
+    learns only through z, and the gradient reaching z is re-weighted by the normalized weights
+    once more (w~^2 in total), which removes the score-function term whose variance grows with k.
+    The decoder's gradient is the usual IWAE one. The loss value is the same either way.
+    """
+    if not dreg:
+        return -iw_bound(log_weights(out, x, prior)).mean()
+    q_stop = type(out.q)(out.q.mean.detach(), out.q.logvar.detach())
+    log_w = (out.px.log_prob(x) + prior.log_prob(out.z) - q_stop.log_prob(out.z)).float()  # (S, B)
+    weights = torch.softmax(log_w, dim=0).detach()  # (S, B) normalized importance weights
+    if out.z.requires_grad:
+        out.z.register_hook(lambda grad: grad * weights.unsqueeze(-1).to(grad.dtype))
+    surrogate = (weights * log_w).sum(0)  # gradient: sum_s w~_s grad log w_s
+    value = iw_bound(log_w).detach()
+    return -(surrogate + (value - surrogate.detach())).mean()  # the bound's value, DReG's gradient
+
+
 def bits_per_dim(nats: Tensor | float, dims: int) -> Tensor | float:
     """Convert nats per example to bits per data dimension."""
     return nats / (dims * math.log(2))

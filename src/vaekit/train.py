@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ from tqdm import tqdm
 from vaekit.checkpoint import atomic_write_bytes, list_checkpoints, load_latest_checkpoint, load_state, save_checkpoint
 from vaekit.config import Config
 from vaekit.data import BUILTIN, Dataset, load_dataset
-from vaekit.errors import VaekitError
+from vaekit.diagnostics import collapse_warnings
+from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluate import EvalResult, evaluate
 from vaekit.guards import EMA, StepReport, guarded_update
 from vaekit.model import VAE
-from vaekit.objectives import elbo_terms, iw_bound, log_weights
+from vaekit.objectives import elbo_terms, iwae_loss
+from vaekit.rundir import MetricsLog, export
 from vaekit.schedules import kl_weight, lr_factor
 
 
@@ -37,7 +40,10 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     ema: EMA | None
     step: int = 0
-    skipped: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    skipped: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # total skipped updates
+    streak: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # skipped in a row, now
+    lr_scale: float = 1.0  # lowered by each rollback
+    rollbacks: int = 0
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -48,6 +54,9 @@ class TrainState:
             "step": self.step,
             "epoch": epoch,
             "skipped": self.skipped,
+            "streak": self.streak,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
             "rng": torch.get_rng_state(),
         }
 
@@ -56,7 +65,8 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.shadow = state["ema"]
-        self.step, self.skipped = int(state["step"]), state["skipped"]
+        self.step, self.skipped, self.streak = int(state["step"]), state["skipped"], state["streak"]
+        self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
         torch.set_rng_state(state["rng"])
 
     def eval_model(self) -> VAE:
@@ -82,12 +92,12 @@ def train_step(state: TrainState, x: Tensor, cfg: Config, total_steps: int) -> t
     """One guarded update on batch x (B, C, H, W); returns the report and -ELBO (B,) nats."""
     beta = kl_weight(state.step, cfg.objective, total_steps)
     for group in state.optimizer.param_groups:
-        group["lr"] = cfg.optim.lr * lr_factor(state.step, cfg.optim, total_steps)
+        group["lr"] = cfg.optim.lr * state.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
     with _autocast(cfg.train.precision):
         out = state.model(x, n_samples=cfg.objective.iw_samples)
     terms = elbo_terms(out, x, state.model.prior)
     if cfg.objective.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
-        loss = -iw_bound(log_weights(out, x, state.model.prior)).mean()
+        loss = iwae_loss(out, x, state.model.prior, dreg=cfg.objective.estimator == "dreg")
     else:
         loss = terms.neg_elbo(beta, cfg.objective.free_bits)
     loss.backward()
@@ -95,6 +105,7 @@ def train_step(state: TrainState, x: Tensor, cfg: Config, total_steps: int) -> t
     if state.ema is not None:
         state.ema.update(state.model, report.skipped)
     state.skipped += report.skipped
+    state.streak = (state.streak + 1) * report.skipped  # stays on the device: no sync per step
     state.step += 1
     return report, terms.neg_elbo_per_example.detach()
 
@@ -129,6 +140,32 @@ def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
     return train_set, val_set, test_set
 
 
+@dataclass
+class _Run:
+    """What the loop carries besides the state: the config, the data, the outputs."""
+
+    cfg: Config
+    run_dir: Path
+    state: TrainState
+    train_set: Dataset
+    val_set: Dataset | None
+    test_set: Dataset | None
+    log: MetricsLog
+    steps_per_epoch: int
+    total: int
+    quiet: bool
+    warned: bool = False
+
+    def checkpoint(self) -> None:
+        state = self.state.state_dict(self.state.step / self.steps_per_epoch)
+        save_checkpoint(self.run_dir / "checkpoints", self.state.step, state, self.cfg.train.keep_checkpoints)
+
+    def epoch_order(self, epoch: int) -> Tensor:
+        """The data order of `epoch`: a pure function of (seed, epoch), so resume needs no RNG for it."""
+        gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.train_set), generator=gen)
+
+
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
     """Train a VAE as `cfg` says, writing the run directory of DESIGN.md; returns the test score."""
     run_dir = Path(run_dir)
@@ -138,71 +175,142 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     cfg = replace(cfg, model=replace(cfg.model, input_shape=list(train_set.shape)))
     torch.manual_seed(cfg.train.seed)
     state = build_state(cfg)
-    if (run_dir / "checkpoints").is_dir() and list_checkpoints(run_dir / "checkpoints") and not resume:
-        raise VaekitError(
-            f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or choose a new --run-dir"
-        )
+    has_checkpoints = bool(list_checkpoints(run_dir / "checkpoints"))
+    if has_checkpoints and not resume:
+        raise VaekitError(f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or a new --run-dir")
     if resume:
-        _resume(state, cfg, run_dir)
+        _restore(state, run_dir)
     atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
-    log = MetricsLog(run_dir / "metrics.jsonl", keep_until=state.step)
-
     steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_size)
-    total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
-    bar = tqdm(
-        total=total, initial=state.step, disable=quiet or not sys.stderr.isatty(), unit="step", dynamic_ncols=True
+    run = _Run(
+        cfg,
+        run_dir,
+        state,
+        train_set,
+        val_set,
+        test_set,
+        MetricsLog(run_dir / "metrics.jsonl", state.step),
+        steps_per_epoch,
+        cfg.train.steps or cfg.train.epochs * steps_per_epoch,
+        quiet,
     )
-    start_step = state.step
-    t0 = t_train = time.perf_counter()
-    running = torch.zeros(()), 0
-    while state.step < total:
-        epoch, first = divmod(state.step, steps_per_epoch)
-        order = torch.randperm(
-            len(train_set), generator=torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
-        )
-        for b in range(first, steps_per_epoch):
-            x = train_set.batch(order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size])
-            report, neg_elbo = train_step(state, x, cfg, total)
-            running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
-            bar.update(1)
-            if state.step % cfg.train.log_every == 0 or state.step == total:
-                row = _train_row(state, cfg, epoch, report, running, total, start_step, t_train)
-                log.write(row)
-                bar.set_postfix(neg_elbo=f"{row['neg_elbo']:.2f}", skipped=row["skipped"])
-                running = torch.zeros(()), 0
-            if cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
-                save_checkpoint(
-                    run_dir / "checkpoints",
-                    state.step,
-                    state.state_dict(state.step / steps_per_epoch),
-                    cfg.train.keep_checkpoints,
-                )
-            if state.step >= total:
-                break
-        paused = time.perf_counter()
-        test = _evaluate_epoch(state, cfg, epoch, log, val_set, test_set)
-        save_checkpoint(
-            run_dir / "checkpoints",
-            state.step,
-            state.state_dict(state.step / steps_per_epoch),
-            cfg.train.keep_checkpoints,
-        )
-        t_train += time.perf_counter() - paused  # logged throughput counts training steps only
-        if test is not None and not quiet:
-            bar.write(
-                f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)",
-                file=sys.stderr,
-            )
-    bar.close()
-    seconds = time.perf_counter() - t0
+    if not has_checkpoints:
+        run.checkpoint()  # step 0: a rollback always has somewhere to go
+    t0 = time.perf_counter()
+    start_step, train_seconds = state.step, _loop(run)
     model = state.eval_model()
     final = evaluate(model, test_set, cfg.train.eval_batch_size) if test_set is not None else None
-    _export(model, cfg, run_dir, test_set or val_set or train_set)
+    export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
     examples = (state.step - start_step) * cfg.train.batch_size
-    return TrainResult(run_dir, model, final, state.step, seconds, examples / max(seconds, 1e-9))
+    return TrainResult(run_dir, model, final, state.step, time.perf_counter() - t0, examples / max(train_seconds, 1e-9))
 
 
-def _resume(state: TrainState, cfg: Config, run_dir: Path) -> None:
+def _loop(run: _Run) -> float:
+    """Train to `run.total` steps; returns the seconds spent in training steps (evaluation excluded)."""
+    state, cfg = run.state, run.cfg
+    bar = tqdm(
+        total=run.total,
+        initial=state.step,
+        disable=run.quiet or not sys.stderr.isatty(),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    check_every = max(1, cfg.guard.rollback_after // 4)
+    t_train, start_step = time.perf_counter(), state.step
+    running = torch.zeros(()), 0
+    while state.step < run.total:
+        epoch, first = divmod(state.step, run.steps_per_epoch)
+        order = run.epoch_order(epoch)
+        for b in range(first, run.steps_per_epoch):
+            index = order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]
+            x = run.train_set.batch(index)
+            report, neg_elbo = train_step(state, x, cfg, run.total)
+            running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
+            bar.update(1)
+            if state.step % cfg.train.log_every == 0 or state.step == run.total:
+                row = _train_row(state, cfg, epoch, report, running, run.total, start_step, t_train)
+                run.log.write(row)
+                bar.set_postfix(neg_elbo=f"{row['neg_elbo']:.2f}", skipped=row["skipped"])
+                running = torch.zeros(()), 0
+            if cfg.guard.rollback_after and state.step % check_every == 0 and state.streak >= cfg.guard.rollback_after:
+                _rollback(run, index, x, report)
+                bar.n = state.step
+                break  # restart the epoch arithmetic from the restored step
+            if cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+                run.checkpoint()
+            if state.step >= run.total:
+                break
+        else:
+            paused = time.perf_counter()
+            _end_of_epoch(run, epoch, bar)
+            t_train += time.perf_counter() - paused  # logged throughput counts training steps only
+            continue
+        if state.step >= run.total:
+            _end_of_epoch(run, epoch, bar)
+    bar.close()
+    return time.perf_counter() - t_train
+
+
+def _end_of_epoch(run: _Run, epoch: int, bar: tqdm[Any]) -> None:
+    test = _evaluate_epoch(run, epoch)
+    run.checkpoint()
+    if test is not None and not run.quiet:
+        bar.write(
+            f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)",
+            file=sys.stderr,
+        )
+
+
+def _rollback(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> None:
+    """After a streak of skipped updates: back to the last checkpoint with a lower learning rate, or stop."""
+    state, guard = run.state, run.cfg.guard
+    streak_step, streak = state.step, int(state.streak)
+    if state.rollbacks >= guard.max_rollbacks:
+        dump = run.run_dir / "divergence.json"
+        stats = {
+            "step": streak_step,
+            "skipped_in_a_row": streak,
+            "rollbacks": state.rollbacks,
+            "lr": state.optimizer.param_groups[0]["lr"],
+            "grad_norm": float(report.grad_norm),
+            "batch_index": index.tolist(),
+            "batch_min": float(x.min()),
+            "batch_max": float(x.max()),
+            "batch_mean": float(x.mean()),
+            "batch_nonfinite": int((~torch.isfinite(x)).sum()),
+        }
+        atomic_write_bytes(dump, (json.dumps(stats, indent=1) + "\n").encode())
+        raise TrainingDiverged(
+            f"training diverged: {streak} updates in a row skipped at step {streak_step} (grad norm "
+            f"{float(report.grad_norm):.3g}) after {state.rollbacks} rollbacks; lower optim.lr (now "
+            f"{stats['lr']:.3g}) or guard.clip_grad_norm, or check the data; batch details in {dump}"
+        )
+    rollbacks, lr_scale = state.rollbacks + 1, state.lr_scale * guard.rollback_lr_factor
+    saved = load_latest_checkpoint(run.run_dir / "checkpoints")
+    if saved is None:
+        raise TrainingDiverged(f"training diverged at step {streak_step} and no checkpoint is readable to roll back to")
+    state.load_state_dict(saved, str(run.run_dir))
+    state.rollbacks, state.lr_scale = rollbacks, lr_scale
+    state.streak = torch.zeros_like(state.streak)
+    run.log.truncate(state.step)
+    run.log.write(
+        {
+            "kind": "rollback",
+            "step": state.step,
+            "from_step": streak_step,
+            "skipped_in_a_row": streak,
+            "rollbacks": rollbacks,
+            "lr_scale": lr_scale,
+        }
+    )
+    warnings.warn(
+        f"{streak} updates in a row skipped at step {streak_step}: rolled back to step {state.step} "
+        f"with the learning rate x{lr_scale:g} (rollback {rollbacks} of {guard.max_rollbacks})",
+        stacklevel=2,
+    )
+
+
+def _restore(state: TrainState, run_dir: Path) -> None:
     saved = load_latest_checkpoint(run_dir / "checkpoints")
     if saved is None:
         raise VaekitError(f"nothing to resume in {str(run_dir)!r}: no readable checkpoint in checkpoints/")
@@ -234,53 +342,27 @@ def _train_row(
     }
 
 
-def _evaluate_epoch(
-    state: TrainState, cfg: Config, epoch: int, log: MetricsLog, val_set: Dataset | None, test_set: Dataset | None
-) -> EvalResult | None:
-    model = state.eval_model()
+def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
+    model = run.state.eval_model()
     test = None
-    for data in (val_set, test_set):
+    for data in (run.val_set, run.test_set):
         if data is None:
             continue
-        result = evaluate(model, data, cfg.train.eval_batch_size)
-        log.write(
+        result = evaluate(model, data, run.cfg.train.eval_batch_size)
+        found = collapse_warnings(result.kl, result.active_units, model.latent_dim)
+        run.log.write(
             {
                 "kind": "eval",
-                "step": state.step,
+                "step": run.state.step,
                 "epoch": epoch + 1,
-                "skipped": int(state.skipped.item()),
+                "skipped": int(run.state.skipped.item()),
+                "rollbacks": run.state.rollbacks,
+                "warnings": found,
                 **result.to_dict(),
             }
         )
-        test = result if data is test_set else test
+        if found and not run.warned:
+            run.warned = True
+            warnings.warn(f"{found[0]} (at epoch {epoch + 1}; logged at every evaluation)", stacklevel=2)
+        test = result if data is run.test_set else test
     return test
-
-
-def _export(model: VAE, cfg: Config, run_dir: Path, data: Dataset) -> None:
-    from vaekit.images import save_grid, side_by_side
-
-    model.save_pretrained(str(run_dir / "model"))
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    save_grid(model.sample(cfg.train.samples, generator=gen), run_dir / "samples" / "samples.png")
-    n = min(32, len(data))
-    per_row = min(8, n)
-    x = data.batch(torch.arange(n - n % per_row))
-    save_grid(side_by_side(x, model.reconstruct(x), per_row), run_dir / "samples" / "reconstructions.png", nrow=per_row)
-
-
-class MetricsLog:
-    """Append-only JSON lines; on resume, rows past the resumed step are dropped first."""
-
-    def __init__(self, path: Path, keep_until: int) -> None:
-        self.path = path
-        kept = []
-        if keep_until > 0 and path.is_file():
-            for line in path.read_text().splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    if json.loads(line).get("step", 0) <= keep_until:
-                        kept.append(line)
-        atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")

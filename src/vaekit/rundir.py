@@ -1,0 +1,48 @@
+"""What a run writes besides checkpoints: metrics.jsonl, the exported model, sample grids."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit.checkpoint import atomic_write_bytes
+from vaekit.data import Dataset
+from vaekit.images import save_grid, side_by_side
+from vaekit.model import VAE
+
+
+class MetricsLog:
+    """Append-only JSON lines; on resume or rollback, rows past the restored step are dropped first."""
+
+    def __init__(self, path: Path, keep_until: int) -> None:
+        self.path = path
+        self.truncate(keep_until)
+
+    def truncate(self, keep_until: int) -> None:
+        kept = []
+        if keep_until > 0 and self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                    if json.loads(line).get("step", 0) <= keep_until:
+                        kept.append(line)
+        atomic_write_bytes(self.path, "".join(f"{line}\n" for line in kept).encode())
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def export(model: VAE, run_dir: Path, data: Dataset, n_samples: int, seed: int) -> None:
+    """`model/` (safetensors + JSON), `samples/samples.png` and `samples/reconstructions.png`."""
+    model.save_pretrained(str(run_dir / "model"))
+    gen = torch.Generator().manual_seed(seed)
+    save_grid(model.sample(n_samples, generator=gen), run_dir / "samples" / "samples.png")
+    n = min(32, len(data))
+    per_row = min(8, n)
+    x = data.batch(torch.arange(n - n % per_row))
+    grid = side_by_side(x, model.reconstruct(x), per_row)
+    save_grid(grid, run_dir / "samples" / "reconstructions.png", nrow=per_row)
