@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from results import update_section
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "RESULTS.md"
 
 
 def time_make_demo() -> tuple[float, float, str]:
@@ -80,12 +81,7 @@ def main() -> None:
             "<!-- foundation:end -->",
         ]
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n## Foundation\n\n"
-    if "<!-- foundation:start -->" in text:
-        text = re.sub(r"<!-- foundation:start -->.*?<!-- foundation:end -->", table, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + table + "\n"
-    RESULTS.write_text(text)
+    update_section("foundation", "\n".join(table.splitlines()[1:-1]))
     print(table)
 
 

@@ -23,11 +23,13 @@ class MetricsLog:
         self.truncate(keep_until)
 
     def truncate(self, keep_until: int) -> None:
+        """Keep rows up to step `keep_until` (all rollback rows: they are history); -1 starts afresh."""
         kept = []
-        if keep_until > 0 and self.path.is_file():
+        if keep_until >= 0 and self.path.is_file():
             for line in self.path.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError, AttributeError):
-                    if json.loads(line).get("step", 0) <= keep_until:
+                    row = json.loads(line)
+                    if row.get("step", 0) <= keep_until or row.get("kind") == "rollback":
                         kept.append(line)
         atomic_write_bytes(self.path, "".join(f"{line}\n" for line in kept).encode())
 

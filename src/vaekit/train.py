@@ -189,7 +189,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
         train_set,
         val_set,
         test_set,
-        MetricsLog(run_dir / "metrics.jsonl", state.step),
+        MetricsLog(run_dir / "metrics.jsonl", state.step if resume else -1),
         steps_per_epoch,
         cfg.train.steps or cfg.train.epochs * steps_per_epoch,
         quiet,

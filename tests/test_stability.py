@@ -1,0 +1,161 @@
+"""Stability machinery: rollback, DReG, the IW bound in k, mutual information, collapse warnings."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.config import GuardConfig, ModelConfig, load_config
+from vaekit.diagnostics import collapse_warnings, mutual_information
+from vaekit.distributions import DiagonalGaussian
+from vaekit.errors import TrainingDiverged
+from vaekit.model import VAE
+from vaekit.objectives import iwae_loss, log_weights
+from vaekit.train import train
+
+train_module = importlib.import_module("vaekit.train")  # `vaekit.train` the attribute is the function
+
+
+def _tiny(tmp_path: Path, extra: list[str]):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "tiny.npy", (rng.random((256, 8, 8)) < 0.3).astype(np.uint8) * 255)
+    return load_config(None, [f"data.name={tmp_path / 'tiny.npy'}", "model.hidden=[16]", "model.latent_dim=2",
+                              "train.batch_size=32", "train.epochs=4", "guard.rollback_after=4", *extra])
+
+
+def test_rollback_then_stop_with_a_diagnosis(tmp_path: Path) -> None:
+    cfg = _tiny(tmp_path, ["guard.skip_grad_norm=1e-12", "guard.max_rollbacks=2"])  # every update is "huge"
+    with (pytest.raises(TrainingDiverged, match=r"after 2 rollbacks; lower optim.lr .* batch details in"),
+          pytest.warns(UserWarning, match="rolled back to step 0")):
+        train(cfg, tmp_path / "run", quiet=True)
+    dump = json.loads((tmp_path / "run" / "divergence.json").read_text())
+    assert dump["rollbacks"] == 2 and len(dump["batch_index"]) == 32 and dump["skipped_in_a_row"] >= 4
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rollbacks = [r for r in rows if r["kind"] == "rollback"]
+    assert [r["lr_scale"] for r in rollbacks] == [0.5, 0.25]
+    assert all(r["step"] == 0 for r in rollbacks)  # nothing good was ever saved past step 0
+
+
+def test_rollback_recovers_with_a_lower_learning_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = train_module.guarded_update
+
+    def flaky(optimizer, params, loss, cfg: GuardConfig):  # type: ignore[no-untyped-def]
+        # Updates "blow up" while the lr is above 0.6e-3, and only after step 10 (so a checkpoint exists).
+        lr = optimizer.param_groups[0]["lr"]
+        state_steps = [s["step"] for s in optimizer.state.values()]
+        late = bool(state_steps) and float(state_steps[0]) >= 10
+        return real(optimizer, params, loss, GuardConfig(**{**cfg.__dict__, "skip_grad_norm": 1e-12})
+                    if lr > 0.6e-3 and late else cfg)
+
+    monkeypatch.setattr(train_module, "guarded_update", flaky)
+    with pytest.warns(UserWarning, match="rolled back to step 8 with the learning rate x0.5"):
+        result = train(_tiny(tmp_path, []), tmp_path / "run", quiet=True)
+    assert result.steps == 32
+    saved = json.loads(
+        [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "rollback" in line][0])
+    assert saved["rollbacks"] == 1 and saved["lr_scale"] == 0.5
+
+
+def _ppca(latent: int, exact_posterior: bool) -> VAE:
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(hidden=[], latent_dim=latent, likelihood="gaussian", input_shape=[1, 2, 2]))
+    w, b = model.decoder.net[0].weight.detach(), model.decoder.net[0].bias.detach()
+    s2 = float(torch.nn.functional.softplus(model.likelihood.raw_scale.detach()) + model.cfg.min_scale) ** 2
+    post_cov = torch.linalg.inv(torch.eye(latent) + w.T @ w / s2)
+    with torch.no_grad():
+        enc = model.encoder.net[0]
+        enc.weight.zero_()
+        enc.weight[:latent] = post_cov @ w.T / s2
+        enc.bias[:latent] = -(post_cov @ w.T / s2) @ b
+        # soft_clamp is the identity only approximately: undo it so logvar is exact
+        target = torch.log(post_cov.diagonal()) + (0.0 if exact_posterior else 0.8)
+        lo, hi = model.cfg.logvar_min, model.cfg.logvar_max
+        mid, half = (hi + lo) / 2, (hi - lo) / 2
+        enc.bias[latent:] = mid + half * torch.atanh((target - mid) / half)
+    return model
+
+
+def test_dreg_keeps_the_value_and_the_decoder_gradient() -> None:
+    model = _ppca(2, exact_posterior=False)
+    x = torch.rand(3, 1, 2, 2)
+    grads = {}
+    for dreg in (False, True):
+        model.zero_grad()
+        out = model(x, n_samples=8, generator=torch.Generator().manual_seed(1))
+        loss = iwae_loss(out, x, model.prior, dreg=dreg)
+        loss.backward()
+        grads[dreg] = (loss.detach(), [p.grad.clone() for p in model.decoder.parameters()],  # type: ignore[union-attr]
+                       model.encoder.net[0].weight.grad.clone())  # type: ignore[union-attr]
+    torch.testing.assert_close(grads[False][0], grads[True][0])
+    for a, b in zip(grads[False][1], grads[True][1], strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(grads[False][2], grads[True][2])
+
+
+def test_dreg_encoder_gradient_vanishes_at_the_exact_posterior() -> None:
+    # With q(z|x) = p(z|x), log w = log p(x) for every z: DReG's encoder gradient is exactly zero,
+    # while the standard IWAE estimator still carries its score-function noise (Tucker et al. 2019).
+    model = _ppca(1, exact_posterior=True)
+    x = torch.rand(4, 1, 2, 2)
+    out = model(x, n_samples=16, generator=torch.Generator().manual_seed(2))
+    log_w = log_weights(out, x, model.prior)
+    assert (log_w - log_w[0]).abs().max() < 1e-4  # the posterior really is exact
+    norms = {}
+    for dreg in (False, True):
+        model.zero_grad()
+        out = model(x, n_samples=16, generator=torch.Generator().manual_seed(2))
+        iwae_loss(out, x, model.prior, dreg=dreg).backward()
+        norms[dreg] = model.encoder.net[0].bias.grad.norm().item()  # type: ignore[union-attr]
+    assert norms[True] < 1e-4 < norms[False]
+
+
+def test_bigger_k_gives_a_bound_no_worse_on_average() -> None:
+    model = _ppca(2, exact_posterior=False)
+    x = torch.rand(5, 1, 2, 2)
+    g = torch.Generator().manual_seed(0)
+    means, ses = [], []
+    for k in (1, 5, 50):
+        runs = torch.stack([model.log_likelihood(x, k=k, generator=g).mean() for _ in range(300)])
+        means.append(runs.mean().item())
+        ses.append(runs.std().item() / math.sqrt(runs.shape[0]))
+    for i in range(2):
+        assert means[i + 1] > means[i] - 3 * math.hypot(ses[i], ses[i + 1]), (means, ses)
+    assert means[2] > means[0]  # strictly tighter here: the proposal is too wide
+
+
+def test_mutual_information_against_a_closed_form() -> None:
+    # x uniform on {-1, +1}, q(z|x) = N(mu * x, 1): I(x; z) = H(z) - H(z|x), by quadrature.
+    mu, n = 1.5, 4000
+    signs = torch.tensor([-1.0, 1.0]).repeat(n // 2)
+    q = DiagonalGaussian((mu * signs)[:, None], torch.zeros(n, 1))
+    grid = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+    density = 0.5 * (torch.exp(-0.5 * (grid - mu) ** 2) + torch.exp(-0.5 * (grid + mu) ** 2)) / math.sqrt(2 * math.pi)
+    h_z = -torch.trapezoid(density * torch.log(density), grid).item()
+    exact = h_z - 0.5 * math.log(2 * math.pi * math.e)
+    estimates = [mutual_information(q, torch.Generator().manual_seed(s)) for s in range(5)]
+    assert abs(np.mean(estimates) - exact) < 0.02, (estimates, exact)
+    collapsed = DiagonalGaussian(torch.zeros(n, 3), torch.zeros(n, 3))
+    assert abs(mutual_information(collapsed)) < 0.01
+
+
+def test_collapse_warnings_name_cause_and_remedy() -> None:
+    assert collapse_warnings(kl=5.0, active=10, latent_dim=20) == []
+    (msg,) = collapse_warnings(kl=0.01, active=0, latent_dim=20)
+    assert "collapsed" in msg and "free_bits" in msg
+    (msg,) = collapse_warnings(kl=3.0, active=1, latent_dim=64)
+    assert "only 1 of 64" in msg and "free_bits" in msg
+
+
+def test_training_into_collapse_warns(tmp_path: Path) -> None:
+    cfg = _tiny(tmp_path, ["objective.beta=200", "data.val_size=64", "train.epochs=2"])
+    with pytest.warns(UserWarning, match="posterior"):
+        train(cfg, tmp_path / "run", quiet=True)
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in line]
+    assert evals and all(r["warnings"] for r in evals) and "mutual_info" in evals[0]
