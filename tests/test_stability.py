@@ -58,7 +58,7 @@ def test_rollback_recovers_with_a_lower_learning_rate(tmp_path: Path, monkeypatc
         result = train(_tiny(tmp_path, []), tmp_path / "run", quiet=True)
     assert result.steps == 32
     saved = json.loads(
-        [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "rollback" in line][0])
+        next(line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "rollback" in line))
     assert saved["rollbacks"] == 1 and saved["lr_scale"] == 0.5
 
 
