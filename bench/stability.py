@@ -114,11 +114,12 @@ def report(results: dict[tuple[str, float, str], list[tuple[float, int, int, int
             for arm in ("plain", "vaekit"):
                 runs = results[(likelihood, lr, arm)]
                 div = sum(_diverged(r[0], best) for r in runs)
+                nonfinite = sum(not math.isfinite(r[0]) for r in runs)
                 totals[arm][0] += div
                 totals[arm][1] += len(runs)
                 ok = [r[0] for r in runs if math.isfinite(r[0])]
                 med = f"{statistics.median(ok):.1f}" if ok else "nan"
-                cells += [f"{div}/{len(runs)}", med, f"{statistics.median(r[1] for r in runs):.0f}"]
+                cells += [f"{div}/{len(runs)} ({nonfinite} non-finite)", med, f"{statistics.median(r[1] for r in runs):.0f}"]
             extra = results[(likelihood, lr, "vaekit")]
             cells.append(f"{sum(r[2] for r in extra)} / {sum(r[3] for r in extra)}")
             lines.append(f"| {likelihood} | {lr:g} | " + " | ".join(cells) + " |")

@@ -39,6 +39,7 @@ def test_rollback_then_stop_with_a_diagnosis(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rollbacks = [r for r in rows if r["kind"] == "rollback"]
     assert [r["lr_scale"] for r in rollbacks] == [0.5, 0.25]
+    assert dump["skipped_total"] >= 3 * 4  # three streaks of at least 4, kept across rollbacks
     assert all(r["step"] == 0 for r in rollbacks)  # nothing good was ever saved past step 0
 
 

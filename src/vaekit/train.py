@@ -270,6 +270,7 @@ def _rollback(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> None:
         stats = {
             "step": streak_step,
             "skipped_in_a_row": streak,
+            "skipped_total": int(state.skipped),
             "rollbacks": state.rollbacks,
             "lr": state.optimizer.param_groups[0]["lr"],
             "grad_norm": float(report.grad_norm),
@@ -286,11 +287,12 @@ def _rollback(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> None:
             f"{stats['lr']:.3g}) or guard.clip_grad_norm, or check the data; batch details in {dump}"
         )
     rollbacks, lr_scale = state.rollbacks + 1, state.lr_scale * guard.rollback_lr_factor
+    skipped = state.skipped.clone()  # the count is history: a rollback does not undo it
     saved = load_latest_checkpoint(run.run_dir / "checkpoints")
     if saved is None:
         raise TrainingDiverged(f"training diverged at step {streak_step} and no checkpoint is readable to roll back to")
     state.load_state_dict(saved, str(run.run_dir))
-    state.rollbacks, state.lr_scale = rollbacks, lr_scale
+    state.rollbacks, state.lr_scale, state.skipped = rollbacks, lr_scale, skipped
     state.streak = torch.zeros_like(state.streak)
     run.log.truncate(state.step)
     run.log.write(
