@@ -119,7 +119,8 @@ def report(results: dict[tuple[str, float, str], list[tuple[float, int, int, int
                 totals[arm][1] += len(runs)
                 ok = [r[0] for r in runs if math.isfinite(r[0])]
                 med = f"{statistics.median(ok):.1f}" if ok else "nan"
-                cells += [f"{div}/{len(runs)} ({nonfinite} non-finite)", med, f"{statistics.median(r[1] for r in runs):.0f}"]
+                active = statistics.median(r[1] for r in runs)
+                cells += [f"{div}/{len(runs)} ({nonfinite} non-finite)", med, f"{active:.0f}"]
             extra = results[(likelihood, lr, "vaekit")]
             cells.append(f"{sum(r[2] for r in extra)} / {sum(r[3] for r in extra)}")
             lines.append(f"| {likelihood} | {lr:g} | " + " | ".join(cells) + " |")
