@@ -127,19 +127,14 @@ def _save_npy(array: Any, path: str) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    import torch
-
     from vaekit.data import load_dataset
-    from vaekit.images import save_grid, side_by_side
+    from vaekit.images import save_reconstructions
 
     model = _load_model(args.run)
     data = load_dataset(args.data, args.split, args.data_dir)
     _check_shape(model, data.shape, args.data)
-    n = min(args.n, len(data))
-    per_row = min(8, n)
-    x = data.batch(torch.arange(n - n % per_row))
-    path = save_grid(side_by_side(x, model.reconstruct(x), per_row), args.output, nrow=per_row)
-    _emit(args, {"output": str(path), "n": x.shape[0]}, f"wrote {x.shape[0]} inputs and reconstructions to {path}")
+    path, n = save_reconstructions(model, data, args.n, args.output)
+    _emit(args, {"output": str(path), "n": n}, f"wrote {n} inputs and reconstructions to {path}")
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:

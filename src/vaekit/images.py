@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from vaekit.checkpoint import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from vaekit.data import Dataset
+    from vaekit.model import VAE
 
 
 def grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -46,3 +51,11 @@ def side_by_side(x: Tensor, x_hat: Tensor, per_row: int = 8) -> Tensor:
     rows = x.view(-1, per_row, *x.shape[1:])  # (R, per_row, C, H, W)
     rows_hat = x_hat.view(-1, per_row, *x.shape[1:])
     return torch.stack([rows, rows_hat], dim=1).flatten(0, 2)  # (R, 2, per_row, ...) -> (2*B, ...)
+
+
+def save_reconstructions(model: VAE, data: Dataset, n: int, path: str | Path) -> tuple[Path, int]:
+    """The first `n` images of `data` (rounded down to full rows of 8) above their reconstructions."""
+    n = min(n, len(data))
+    per_row = min(8, n)
+    x = data.batch(torch.arange(n - n % per_row))
+    return save_grid(side_by_side(x, model.reconstruct(x), per_row), path, nrow=per_row), int(x.shape[0])

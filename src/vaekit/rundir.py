@@ -11,7 +11,7 @@ import torch
 
 from vaekit.checkpoint import atomic_write_bytes
 from vaekit.data import Dataset
-from vaekit.images import save_grid, side_by_side
+from vaekit.images import save_grid, save_reconstructions
 from vaekit.model import VAE
 
 
@@ -43,8 +43,4 @@ def export(model: VAE, run_dir: Path, data: Dataset, n_samples: int, seed: int) 
     model.save_pretrained(str(run_dir / "model"))
     gen = torch.Generator().manual_seed(seed)
     save_grid(model.sample(n_samples, generator=gen), run_dir / "samples" / "samples.png")
-    n = min(32, len(data))
-    per_row = min(8, n)
-    x = data.batch(torch.arange(n - n % per_row))
-    grid = side_by_side(x, model.reconstruct(x), per_row)
-    save_grid(grid, run_dir / "samples" / "reconstructions.png", nrow=per_row)
+    save_reconstructions(model, data, 32, run_dir / "samples" / "reconstructions.png")
