@@ -116,6 +116,16 @@ def test_dreg_encoder_gradient_vanishes_at_the_exact_posterior() -> None:
     assert norms[True] < 1e-4 < norms[False]
 
 
+def test_iwae_with_k1_is_exactly_the_single_sample_elbo() -> None:
+    model = _ppca(2, exact_posterior=False)
+    x = torch.rand(6, 1, 2, 2)
+    out = model(x, n_samples=1, generator=torch.Generator().manual_seed(4))
+    z = out.z
+    elbo = out.px.log_prob(x) + model.prior.log_prob(z) - out.q.log_prob(z)  # (1, B): log p(x|z) - MC KL
+    for dreg in (False, True):
+        torch.testing.assert_close(iwae_loss(out, x, model.prior, dreg=dreg), -elbo.mean(), rtol=0, atol=0)
+
+
 def test_bigger_k_gives_a_bound_no_worse_on_average() -> None:
     model = _ppca(2, exact_posterior=False)
     x = torch.rand(5, 1, 2, 2)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from vaekit.cli_use import add_commands, describe
 from vaekit.errors import VaekitError
 
 
@@ -31,7 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def _load_model(run: str) -> Any:
+def load_model(run: str) -> Any:
     from vaekit.model import VAE
 
     return VAE.from_pretrained(run)
@@ -80,9 +81,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vaekit.data import load_dataset
     from vaekit.evaluate import evaluate
 
-    model = _load_model(args.run)
+    model = load_model(args.run)
     data = load_dataset(args.data, args.split, args.data_dir)
-    _check_shape(model, data.shape, args.data)
+    check_shape(model, data.shape, args.data)
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
     text = (
         f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
@@ -96,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _emit(args, result.to_dict(), text)
 
 
-def _check_shape(model: Any, shape: tuple[int, int, int], name: str) -> None:
+def check_shape(model: Any, shape: tuple[int, int, int], name: str) -> None:
     if tuple(model.shape) != tuple(shape):
         raise VaekitError(f"data {name!r} has images of shape {shape} but the model expects {tuple(model.shape)}")
 
@@ -106,15 +107,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     from vaekit.images import save_grid
 
-    model = _load_model(args.run)
+    model = load_model(args.run)
     images = model.sample(args.n, temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed))
     path = save_grid(images, args.output)
     if args.npy:
-        _save_npy(images.numpy(), args.npy)
+        save_npy(images.numpy(), args.npy)
     _emit(args, {"output": str(path), "n": args.n, "npy": args.npy}, f"wrote {args.n} samples to {path}")
 
 
-def _save_npy(array: Any, path: str) -> None:
+def save_npy(array: Any, path: str) -> None:
     import io
 
     import numpy as np
@@ -130,9 +131,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from vaekit.data import load_dataset
     from vaekit.images import save_reconstructions
 
-    model = _load_model(args.run)
+    model = load_model(args.run)
     data = load_dataset(args.data, args.split, args.data_dir)
-    _check_shape(model, data.shape, args.data)
+    check_shape(model, data.shape, args.data)
     path, n = save_reconstructions(model, data, args.n, args.output)
     _emit(args, {"output": str(path), "n": n}, f"wrote {n} inputs and reconstructions to {path}")
 
@@ -214,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
+    add_commands(sub, _positive, _common)
+
     p = sub.add_parser("datasets", help="list built-in data sets and where their files are")
     _common(p)
     p.set_defaults(func=cmd_datasets)
@@ -240,9 +243,11 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, *a, **k: f"vaekit: warning: {msg}\n"
     args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], None] = args.func
+    func: Callable[[argparse.Namespace], dict[str, Any] | None] = args.func
     try:
-        func(args)
+        payload = func(args)
+        if payload is not None:
+            _emit(args, payload, describe(args.command, payload))
     except VaekitError as exc:
         print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
         return 2

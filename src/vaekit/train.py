@@ -30,6 +30,7 @@ from vaekit.evaluate import EvalResult, evaluate
 from vaekit.guards import EMA, StepReport, guarded_update
 from vaekit.model import VAE
 from vaekit.objectives import elbo_terms, iwae_loss
+from vaekit.report import write_report
 from vaekit.rundir import MetricsLog, export
 from vaekit.schedules import kl_weight, lr_factor
 
@@ -201,6 +202,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     model = state.eval_model()
     final = evaluate(model, test_set, cfg.train.eval_batch_size) if test_set is not None else None
     export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
+    write_report(run_dir)
     examples = (state.step - start_step) * cfg.train.batch_size
     return TrainResult(run_dir, model, final, state.step, time.perf_counter() - t0, examples / max(train_seconds, 1e-9))
 

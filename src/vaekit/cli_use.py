@@ -1,0 +1,253 @@
+"""CLI commands that put a trained model to work: interpolate, traverse, latent-map, encode, decode,
+score and report. Each is one or two calls of the Python API plus writing the files asked for."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from typing import Any
+
+from vaekit.errors import VaekitError
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    from vaekit.cli import check_shape, load_model
+    from vaekit.data import load_dataset
+
+    model = load_model(args.run)
+    data = load_dataset(args.data, args.split, args.data_dir)
+    check_shape(model, data.shape, args.data)
+    return model, data
+
+
+def _example(data: Any, i: int) -> Any:
+    import torch
+
+    if not 0 <= i < len(data):
+        raise VaekitError(f"example index {i} is out of range: {data.name!r} {data.split} has {len(data)} examples")
+    return data.batch(torch.tensor([i]))
+
+
+def cmd_interpolate(args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.cli import save_npy
+    from vaekit.explore import interpolate
+    from vaekit.images import save_grid
+
+    model, data = _model_and_data(args)
+    images, z = interpolate(model, _example(data, args.from_index), _example(data, args.to_index), args.steps)
+    path = save_grid(images.flatten(0, 1), args.output, nrow=args.steps)
+    if args.npy:
+        save_npy(z.numpy(), args.npy)
+    return {"output": str(path), "rows": ["linear", "spherical"], "steps": args.steps, "npy": args.npy}
+
+
+def cmd_traverse(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from vaekit.evaluate import evaluate
+    from vaekit.explore import dims_by_kl, traverse
+    from vaekit.images import save_grid
+
+    model, data = _model_and_data(args)
+    if args.dims == "auto":
+        kl = torch.tensor(evaluate(model, data.subset(torch.arange(min(len(data), 2000)))).kl_per_dim)
+        dims = dims_by_kl(kl, args.max_dims)
+    else:
+        try:
+            dims = [int(d) for d in args.dims.split(",")]
+        except ValueError:
+            raise VaekitError(f"--dims {args.dims!r} is not 'auto' or a comma-separated list like 0,3,5") from None
+        if any(not 0 <= d < model.latent_dim for d in dims):
+            raise VaekitError(f"--dims {args.dims!r}: the model's latent dimensions are 0..{model.latent_dim - 1}")
+    x = _example(data, args.index) if args.index is not None else None
+    images = traverse(model, x, dims, torch.linspace(-args.range, args.range, args.steps))
+    path = save_grid(images.flatten(0, 1), args.output, nrow=args.steps)
+    return {"output": str(path), "dims": dims, "steps": args.steps, "range": args.range}
+
+
+def cmd_latent_map(args: argparse.Namespace) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from vaekit.checkpoint import atomic_write_bytes
+    from vaekit.explore import encode_dataset, manifold, project_2d
+    from vaekit.images import grid
+
+    model, data = _model_and_data(args)
+    subset = data.subset(torch.arange(min(len(data), args.n)))
+    z, _ = encode_dataset(model, subset)
+    points, kind = project_2d(z)
+    panels = 2 if model.latent_dim == 2 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 6.5), squeeze=False)
+    ax = axes[0][0]
+    colours = subset.labels.numpy() if subset.labels is not None else None
+    sc = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=3, alpha=0.7)
+    if colours is not None:
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set(
+        title=f"encoded {data.name} {data.split} ({len(subset)} examples, {kind})",
+        xlabel=f"{kind} 1",
+        ylabel=f"{kind} 2",
+    )
+    if panels == 2:
+        axes[0][1].imshow(grid(manifold(model, args.grid), nrow=args.grid, pad=0), cmap="gray")
+        axes[0][1].set(title="decoded manifold over the prior's quantiles", xticks=[], yticks=[])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(args.output, buffer.getvalue())
+    return {"output": args.output, "projection": kind, "n": len(subset)}
+
+
+def cmd_encode(args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.cli import save_npy
+    from vaekit.explore import encode_dataset
+
+    model, data = _model_and_data(args)
+    z, logvar = encode_dataset(model, data, sample=args.sample, seed=args.seed)
+    save_npy(z.numpy(), args.output)
+    if args.logvar:
+        save_npy(logvar.numpy(), args.logvar)
+    return {"output": args.output, "shape": list(z.shape), "sample": args.sample}
+
+
+def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from vaekit.cli import load_model, save_npy
+    from vaekit.images import save_grid
+
+    model = load_model(args.run)
+    try:
+        z = np.load(args.latents, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise VaekitError(f"{args.latents!r} is not a readable .npy array ({exc})") from None
+    if z.ndim != 2 or z.shape[1] != model.latent_dim or not np.issubdtype(z.dtype, np.floating):
+        raise VaekitError(f"{args.latents!r} holds {z.dtype} {z.shape}; expected floats (N, {model.latent_dim})")
+    if not np.isfinite(z).all():
+        raise VaekitError(f"{args.latents!r} contains NaN or infinite values")
+    with torch.no_grad():
+        images = model.decode(torch.from_numpy(z.astype(np.float32))).mean.clamp(0, 1)
+    path = save_grid(images, args.output)
+    if args.npy:
+        save_npy(images.numpy(), args.npy)
+    return {"output": str(path), "n": int(z.shape[0]), "npy": args.npy}
+
+
+def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.checkpoint import atomic_write_bytes
+    from vaekit.data import load_dataset
+    from vaekit.score import auroc, score
+
+    model, data = _model_and_data(args)
+    sets = [(args.data, data)]
+    if args.ood:
+        from vaekit.cli import check_shape
+
+        ood = load_dataset(args.ood, args.split, None)
+        check_shape(model, ood.shape, args.ood)
+        sets.append((args.ood, ood))
+    metric = f"nll_k{args.iw_samples}" if args.iw_samples else "neg_elbo"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["dataset", "index", metric])
+    scores = []
+    for name, ds in sets:
+        s = score(model, ds, iw_samples=args.iw_samples)
+        scores.append(s)
+        writer.writerows([name, i, f"{v:.4f}"] for i, v in enumerate(s.tolist()))
+    atomic_write_bytes(args.output, buffer.getvalue().encode())
+    result: dict[str, Any] = {
+        "output": args.output,
+        "metric": metric,
+        "mean": {name: float(s.mean()) for (name, _), s in zip(sets, scores, strict=True)},
+    }
+    if args.ood:
+        result["auroc"] = auroc(scores[0], scores[1])
+    return result
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.report import write_report
+
+    return {"output": str(write_report(args.run, args.output))}
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("--data", default="mnist", help="data set name or path (default mnist)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+
+
+def add_commands(sub: Any, positive: Any, common: Any) -> None:
+    """Register the commands on the `vaekit` subparsers."""
+    p = sub.add_parser("interpolate", help="decode linear and spherical paths between two examples in z")
+    _data_args(p)
+    p.add_argument("--from", dest="from_index", type=int, default=0, help="index of the first example")
+    p.add_argument("--to", dest="to_index", type=int, default=1, help="index of the second example")
+    p.add_argument("--steps", type=positive, default=10)
+    p.add_argument("-o", "--output", default="interpolate.png", help="PNG: row 1 linear, row 2 spherical")
+    p.add_argument("--npy", help="also write the latent paths (2, steps, D) as .npy")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("traverse", help="sweep latent dimensions one at a time, ordered by their KL")
+    _data_args(p)
+    p.add_argument("--dims", default="auto", help="'auto' (by KL, most informative first) or a list like 0,3,5")
+    p.add_argument("--max-dims", type=positive, default=10, help="rows for --dims auto (default 10)")
+    p.add_argument("--index", type=int, help="start from this example's posterior mean (default z = 0)")
+    p.add_argument("--range", type=float, default=3.0, help="sweep z_d over [-range, range] (default 3)")
+    p.add_argument("--steps", type=positive, default=9)
+    p.add_argument("-o", "--output", default="traverse.png")
+    p.set_defaults(func=cmd_traverse)
+
+    p = sub.add_parser("latent-map", help="plot the encoded data set (and the decoded manifold for a 2-d latent)")
+    _data_args(p)
+    p.add_argument("--n", type=positive, default=5000, help="examples to encode (default 5000)")
+    p.add_argument("--grid", type=positive, default=20, help="manifold grid size for a 2-d latent (default 20)")
+    p.add_argument("-o", "--output", default="latent-map.png")
+    p.set_defaults(func=cmd_latent_map)
+
+    p = sub.add_parser("encode", help="write the posterior means (or samples) of a data set as .npy")
+    _data_args(p)
+    p.add_argument("--sample", action="store_true", help="one posterior sample per example instead of the mean")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logvar", help="also write the posterior log-variances as .npy")
+    p.add_argument("-o", "--output", default="latents.npy")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode latents from a .npy (N, D) into a PNG grid")
+    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("latents", help=".npy file of float latents (N, D)")
+    p.add_argument("-o", "--output", default="decoded.png")
+    p.add_argument("--npy", help="also write the decoded images (N, C, H, W) as .npy")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("score", help="per-example -ELBO or NLL as CSV; with --ood, the AUROC of telling sets apart")
+    _data_args(p)
+    p.add_argument("--ood", help="a second data set, scored as out-of-distribution")
+    p.add_argument("--iw-samples", type=positive, help="score with the importance-sampled NLL instead of -ELBO")
+    p.add_argument("-o", "--output", default="scores.csv")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="write report.html for a run (curves, KL per dim, samples, config)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("-o", "--output", help="HTML path (default RUN/report.html)")
+    p.set_defaults(func=cmd_report)
+    for name in ("interpolate", "traverse", "latent-map", "encode", "decode", "score", "report"):
+        common(sub.choices[name])
+
+
+def describe(command: str, payload: dict[str, Any]) -> str:
+    """The text line a command prints without --json."""
+    if command == "score":
+        text = f"wrote per-example {payload['metric']} to {payload['output']}; means " + ", ".join(
+            f"{k}: {v:.2f} nats" for k, v in payload["mean"].items()
+        )
+        return text + (f"; AUROC {payload['auroc']:.4f}" if "auroc" in payload else "")
+    return f"wrote {payload['output']}"

@@ -1,0 +1,169 @@
+"""`report.html`: one self-contained page per run (images inline) that a person can open and read."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from vaekit.checkpoint import atomic_write_bytes
+from vaekit.errors import VaekitError
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; } td, th { padding: 3px 12px; border-bottom: 1px solid #eee; text-align: left; }
+img { max-width: 100%; } .pics img { image-rendering: pixelated; width: 420px; margin-right: 1em; }
+pre { background: #f6f6f6; padding: 1em; font-size: 0.85em; } .warn { color: #a33; }
+"""
+
+# Marks the page with how many images decoded, for people debugging a report and for its test.
+LOAD_CHECK = """<script>window.addEventListener('load', () => { const all = [...document.images];
+document.body.dataset.imagesLoaded = all.filter(i => i.complete && i.naturalWidth > 0).length + '/' + all.length;
+});</script>"""
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise VaekitError(f"{str(run_dir)!r} has no metrics.jsonl; give a run directory written by `vaekit train`")
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash: skip it, keep the rest
+    return rows
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _curves(rows: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in rows if r.get("kind") == "train"]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    ax = axes[0]
+    ax.plot([r["step"] for r in train], [r["neg_elbo"] for r in train], label="train (running mean)")
+    for split in sorted({r["split"] for r in evals}):
+        pts = [r for r in evals if r["split"] == split]
+        ax.plot([r["step"] for r in pts], [r["neg_elbo"] for r in pts], "o-", label=f"{split}")
+    ax.set(xlabel="step", ylabel="-ELBO (nats per example)", title="loss")
+    ax.legend()
+    ax = axes[1]
+    ax.semilogy([r["step"] for r in train], [max(r["grad_norm"], 1e-12) for r in train], label="grad norm")
+    ax.set(xlabel="step", ylabel="gradient norm", title="gradient norm (before clipping), skipped updates")
+    twin = ax.twinx()
+    twin.plot([r["step"] for r in train], [r["skipped"] for r in train], color="tab:red", label="skipped (total)")
+    twin.set_ylabel("skipped updates", color="tab:red")
+    twin.set_ylim(bottom=0, top=max(1, max((r["skipped"] for r in train), default=0)) * 1.1)
+    for r in rows:
+        if r.get("kind") == "rollback":
+            ax.axvline(r["from_step"], color="tab:red", linestyle=":")
+    ax = axes[2]
+    tests = [r for r in evals if r["split"] == (evals[-1]["split"] if evals else "test")]
+    ax.plot([r["epoch"] for r in tests], [r["kl"] for r in tests], "o-", label="KL (nats)")
+    ax.plot([r["epoch"] for r in tests], [r["mutual_info"] for r in tests], "s-", label="I(x; z) (nats)")
+    ax.plot([r["epoch"] for r in tests], [r["active_units"] for r in tests], "^-", label="active units")
+    ax.set(xlabel="epoch", title="latent usage")
+    ax.legend()
+    return _png(fig)
+
+
+def _kl_bars(kl_per_dim: list[float]) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(kl_per_dim)), 3))
+    ax.bar(range(len(kl_per_dim)), kl_per_dim)
+    if len(kl_per_dim) <= 64:
+        ax.set_xticks(range(len(kl_per_dim)))
+        ax.tick_params(axis="x", labelsize=7)
+    ax.axhline(0.01, color="gray", linestyle=":")
+    ax.set(xlabel="latent dimension", ylabel="KL (nats)", title="KL per latent dimension (last evaluation)")
+    return _png(fig)
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"<p>({html.escape(alt)}: not written)</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}'
+        "</figcaption></figure>"
+    )
+
+
+def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Write the run's report (default `RUN/report.html`) and return its path."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    last = evals[-1] if evals else None
+    parts = [f"<h1>vaekit run: {html.escape(str(run_dir))}</h1>"]
+    if last is not None:
+        keys = [
+            ("split", "split"),
+            ("neg_elbo", "-ELBO (nats)"),
+            ("bits_per_dim", "bits/dim"),
+            ("kl", "KL (nats)"),
+            ("log_px", "E log p(x|z) (nats)"),
+            ("active_units", "active units"),
+            ("mutual_info", "I(x; z) (nats)"),
+            ("skipped", "skipped updates"),
+            ("step", "step"),
+        ]
+        cells = "".join(f"<tr><th>{label}</th><td>{_fmt(last.get(key))}</td></tr>" for key, label in keys)
+        parts.append(f"<h2>Final metrics</h2><table>{cells}</table>")
+        for warning in last.get("warnings", []):
+            parts.append(f'<p class="warn">warning: {html.escape(warning)}</p>')
+    rollbacks = [r for r in rows if r.get("kind") == "rollback"]
+    if rollbacks:
+        items = "".join(
+            f"<li>step {r['from_step']}: {r['skipped_in_a_row']} skipped in a row, back to step "
+            f"{r['step']}, learning rate x{r['lr_scale']:g}</li>"
+            for r in rollbacks
+        )
+        parts.append(f'<h2>Rollbacks</h2><ul class="warn">{items}</ul>')
+    if any(r.get("kind") == "train" for r in rows):
+        parts.append(f'<h2>Training curves</h2><img alt="training curves" src="data:image/png;base64,{_curves(rows)}">')
+    if last is not None and last.get("kl_per_dim"):
+        parts.append(
+            f'<h2>KL per dimension</h2><img alt="KL per dimension" '
+            f'src="data:image/png;base64,{_kl_bars(last["kl_per_dim"])}">'
+        )
+    parts.append(
+        '<h2>Samples and reconstructions</h2><div class="pics">'
+        + _img(run_dir / "samples" / "samples.png", "samples from the prior")
+        + _img(run_dir / "samples" / "reconstructions.png", "test inputs (odd rows) and reconstructions")
+        + "</div>"
+    )
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        parts.append(f"<h2>Resolved config</h2><pre>{html.escape(config.read_text())}</pre>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>vaekit report: {html.escape(run_dir.name)}"
+        f"</title><style>{STYLE}</style></head><body>{''.join(parts)}{LOAD_CHECK}</body></html>"
+    )
+    path = Path(output) if output else run_dir / "report.html"
+    atomic_write_bytes(path, page.encode())
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return html.escape(str(value))
