@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-COMMANDS = ["train", "eval", "sample", "reconstruct", "datasets", "config"]
+COMMANDS = ["train", "eval", "sample", "reconstruct", "interpolate", "traverse", "latent-map", "encode", "decode",
+            "score", "report", "datasets", "config"]
 
 
 def vaekit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

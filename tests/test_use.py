@@ -139,3 +139,15 @@ def test_report_renders_in_headless_chromium(run2d: Path, tmp_path: Path) -> Non
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 20  # not a blank page
     assert (pixels < 128).mean() > 0.02  # text, plots and images: plenty of dark pixels
+
+
+def test_tensorboard_events(run2d: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run2d / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/neg_elbo", "train/grad_norm", "test/neg_elbo", "test/active_units"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("train/neg_elbo")] == [50, 100, 150, 200, 250, 300]
+    assert "samples" in tags["images"]

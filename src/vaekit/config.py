@@ -93,6 +93,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     threads: int | None = None  # torch intra-op threads; None = leave torch's default
     samples: int = 64  # images in the sample grid written at the end
+    tensorboard: bool = True  # also write TensorBoard events when the tensorboard package is installed
 
 
 @dataclass

@@ -13,13 +13,15 @@ from vaekit.checkpoint import atomic_write_bytes
 from vaekit.data import Dataset
 from vaekit.images import save_grid, save_reconstructions
 from vaekit.model import VAE
+from vaekit.tracking import Tracker
 
 
 class MetricsLog:
     """Append-only JSON lines; on resume or rollback, rows past the restored step are dropped first."""
 
-    def __init__(self, path: Path, keep_until: int) -> None:
+    def __init__(self, path: Path, keep_until: int, tracker: Tracker | None = None) -> None:
         self.path = path
+        self.tracker = tracker
         self.truncate(keep_until)
 
     def truncate(self, keep_until: int) -> None:
@@ -36,6 +38,8 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.tracker is not None:
+            self.tracker.row(row)
 
 
 def export(model: VAE, run_dir: Path, data: Dataset, n_samples: int, seed: int) -> None:

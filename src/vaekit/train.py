@@ -33,6 +33,7 @@ from vaekit.objectives import elbo_terms, iwae_loss
 from vaekit.report import write_report
 from vaekit.rundir import MetricsLog, export
 from vaekit.schedules import kl_weight, lr_factor
+from vaekit.tracking import Tracker
 
 
 @dataclass
@@ -182,6 +183,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     if resume:
         _restore(state, run_dir)
     atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
+    tracker = Tracker(run_dir, cfg.train.tensorboard)
     steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_size)
     run = _Run(
         cfg,
@@ -190,7 +192,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
         train_set,
         val_set,
         test_set,
-        MetricsLog(run_dir / "metrics.jsonl", state.step if resume else -1),
+        MetricsLog(run_dir / "metrics.jsonl", state.step if resume else -1, tracker),
         steps_per_epoch,
         cfg.train.steps or cfg.train.epochs * steps_per_epoch,
         quiet,
@@ -203,6 +205,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     final = evaluate(model, test_set, cfg.train.eval_batch_size) if test_set is not None else None
     export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
     write_report(run_dir)
+    tracker.images("samples", model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed)), state.step)
+    tracker.close()
     examples = (state.step - start_step) * cfg.train.batch_size
     return TrainResult(run_dir, model, final, state.step, time.perf_counter() - t0, examples / max(train_seconds, 1e-9))
 
