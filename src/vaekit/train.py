@@ -46,6 +46,7 @@ class TrainState:
     streak: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # skipped in a row, now
     lr_scale: float = 1.0  # lowered by each rollback
     rollbacks: int = 0
+    grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -107,6 +108,7 @@ def train_step(state: TrainState, x: Tensor, cfg: Config, total_steps: int) -> t
     if state.ema is not None:
         state.ema.update(state.model, report.skipped)
     state.skipped += report.skipped
+    state.grad_norm = report.grad_norm
     state.streak = (state.streak + 1) * report.skipped  # stays on the device: no sync per step
     state.step += 1
     return report, terms.neg_elbo_per_example.detach()
@@ -364,6 +366,7 @@ def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
                 "step": run.state.step,
                 "epoch": epoch + 1,
                 "skipped": int(run.state.skipped.item()),
+                "grad_norm": float(run.state.grad_norm),
                 "rollbacks": run.state.rollbacks,
                 "warnings": found,
                 **result.to_dict(),
