@@ -182,8 +182,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     has_checkpoints = bool(list_checkpoints(run_dir / "checkpoints"))
     if has_checkpoints and not resume:
         raise VaekitError(f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or a new --run-dir")
-    if resume:
+    if resume and not run_dir.is_dir():
+        raise VaekitError(f"nothing to resume: run directory {str(run_dir)!r} does not exist")
+    if resume and has_checkpoints:
         _restore(state, run_dir)
+    elif resume:  # killed before its first checkpoint: nothing was lost but the start
+        warnings.warn(f"{str(run_dir)!r} holds no checkpoint yet: starting from step 0", stacklevel=2)
     atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
     tracker = Tracker(run_dir, cfg.train.tensorboard)
     steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_size)
