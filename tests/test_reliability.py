@@ -111,6 +111,8 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(tmp_path: Path) -> N
 
 def test_no_pickle_anywhere_in_the_package() -> None:
     # Weights load as safetensors + JSON, configs with yaml.safe_load, arrays with allow_pickle=False.
-    risky = re.compile(r"(?<![\w.])torch\.load\(|import pickle|pickle\.load|yaml\.load\(|allow_pickle=True|yaml\.unsafe_load")
+    risky = re.compile(
+        r"(?<![\w.])torch\.load\(|import pickle|pickle\.load|yaml\.load\(|allow_pickle=True|yaml\.unsafe_load"
+    )
     offenders = [str(p) for p in (REPO / "src" / "vaekit").rglob("*.py") if risky.search(p.read_text())]
     assert offenders == []

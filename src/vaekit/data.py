@@ -8,6 +8,7 @@ of PNG/JPEG images. No per-sample Python and no PIL in the training loop.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -129,7 +130,7 @@ def _parse_name(name: str) -> tuple[str, bool]:
     if name.startswith("binarized-"):
         base = name[len("binarized-") :]
         return base, True
-    if name in BUILTIN or os.path.exists(name) or name.endswith((".npy", ".npz")) or os.sep in name:
+    if name in BUILTIN or os.path.exists(name) or name.endswith((".npy", ".npz", ".gz", ".idx")) or os.sep in name:
         return name, False
     valid = ", ".join([*BUILTIN, *(f"binarized-{b}" for b in BUILTIN)])
     raise DataError(f"unknown data set {name!r}; valid: {valid}, a .npy/.npz file or a folder of images")
@@ -161,7 +162,7 @@ def _check_images(images: Tensor, name: str) -> None:
 
 
 def load_user_data(path: Path) -> tuple[Tensor, Tensor | None]:
-    """A `.npy`/`.npz` array or a folder of images as uint8 (N, C, H, W) plus labels if present."""
+    """A `.npy`/`.npz` array, an IDX images file or a folder of images as uint8 (N, C, H, W), labels if any."""
     if not path.exists():
         raise DataError(f"data file or folder {str(path)!r} not found; check the path")
     if path.is_dir():
@@ -174,14 +175,19 @@ def load_user_data(path: Path) -> tuple[Tensor, Tensor | None]:
         return array_to_images(array, str(path)), None
     if path.suffix == ".npz":
         return _load_npz(path)
-    raise DataError(f"{str(path)!r}: unsupported data file; use .npy, .npz or a folder of PNG/JPEG images")
+    if path.suffix in (".gz", ".idx") or "-idx" in path.name:
+        array = idx.read_idx(path)  # an images file, e.g. t10k-images-idx3-ubyte.gz
+        if array.ndim != 3:
+            raise DataError(f"{str(path)!r} holds an IDX array of shape {array.shape}, not images (N, H, W)")
+        return array_to_images(array, str(path)), None
+    raise DataError(f"{str(path)!r}: unsupported data file; use .npy, .npz, an IDX file or a folder of PNG/JPEG images")
 
 
 def _load_npz(path: Path) -> tuple[Tensor, Tensor | None]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{str(path)!r} is not a readable .npz archive ({exc}); re-save it with numpy.savez") from None
     key = next((k for k in ("x", "images", "arr_0") if k in arrays), None)
     if key is None:
