@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import torch
+from pythae.data.preprocessors import DataProcessor
 from pythae.models import VAE, VAEConfig
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseEncoder
@@ -51,7 +52,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = BaseTrainerConfig(output_dir=tmp, num_epochs=epochs, learning_rate=1e-3, per_device_train_batch_size=128,
                                 per_device_eval_batch_size=1000, optimizer_cls="Adam", no_cuda=True)
-        trainer = BaseTrainer(model=model, train_dataset=x_train, eval_dataset=None, training_config=cfg)
+        processor = DataProcessor()  # what pythae's TrainingPipeline does with a numpy array
+        train_dataset = processor.to_dataset(processor.process_data(x_train))
+        trainer = BaseTrainer(model=model, train_dataset=train_dataset, eval_dataset=None, training_config=cfg)
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0

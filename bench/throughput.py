@@ -29,7 +29,7 @@ from results import update_section
 
 BENCH = Path(__file__).resolve().parent
 PYTHAE_VENV = BENCH / ".venv-pythae"
-FAST = ["train.precision=bf16"]  # vaekit's fastest setting; see bench/RESULTS.md for what each change gave
+FAST = ["train.precision=bf16", "train.batch_size=512", "optim.lr=0.002"]  # see bench/RESULTS.md, "Throughput"
 BF16_PEAK_EXAMPLES_PER_S = 950e9 / 3.28e6  # bf16 matmul ceiling / FLOP per example (forward + backward)
 
 

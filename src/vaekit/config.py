@@ -90,7 +90,8 @@ class TrainConfig:
     log_every: int = 100  # steps between metrics.jsonl rows
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     keep_checkpoints: int = 2
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, loss terms in fp32; fp16 CUDA only
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = None  # torch intra-op threads; None = leave torch's default
     samples: int = 64  # images in the sample grid written at the end
     tensorboard: bool = True  # also write TensorBoard events when the tensorboard package is installed

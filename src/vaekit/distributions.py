@@ -38,7 +38,8 @@ class DiagonalGaussian:
     def rsample(self, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterized samples z = mean + std * eps, (S, B, D) (Kingma & Welling 2014, Sec. 2.4)."""
         shape = (n_samples, *self.mean.shape)
-        eps = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        device = generator.device if generator is not None else self.mean.device  # a CPU generator on CUDA data
+        eps = torch.randn(shape, generator=generator, device=device, dtype=self.mean.dtype).to(self.mean.device)
         return self.mean + self.std * eps
 
     def log_prob(self, z: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ without a host sync. Other optimizers fall back to one `.item()` per step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -23,9 +23,16 @@ class StepReport:
 
 
 def guarded_update(
-    optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], loss: Tensor, cfg: GuardConfig
+    optimizer: torch.optim.Optimizer,
+    params: Iterable[nn.Parameter],
+    loss: Tensor,
+    cfg: GuardConfig,
+    step: Callable[[], object] | None = None,
 ) -> StepReport:
-    """Clip gradients, apply the optimizer step unless it is non-finite or too large, zero grads."""
+    """Clip gradients, apply the optimizer step unless it is non-finite or too large, zero grads.
+
+    `step` replaces `optimizer.step` (fp16 passes its GradScaler's step; the grads are unscaled).
+    """
     params = [p for p in params if p.grad is not None]
     if cfg.clip_grad_norm is not None:
         grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)
@@ -36,7 +43,10 @@ def guarded_update(
         skip = skip | ~torch.isfinite(grad_norm) | ~torch.isfinite(loss.detach())
     if cfg.skip_grad_norm is not None:
         skip = skip | (grad_norm > cfg.skip_grad_norm)
-    if optimizer.defaults.get("fused"):
+    if step is not None:
+        if not bool(skip):
+            step()
+    elif optimizer.defaults.get("fused"):
         optimizer.found_inf = skip.to(torch.float32)  # type: ignore[attr-defined]
         optimizer.grad_scale = None  # type: ignore[attr-defined]
         try:

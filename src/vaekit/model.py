@@ -65,9 +65,12 @@ class VAE(nn.Module):
         params = self.decoder(z.reshape(-1, self.latent_dim))  # (N, K*C, H, W)
         return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
 
-    def forward(self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> VAEOutput:
+    def forward(
+        self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, eps: Tensor | None = None
+    ) -> VAEOutput:
+        """q(z|x), z = mean + std * eps with S samples, and p(x|z); `eps` (S, B, D) may be given."""
         q = self.encode(x)
-        z = q.rsample(n_samples, generator)  # (S, B, D)
+        z = q.mean + q.std * eps if eps is not None else q.rsample(n_samples, generator)  # (S, B, D)
         return VAEOutput(q=q, z=z, px=self.decode(z))
 
     def elbo(self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> ElboTerms:

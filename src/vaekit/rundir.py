@@ -19,13 +19,16 @@ from vaekit.tracking import Tracker
 class MetricsLog:
     """Append-only JSON lines; on resume or rollback, rows past the restored step are dropped first."""
 
-    def __init__(self, path: Path, keep_until: int, tracker: Tracker | None = None) -> None:
+    def __init__(self, path: Path, keep_until: int, tracker: Tracker | None = None, enabled: bool = True) -> None:
         self.path = path
         self.tracker = tracker
+        self.enabled = enabled  # only rank 0 writes under DDP
         self.truncate(keep_until)
 
     def truncate(self, keep_until: int) -> None:
         """Keep rows up to step `keep_until` (all rollback rows: they are history); -1 starts afresh."""
+        if not self.enabled:
+            return
         kept = []
         if keep_until >= 0 and self.path.is_file():
             for line in self.path.read_text().splitlines():
@@ -36,6 +39,8 @@ class MetricsLog:
         atomic_write_bytes(self.path, "".join(f"{line}\n" for line in kept).encode())
 
     def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.tracker is not None:

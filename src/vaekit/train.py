@@ -25,6 +25,7 @@ from vaekit.checkpoint import atomic_write_bytes, list_checkpoints, load_latest_
 from vaekit.config import Config
 from vaekit.data import BUILTIN, Dataset, load_dataset
 from vaekit.diagnostics import collapse_warnings
+from vaekit.distributed import Topology, setup, teardown
 from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluate import EvalResult, evaluate
 from vaekit.guards import EMA, StepReport, guarded_update
@@ -47,6 +48,8 @@ class TrainState:
     lr_scale: float = 1.0  # lowered by each rollback
     rollbacks: int = 0
     grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
+    net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -91,20 +94,31 @@ class TrainResult:
     examples_per_s: float
 
 
-def train_step(state: TrainState, x: Tensor, cfg: Config, total_steps: int) -> tuple[StepReport, Tensor]:
-    """One guarded update on batch x (B, C, H, W); returns the report and -ELBO (B,) nats."""
+def train_step(
+    state: TrainState, x: Tensor, cfg: Config, total_steps: int, rows: slice | None = None
+) -> tuple[StepReport, Tensor]:
+    """One guarded update on batch x (B, C, H, W); returns the report and -ELBO (B,) nats.
+
+    With `rows` (DDP), x is the global batch: this rank keeps its rows, and the reparameterization
+    noise is drawn for the whole global batch so every rank's slice matches a single-process run.
+    """
     beta = kl_weight(state.step, cfg.objective, total_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = cfg.optim.lr * state.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
-    with _autocast(cfg.train.precision):
-        out = state.model(x, n_samples=cfg.objective.iw_samples)
+    device = state.grad_norm.device
+    eps = None
+    if rows is not None:
+        eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
+        x = x[rows]
+    x = x.to(device, non_blocking=True)
+    with _autocast(cfg.train.precision, device.type):
+        out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps)
     terms = elbo_terms(out, x, state.model.prior)
     if cfg.objective.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
         loss = iwae_loss(out, x, state.model.prior, dreg=cfg.objective.estimator == "dreg")
     else:
         loss = terms.neg_elbo(beta, cfg.objective.free_bits)
-    loss.backward()
-    report = guarded_update(state.optimizer, state.model.parameters(), loss, cfg.guard)
+    report = _backward_and_update(state, loss, cfg)
     if state.ema is not None:
         state.ema.update(state.model, report.skipped)
     state.skipped += report.skipped
@@ -114,24 +128,51 @@ def train_step(state: TrainState, x: Tensor, cfg: Config, total_steps: int) -> t
     return report, terms.neg_elbo_per_example.detach()
 
 
-def _autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
+def _backward_and_update(state: TrainState, loss: Tensor, cfg: Config) -> StepReport:
+    if state.scaler is None:
+        loss.backward()
+        return guarded_update(state.optimizer, state.model.parameters(), loss, cfg.guard)
+    scaler = state.scaler  # fp16: scale the loss, unscale the grads, then the same guard
+    scaler.scale(loss).backward()
+    scaler.unscale_(state.optimizer)
+    report = guarded_update(
+        state.optimizer, state.model.parameters(), loss, cfg.guard, step=lambda: scaler.step(state.optimizer)
+    )
+    scaler.update()
+    return report
+
+
+def _autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device_type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
-def build_state(cfg: Config) -> TrainState:
-    model = VAE(cfg.model)
+def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
+    device = topology.device if topology else torch.device("cpu")
+    if cfg.train.precision == "fp16" and device.type != "cuda":
+        raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
+    model = VAE(cfg.model).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=cfg.optim.lr,
         betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
         eps=cfg.optim.eps,
         weight_decay=cfg.optim.weight_decay,
-        fused=True,
+        fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
     )
     ema = EMA(model, cfg.guard.ema_decay) if cfg.guard.ema_decay > 0 else None
-    return TrainState(model=model, optimizer=optimizer, ema=ema)
+    state = TrainState(model=model, optimizer=optimizer, ema=ema)
+    for name in ("skipped", "streak", "grad_norm"):
+        setattr(state, name, getattr(state, name).to(device))
+    if topology is not None and topology.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        state.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.train.precision == "fp16":
+        state.scaler = torch.amp.GradScaler("cuda")
+    return state
 
 
 def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
@@ -158,11 +199,14 @@ class _Run:
     steps_per_epoch: int
     total: int
     quiet: bool
+    topology: Topology = field(default_factory=lambda: Topology(0, 1, torch.device("cpu")))
     warned: bool = False
 
     def checkpoint(self) -> None:
-        state = self.state.state_dict(self.state.step / self.steps_per_epoch)
-        save_checkpoint(self.run_dir / "checkpoints", self.state.step, state, self.cfg.train.keep_checkpoints)
+        if self.topology.is_main:
+            state = self.state.state_dict(self.state.step / self.steps_per_epoch)
+            save_checkpoint(self.run_dir / "checkpoints", self.state.step, state, self.cfg.train.keep_checkpoints)
+        self.topology.barrier()  # a rollback on any rank must find this checkpoint written
 
     def epoch_order(self, epoch: int) -> Tensor:
         """The data order of `epoch`: a pure function of (seed, epoch), so resume needs no RNG for it."""
@@ -171,14 +215,32 @@ class _Run:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
-    """Train a VAE as `cfg` says, writing the run directory of DESIGN.md; returns the test score."""
-    run_dir = Path(run_dir)
+    """Train a VAE as `cfg` says, writing the run directory of DESIGN.md; returns the test score.
+
+    Under torchrun every process calls this; rank 0 alone writes the run directory.
+    """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    train_set, val_set, test_set = load_splits(cfg)
-    cfg = replace(cfg, model=replace(cfg.model, input_shape=list(train_set.shape)))
+    splits = load_splits(cfg)
+    cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)))
+    topology = setup(cfg.train.device, cfg.train.batch_size)
+    try:
+        return _train(cfg, Path(run_dir), resume, quiet, topology, splits)
+    finally:
+        teardown(topology)
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool,
+    quiet: bool,
+    topology: Topology,
+    splits: tuple[Dataset, Dataset | None, Dataset | None],
+) -> TrainResult:
+    train_set, val_set, test_set = splits
     torch.manual_seed(cfg.train.seed)
-    state = build_state(cfg)
+    state = build_state(cfg, topology)
     has_checkpoints = bool(list_checkpoints(run_dir / "checkpoints"))
     if has_checkpoints and not resume:
         raise VaekitError(f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or a new --run-dir")
@@ -186,11 +248,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
         raise VaekitError(f"nothing to resume: run directory {str(run_dir)!r} does not exist")
     if resume and has_checkpoints:
         _restore(state, run_dir)
-    elif resume:  # killed before its first checkpoint: nothing was lost but the start
+    elif resume and topology.is_main:  # killed before its first checkpoint: nothing was lost but the start
         warnings.warn(f"{str(run_dir)!r} holds no checkpoint yet: starting from step 0", stacklevel=2)
-    atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
-    tracker = Tracker(run_dir, cfg.train.tensorboard)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_size)
+    main = topology.is_main
+    if main:
+        atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
+    tracker = Tracker(run_dir, cfg.train.tensorboard and main)
+    log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume else -1, tracker, enabled=main)
+    # Several processes drop the last, partial batch: every rank needs an equal slice.
+    per_epoch = len(train_set) // cfg.train.batch_size if topology.world > 1 else None
+    steps_per_epoch = per_epoch or math.ceil(len(train_set) / cfg.train.batch_size)
     run = _Run(
         cfg,
         run_dir,
@@ -198,21 +265,24 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
         train_set,
         val_set,
         test_set,
-        MetricsLog(run_dir / "metrics.jsonl", state.step if resume else -1, tracker),
+        log,
         steps_per_epoch,
         cfg.train.steps or cfg.train.epochs * steps_per_epoch,
-        quiet,
+        quiet or not main,
+        topology,
     )
     if not has_checkpoints:
         run.checkpoint()  # step 0: a rollback always has somewhere to go
     t0 = time.perf_counter()
     start_step, train_seconds = state.step, _loop(run)
     model = state.eval_model()
-    final = evaluate(model, test_set, cfg.train.eval_batch_size) if test_set is not None else None
-    export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
-    write_report(run_dir)
-    tracker.images("samples", model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed)), state.step)
-    tracker.close()
+    final = None
+    if main:
+        final = evaluate(model, test_set, cfg.train.eval_batch_size) if test_set is not None else None
+        export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
+        write_report(run_dir)
+        tracker.images("samples", model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed)), state.step)
+        tracker.close()
     examples = (state.step - start_step) * cfg.train.batch_size
     return TrainResult(run_dir, model, final, state.step, time.perf_counter() - t0, examples / max(train_seconds, 1e-9))
 
@@ -235,8 +305,9 @@ def _loop(run: _Run) -> float:
         order = run.epoch_order(epoch)
         for b in range(first, run.steps_per_epoch):
             index = order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]
-            x = run.train_set.batch(index)
-            report, neg_elbo = train_step(state, x, cfg, run.total)
+            x = run.train_set.batch(index)  # the global batch; under DDP each rank keeps its rows
+            rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
+            report, neg_elbo = train_step(state, x, cfg, run.total, rows)
             running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
             bar.update(1)
             if state.step % cfg.train.log_every == 0 or state.step == run.total:
@@ -357,6 +428,8 @@ def _train_row(
 
 
 def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
+    if not run.topology.is_main:
+        return None  # rank 0 evaluates and logs; the others wait at the next checkpoint's barrier
     model = run.state.eval_model()
     test = None
     for data in (run.val_set, run.test_set):
