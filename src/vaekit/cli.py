@@ -49,6 +49,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         ("steps", "train.steps"),
         ("seed", "train.seed"),
         ("batch_size", "train.batch_size"),
+        ("device", "train.device"),
+        ("precision", "train.precision"),
     ):
         if getattr(args, flag) is not None:  # explicit flags beat the config file
             overrides.append(f"{key}={getattr(args, flag)}")
@@ -178,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--steps", type=int, help="train.steps (overrides epochs)")
     p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--batch-size", type=int, help="train.batch_size")
+    p.add_argument("--batch-size", type=int, help="train.batch_size (the global batch under torchrun)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train.device (default auto)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="train.precision (fp16: CUDA only)")
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --run-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)

@@ -27,6 +27,7 @@ class DataConfig:
     data_dir: str | None = None  # explicit folder for the data set's files
     val_size: int = 0  # fixed-seed hold-out carved from the training split; 0 = none
     val_seed: int = 0
+    mmap: bool = False  # memory-map a uint8 .npy instead of reading it: for data larger than memory
 
 
 @dataclass

@@ -79,12 +79,18 @@ class Dataset:
 
 
 def load_dataset(
-    name: str, split: str = "train", data_dir: str | Path | None = None, val_size: int = 0, val_seed: int = 0
+    name: str,
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    val_size: int = 0,
+    val_seed: int = 0,
+    mmap: bool = False,
 ) -> Dataset:
     """Load a data set by name (`mnist`, `binarized-mnist`, ...) or path (`.npy`, `.npz`, image folder).
 
     `split` is "train", "test" or "val". With `val_size > 0`, "train" and "val" are a fixed-seed
-    partition of the training images; user arrays and folders have no test split.
+    partition of the training images; user arrays and folders have no test split. With `mmap`, a
+    uint8 `.npy` is memory-mapped instead of read: batches page in only the images they index.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -96,7 +102,7 @@ def load_dataset(
     else:
         if split == "test":
             raise DataError(f"{name!r} is user data and has no test split; pass the test set as its own file")
-        images, labels = load_user_data(Path(base))
+        images, labels = load_user_data(Path(base), mmap)
     _check_images(images, name)
     data = Dataset(name=name, split=split, images=images, labels=labels)
     if split != "test" and val_size > 0:
@@ -161,12 +167,14 @@ def _check_images(images: Tensor, name: str) -> None:
         raise DataError(f"{name!r} holds no images")
 
 
-def load_user_data(path: Path) -> tuple[Tensor, Tensor | None]:
+def load_user_data(path: Path, mmap: bool = False) -> tuple[Tensor, Tensor | None]:
     """A `.npy`/`.npz` array, an IDX images file or a folder of images as uint8 (N, C, H, W), labels if any."""
     if not path.exists():
         raise DataError(f"data file or folder {str(path)!r} not found; check the path")
     if path.is_dir():
         return _load_image_folder(path), None
+    if path.suffix == ".npy" and mmap:
+        return _memory_map(path), None
     if path.suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
@@ -257,3 +265,15 @@ def _load_image_folder(folder: Path) -> Tensor:
     if len(shapes) > 1:
         raise DataError(f"images in {str(folder)!r} differ in size ({sorted(shapes)[:3]}); resize them to one size")
     return array_to_images(np.stack(arrays), str(folder))
+
+
+def _memory_map(path: Path) -> Tensor:
+    """A uint8 (N, H, W) or (N, C, H, W) `.npy` as a tensor over a copy-on-write memory map (no read)."""
+    try:
+        array = np.load(path, mmap_mode="c", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{str(path)!r} is not a readable .npy array ({exc}); re-save it with numpy.save") from None
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[0] == 0:
+        raise DataError(f"{str(path)!r}: memory-mapped data must be non-empty uint8 (N, H, W) or (N, C, H, W), "
+                        f"got {array.dtype} {array.shape}; convert it, or set data.mmap=false")
+    return torch.from_numpy(array if array.ndim == 4 else array[:, None])

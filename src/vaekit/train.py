@@ -178,7 +178,7 @@ def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
 def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
     """(train, val or None, test or None) as the config's data section asks."""
     d = cfg.data
-    train_set = load_dataset(d.name, "train", d.data_dir, d.val_size, d.val_seed)
+    train_set = load_dataset(d.name, "train", d.data_dir, d.val_size, d.val_seed, mmap=d.mmap)
     val_set = load_dataset(d.name, "val", d.data_dir, d.val_size, d.val_seed) if d.val_size else None
     base = d.name.removeprefix("binarized-")
     test_set = load_dataset(d.name, "test", d.data_dir) if base in BUILTIN else None
