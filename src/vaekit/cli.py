@@ -66,7 +66,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     }
     lines = [
         f"run directory: {result.run_dir}",
-        f"trained {result.steps} steps in {result.seconds:.1f} s ({result.examples_per_s:,.0f} examples/s)",
+        f"trained {result.steps} steps in {result.seconds:.1f} s, evaluations included "
+        f"({result.examples_per_s:,.0f} examples/s in training steps)",
         f"samples: {result.run_dir / 'samples' / 'samples.png'}",
         f"reconstructions: {result.run_dir / 'samples' / 'reconstructions.png'}",
     ]

@@ -274,6 +274,8 @@ def _memory_map(path: Path) -> Tensor:
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{str(path)!r} is not a readable .npy array ({exc}); re-save it with numpy.save") from None
     if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[0] == 0:
-        raise DataError(f"{str(path)!r}: memory-mapped data must be non-empty uint8 (N, H, W) or (N, C, H, W), "
-                        f"got {array.dtype} {array.shape}; convert it, or set data.mmap=false")
+        raise DataError(
+            f"{str(path)!r}: memory-mapped data must be non-empty uint8 (N, H, W) or (N, C, H, W), "
+            f"got {array.dtype} {array.shape}; convert it, or set data.mmap=false"
+        )
     return torch.from_numpy(array if array.ndim == 4 else array[:, None])
