@@ -178,6 +178,18 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     return {"output": str(write_report(args.run, args.output))}
 
 
+def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.compress.files import compress_file
+
+    return compress_file(args.model, args.input, args.output, verify=args.verify)
+
+
+def cmd_decompress(args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.compress.files import decompress_file
+
+    return decompress_file(args.input, args.output, args.model)
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory or exported model folder")
     p.add_argument("--data", default="mnist", help="data set name or path (default mnist)")
@@ -239,7 +251,21 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("run", help="run directory")
     p.add_argument("-o", "--output", help="HTML path (default RUN/report.html)")
     p.set_defaults(func=cmd_report)
-    for name in ("interpolate", "traverse", "latent-map", "encode", "decode", "score", "report"):
+    p = sub.add_parser("compress", help="losslessly compress images with a trained model (bits-back ANS)")
+    p.add_argument("input", help="an IDX file, a uint8 .npy (N, H, W) or (N, C, H, W), or a folder of PNG images")
+    p.add_argument("--model", required=True, help="run directory or exported model (Bernoulli for binary images, "
+                   "discretized-logistic for 8-bit)")
+    p.add_argument("-o", "--output", required=True, help="the .vkz file to write")
+    p.add_argument("--verify", action="store_true", help="decode again and compare before writing")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="restore the images of a .vkz file, in their original format")
+    p.add_argument("input", help="a .vkz file written by `vaekit compress`")
+    p.add_argument("-o", "--output", required=True, help="file (.npy / IDX) or folder (PNG) to write")
+    p.add_argument("--model", help="the model it was compressed with (default: where it was at compression)")
+    p.set_defaults(func=cmd_decompress)
+    for name in ("interpolate", "traverse", "latent-map", "encode", "decode", "score", "report", "compress",
+                 "decompress"):
         common(sub.choices[name])
 
 
@@ -250,4 +276,7 @@ def describe(command: str, payload: dict[str, Any]) -> str:
             f"{k}: {v:.2f} nats" for k, v in payload["mean"].items()
         )
         return text + (f"; AUROC {payload['auroc']:.4f}" if "auroc" in payload else "")
+    if command == "compress":
+        return (f"wrote {payload['output']}: {payload['n']} images in {payload['bytes']:,} bytes, "
+                f"{payload['bits_per_dim']:.4f} bits/dim{' (verified)' if payload['verified'] else ''}")
     return f"wrote {payload['output']}"
