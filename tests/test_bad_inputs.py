@@ -265,7 +265,82 @@ CASES: dict[str, Case] = {
         ["train", "mlp", "--run-dir", _all_checkpoints_corrupt(r, t), "--resume"],
         "no readable checkpoint",
     ),
+    # --- compressed files ---
+    "vkz not a container": lambda t, r: (
+        ["decompress", _write(t, "x.vkz", b"hello"), "-o", f"{t}/precious.out"],
+        "not a vaekit compressed file",
+    ),
+    "vkz truncated": lambda t, r: (
+        ["decompress", _vkz(t, r, lambda b: b[:-7]), "-o", f"{t}/precious.out"],
+        "truncated",
+    ),
+    "vkz bit flip": lambda t, r: (["decompress", _vkz(t, r, _flip_byte), "-o", f"{t}/precious.out"], "corrupted"),
+    "vkz trailing junk": lambda t, r: (
+        ["decompress", _vkz(t, r, lambda b: b + b"junk"), "-o", f"{t}/precious.out"],
+        "trailing bytes",
+    ),
+    "vkz future version": lambda t, r: (
+        ["decompress", _vkz(t, r, lambda b: b[:4] + b"\x09\x00" + b[6:]), "-o", f"{t}/precious.out"],
+        "container version 9",
+    ),
+    "vkz other model": lambda t, r: (
+        ["decompress", _vkz(t, r, lambda b: b), "-o", f"{t}/precious.out", "--model", _other_model(t)],
+        "another model",
+    ),
+    "vkz missing model": lambda t, r: (
+        ["decompress", _vkz(t, r, lambda b: b), "-o", f"{t}/precious.out", "--model", f"{t}/gone"],
+        "model folder",
+    ),
+    "compress 8-bit data with a binary model": lambda t, r: (
+        [
+            "compress",
+            _npy(t, np.arange(2 * 28 * 28, dtype=U8).reshape(2, 28, 28) % 200),
+            "--model",
+            str(r),
+            "-o",
+            f"{t}/precious.out",
+        ],
+        "not binary",
+    ),
+    "compress float data": lambda t, r: (
+        ["compress", _npy(t, np.zeros((2, 28, 28), np.float32)), "--model", str(r), "-o", f"{t}/precious.out"],
+        "compress needs uint8 images",
+    ),
+    "compress wrong shape": lambda t, r: (
+        ["compress", _npy(t, np.zeros((2, 5, 5), U8)), "--model", str(r), "-o", f"{t}/precious.out"],
+        "model expects",
+    ),
+    "compress a JPEG folder": lambda t, r: (
+        ["compress", _jpeg_folder(t), "--model", str(r), "-o", f"{t}/precious.out"],
+        "only PNG folders",
+    ),
 }
+
+
+def _vkz(tmp: Path, run: Path, mutate: Callable[[bytes], bytes]) -> str:
+    from vaekit.compress.files import compress_file
+
+    np.save(tmp / "bin.npy", (np.arange(3 * 28 * 28).reshape(3, 28, 28) % 3 == 0).astype(U8) * 255)
+    compress_file(run, tmp / "bin.npy", tmp / "good.vkz")
+    return _write(tmp, "bad.vkz", mutate((tmp / "good.vkz").read_bytes()))
+
+
+def _flip_byte(data: bytes) -> bytes:
+    return data[:-5] + bytes([data[-5] ^ 0x10]) + data[-4:]
+
+
+def _other_model(tmp: Path) -> str:
+    from vaekit.model import VAE
+
+    model = VAE(load_config("mlp", ["model.hidden=[8]", "model.input_shape=[1, 28, 28]"]).model)
+    model.save_pretrained(str(tmp / "other-model"))
+    return str(tmp / "other-model")
+
+
+def _jpeg_folder(tmp: Path) -> str:
+    folder = _mkdir(tmp / "jpgs")
+    Image.fromarray(np.zeros((28, 28), U8)).save(folder / "a.jpg")
+    return str(folder)
 
 
 def _npz(tmp: Path, **arrays: np.ndarray) -> str:
@@ -315,7 +390,10 @@ def test_bad_input(
     argv, fragment = CASES[name](tmp_path, run)
     output = tmp_path / "precious.out"
     output.write_bytes(PRECIOUS)
-    if argv[0] in ("sample", "interpolate", "traverse", "decode", "reconstruct", "latent-map", "score", "encode"):
+    if (
+        argv[0] in ("sample", "interpolate", "traverse", "decode", "reconstruct", "latent-map", "score", "encode")
+        and "-o" not in argv
+    ):
         argv += ["-o", str(output)]
     before = _snapshot(run)
     capsys.readouterr()

@@ -128,6 +128,8 @@ def decompress_file(path: str | Path, output: str | Path, model_dir: str | Path 
     except OSError as exc:
         raise DataError(f"cannot read {str(path)!r} ({exc.strerror or exc})") from None
     container = parse(data, str(path))
+    if model_dir is not None and not Path(model_dir).exists():
+        raise DataError(f"model folder {str(model_dir)!r} not found; pass the run the file was compressed with")
     model_dir = Path(model_dir) if model_dir is not None else Path(container.model_hint)
     if not model_dir.exists():
         raise DataError(f"the model this file was compressed with is not at {str(model_dir)!r}; pass --model RUN")
