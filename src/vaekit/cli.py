@@ -97,6 +97,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"\nNLL {result.nll:.2f} ± {result.nll_se:.2f} nats ({result.nll_bits_per_dim:.4f} bits/dim; "
             f"importance-sampled with k={result.iw_samples}, an upper bound on -log p(x) in expectation)"
         )
+    if result.binarization_seed is not None:
+        text += f"\nbinarized {args.split} split: one fixed draw, seed {result.binarization_seed}"
     _emit(args, result.to_dict(), text)
 
 

@@ -253,8 +253,11 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("compress", help="losslessly compress images with a trained model (bits-back ANS)")
     p.add_argument("input", help="an IDX file, a uint8 .npy (N, H, W) or (N, C, H, W), or a folder of PNG images")
-    p.add_argument("--model", required=True, help="run directory or exported model (Bernoulli for binary images, "
-                   "discretized-logistic for 8-bit)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="run directory or exported model (Bernoulli for binary images, discretized-logistic for 8-bit)",
+    )
     p.add_argument("-o", "--output", required=True, help="the .vkz file to write")
     p.add_argument("--verify", action="store_true", help="decode again and compare before writing")
     p.set_defaults(func=cmd_compress)
@@ -264,8 +267,17 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="file (.npy / IDX) or folder (PNG) to write")
     p.add_argument("--model", help="the model it was compressed with (default: where it was at compression)")
     p.set_defaults(func=cmd_decompress)
-    for name in ("interpolate", "traverse", "latent-map", "encode", "decode", "score", "report", "compress",
-                 "decompress"):
+    for name in (
+        "interpolate",
+        "traverse",
+        "latent-map",
+        "encode",
+        "decode",
+        "score",
+        "report",
+        "compress",
+        "decompress",
+    ):
         common(sub.choices[name])
 
 
@@ -277,6 +289,8 @@ def describe(command: str, payload: dict[str, Any]) -> str:
         )
         return text + (f"; AUROC {payload['auroc']:.4f}" if "auroc" in payload else "")
     if command == "compress":
-        return (f"wrote {payload['output']}: {payload['n']} images in {payload['bytes']:,} bytes, "
-                f"{payload['bits_per_dim']:.4f} bits/dim{' (verified)' if payload['verified'] else ''}")
+        return (
+            f"wrote {payload['output']}: {payload['n']} images in {payload['bytes']:,} bytes, "
+            f"{payload['bits_per_dim']:.4f} bits/dim{' (verified)' if payload['verified'] else ''}"
+        )
     return f"wrote {payload['output']}"
