@@ -66,3 +66,27 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
     assert out.returncode == 0, out.stderr[-3000:]
     growth_mb = int(out.stdout.strip().splitlines()[-1])
     assert growth_mb < 1500, growth_mb  # far below the 2,000 MB a full read would take
+
+
+def test_lazy_image_folder_trains_exactly_like_the_eager_one(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from vaekit.config import load_config
+    from vaekit.data import load_dataset
+    from vaekit.folders import LazyImageFolder
+    from vaekit.train import train
+
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(100):
+        Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    lazy = load_dataset(str(folder), lazy=True)
+    assert isinstance(lazy.images, LazyImageFolder) and lazy.shape == (1, 8, 8) and len(lazy) == 100
+    assert torch.equal(lazy.batch(torch.tensor([3, 50])), load_dataset(str(folder)).batch(torch.tensor([3, 50])))
+    base = [f"data.name={folder}", "model.hidden=[16]", "train.batch_size=16", "train.epochs=2",
+            "train.tensorboard=false"]
+    eager_run = train(load_config(None, base), tmp_path / "eager", quiet=True)
+    lazy_run = train(load_config(None, [*base, "data.lazy=true"]), tmp_path / "lazy", quiet=True)
+    for (k, a), (_, b) in zip(eager_run.model.state_dict().items(), lazy_run.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k

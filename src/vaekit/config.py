@@ -28,6 +28,7 @@ class DataConfig:
     val_size: int = 0  # fixed-seed hold-out carved from the training split; 0 = none
     val_seed: int = 0
     mmap: bool = False  # memory-map a uint8 .npy instead of reading it: for data larger than memory
+    lazy: bool = False  # read a folder of images by index, in background threads, instead of all at once
 
 
 @dataclass

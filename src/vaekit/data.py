@@ -19,6 +19,7 @@ from torch import Tensor
 
 from vaekit import idx
 from vaekit.errors import DataError
+from vaekit.folders import LazyImageFolder, image_files, read_image
 
 BINARIZED_TEST_SEED = 20160101  # the one fixed draw of a binarized test split; recorded in results
 
@@ -27,7 +28,6 @@ BUILTIN = {
     "fashion-mnist": idx.FASHION_MNIST,
 }
 SPLITS = ("train", "test", "val")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,11 @@ class Dataset:
 
     def batch(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Images at `index` as float32 (B, C, H, W) in [0, 1] (binary if dynamically binarized)."""
-        x = self.images[index].to(torch.float32).div_(255.0)
+        return self.convert(self.images[index], generator)
+
+    def convert(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """uint8 (B, C, H, W) as read from `images` -> the float32 batch the model sees."""
+        x = raw.to(torch.float32).div_(255.0)
         if self.binarize == "dynamic":
             x = torch.bernoulli(x, generator=generator)
         return x
@@ -85,12 +89,14 @@ def load_dataset(
     val_size: int = 0,
     val_seed: int = 0,
     mmap: bool = False,
+    lazy: bool = False,
 ) -> Dataset:
     """Load a data set by name (`mnist`, `binarized-mnist`, ...) or path (`.npy`, `.npz`, image folder).
 
     `split` is "train", "test" or "val". With `val_size > 0`, "train" and "val" are a fixed-seed
     partition of the training images; user arrays and folders have no test split. With `mmap`, a
-    uint8 `.npy` is memory-mapped instead of read: batches page in only the images they index.
+    uint8 `.npy` is memory-mapped instead of read: batches page in only the images they index; with
+    `lazy`, a folder of images is read by index, by background threads, instead of all at once.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -102,7 +108,7 @@ def load_dataset(
     else:
         if split == "test":
             raise DataError(f"{name!r} is user data and has no test split; pass the test set as its own file")
-        images, labels = load_user_data(Path(base), mmap)
+        images, labels = load_user_data(Path(base), mmap, lazy)
     _check_images(images, name)
     data = Dataset(name=name, split=split, images=images, labels=labels)
     if split != "test" and val_size > 0:
@@ -167,10 +173,12 @@ def _check_images(images: Tensor, name: str) -> None:
         raise DataError(f"{name!r} holds no images")
 
 
-def load_user_data(path: Path, mmap: bool = False) -> tuple[Tensor, Tensor | None]:
+def load_user_data(path: Path, mmap: bool = False, lazy: bool = False) -> tuple[Tensor, Tensor | None]:
     """A `.npy`/`.npz` array, an IDX images file or a folder of images as uint8 (N, C, H, W), labels if any."""
     if not path.exists():
         raise DataError(f"data file or folder {str(path)!r} not found; check the path")
+    if path.is_dir() and lazy:
+        return LazyImageFolder(path), None  # type: ignore[return-value]  # indexes like a uint8 tensor
     if path.is_dir():
         return _load_image_folder(path), None
     if path.suffix == ".npy" and mmap:
@@ -245,22 +253,7 @@ def array_to_images(array: np.ndarray, name: str) -> Tensor:
 
 
 def _load_image_folder(folder: Path) -> Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"folder {str(folder)!r} holds no PNG or JPEG images")
-    arrays = []
-    for file in files:
-        try:
-            with Image.open(file) as img:
-                if img.mode not in ("1", "L", "P", "RGB", "RGBA", "LA"):
-                    raise DataError(
-                        f"{str(file)!r}: image mode {img.mode!r} is not 8-bit; convert it to 8-bit L or RGB"
-                    )
-                arrays.append(np.asarray(img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{str(file)!r} is not a readable image ({exc}); remove or replace it") from None
+    arrays = [read_image(f) for f in image_files(folder)]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise DataError(f"images in {str(folder)!r} differ in size ({sorted(shapes)[:3]}); resize them to one size")

@@ -13,6 +13,8 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from vaekit.diagnostics import collapse_warnings
 from vaekit.distributed import Topology, setup, teardown
 from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluate import EvalResult, evaluate
+from vaekit.folders import LazyImageFolder
 from vaekit.guards import EMA, StepReport, guarded_update
 from vaekit.model import VAE
 from vaekit.objectives import elbo_terms, iwae_loss
@@ -178,7 +181,7 @@ def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
 def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
     """(train, val or None, test or None) as the config's data section asks."""
     d = cfg.data
-    train_set = load_dataset(d.name, "train", d.data_dir, d.val_size, d.val_seed, mmap=d.mmap)
+    train_set = load_dataset(d.name, "train", d.data_dir, d.val_size, d.val_seed, mmap=d.mmap, lazy=d.lazy)
     val_set = load_dataset(d.name, "val", d.data_dir, d.val_size, d.val_seed) if d.val_size else None
     base = d.name.removeprefix("binarized-")
     test_set = load_dataset(d.name, "test", d.data_dir) if base in BUILTIN else None
@@ -302,10 +305,7 @@ def _loop(run: _Run) -> float:
     running = torch.zeros(()), 0
     while state.step < run.total:
         epoch, first = divmod(state.step, run.steps_per_epoch)
-        order = run.epoch_order(epoch)
-        for b in range(first, run.steps_per_epoch):
-            index = order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]
-            x = run.train_set.batch(index)  # the global batch; under DDP each rank keeps its rows
+        for index, x in _epoch_batches(run, epoch, first):  # x: the global batch; under DDP a rank keeps its rows
             rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
             report, neg_elbo = train_step(state, x, cfg, run.total, rows)
             running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
@@ -332,6 +332,25 @@ def _loop(run: _Run) -> float:
             _end_of_epoch(run, epoch, bar)
     bar.close()
     return time.perf_counter() - t_train
+
+
+def _epoch_batches(run: _Run, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(index, batch) pairs from step `first` of `epoch` on, in the epoch's fixed order."""
+    order, size = run.epoch_order(epoch), run.cfg.train.batch_size
+    indices = [order[b * size : (b + 1) * size] for b in range(first, run.steps_per_epoch)]
+    data = run.train_set
+    if not isinstance(data.images, LazyImageFolder):
+        for index in indices:
+            yield index, data.batch(index)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:  # files of the next batch are read while this one trains
+        pending = pool.submit(data.images.__getitem__, indices[0]) if indices else None
+        for i, index in enumerate(indices):
+            assert pending is not None
+            raw = pending.result()
+            if i + 1 < len(indices):
+                pending = pool.submit(data.images.__getitem__, indices[i + 1])
+            yield index, data.convert(raw)  # conversion (and any RNG draw) stays in this thread
 
 
 def _end_of_epoch(run: _Run, epoch: int, bar: tqdm[Any]) -> None:

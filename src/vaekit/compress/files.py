@@ -17,8 +17,9 @@ from vaekit import idx
 from vaekit.checkpoint import atomic_write_bytes, load_model
 from vaekit.compress import bbans
 from vaekit.compress.container import Container, parse
-from vaekit.data import IMAGE_SUFFIXES, _load_image_folder
+from vaekit.data import _load_image_folder
 from vaekit.errors import DataError, VaekitError
+from vaekit.folders import IMAGE_SUFFIXES
 
 
 def _weights_hash(model_dir: Path) -> bytes:
