@@ -46,6 +46,27 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, data: str) -> None
     assert rows and len(list((tmp_path / "two" / "checkpoints").iterdir())) >= 1  # rank 0 wrote; one writer
 
 
+def test_ddp_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "d.npy", (rng.random((320, 8, 8)) * 255).astype(np.uint8))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vaekit",
+           "train", "--data", str(tmp_path / "d.npy"), "--run-dir", str(tmp_path / "ddp")]
+    args = [a for a in ARGS if a not in ("--steps", "12")]
+    first = subprocess.run([*ddp, *args, "--steps", "8"], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run([*ddp, *args, "--steps", "12", "--resume"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", str(tmp_path / "d.npy"), "--run-dir",
+                          str(tmp_path / "one"), *ARGS, "--set", "train.threads=1"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert one.returncode == 0, one.stderr
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "ddp")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=key)
+
+
 def test_memory_mapped_npy_larger_than_the_cap_trains(tmp_path: Path) -> None:
     # 2,000 MB of images would not fit under a 1,500 MB address-space-free RSS budget if read; mapped, only the
     # pages the batches touch are resident. The child reports its peak RSS growth while training.
