@@ -39,7 +39,8 @@ class ModelConfig:
     decoder_hidden: list[int] | None = None  # None mirrors `hidden`
     activation: Literal["relu", "tanh", "elu", "silu", "leaky_relu"] = "relu"
     latent_dim: int = 20
-    likelihood: str = "bernoulli"  # registry name: bernoulli, gaussian
+    likelihood: str = "bernoulli"  # registry name: bernoulli, gaussian, discretized-logistic, logistic-mixture
+    mixture_components: int = 5  # logistic-mixture: logistics per pixel
     gaussian_scale: Literal["global", "pixel"] = "global"
     min_scale: float = 1e-3  # floor of a learned Gaussian scale
     logvar_min: float = -12.0  # soft clamp of the posterior log-variance
@@ -95,6 +96,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, loss terms in fp32; fp16 CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = None  # torch intra-op threads; None = leave torch's default
+    compile: bool = False  # torch.compile the loss (falls back to eager, with a warning, if compiling fails)
     samples: int = 64  # images in the sample grid written at the end
     tensorboard: bool = True  # also write TensorBoard events when the tensorboard package is installed
 
@@ -300,6 +302,7 @@ def validate(cfg: Config) -> None:
         (all(h >= 1 for h in cfg.model.hidden), "model.hidden widths must be >= 1"),
         (all(h >= 1 for h in cfg.model.decoder_hidden or [1]), "model.decoder_hidden widths must be >= 1"),
         (cfg.model.min_scale > 0, "model.min_scale must be > 0"),
+        (cfg.model.mixture_components >= 1, "model.mixture_components must be >= 1"),
         (cfg.model.logvar_min < cfg.model.logvar_max, "model.logvar_min must be below model.logvar_max"),
         (cfg.data.val_size >= 0, "data.val_size must be >= 0"),
         (cfg.objective.beta >= 0, "objective.beta must be >= 0"),

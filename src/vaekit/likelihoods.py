@@ -106,6 +106,36 @@ class Gaussian(Likelihood):
         return GaussianPixels(params, scale)
 
 
+def _bin_log_prob(xs: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
+    """log P(bin of xs) per pixel under a logistic discretized to 256 bins of width 2/255 on [-1, 1]."""
+    inv_s = torch.exp(-log_scale)
+    centred = xs - loc
+    plus_in = inv_s * (centred + 1 / 255)
+    min_in = inv_s * (centred - 1 / 255)
+    log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in), for the bin at 0
+    log_one_minus_cdf_min = -F.softplus(min_in)  # log(1 - sigmoid(min_in)), for the bin at 255
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    mid_in = inv_s * centred  # where the bin mass underflows, use the density at its centre times its width
+    log_pdf_mid = mid_in - log_scale - 2 * F.softplus(mid_in)
+    inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid - math.log(127.5))
+    return torch.where(xs < -0.999, log_cdf_plus, torch.where(xs > 0.999, log_one_minus_cdf_min, inner))
+
+
+def _bin_probs(loc: Tensor, log_scale: Tensor) -> Tensor:
+    """Probabilities of the 256 levels, (..., 256), of logistics with parameters (...)."""
+    k = torch.arange(1, 256, dtype=loc.dtype, device=loc.device)
+    edges = (2 * k - 1) / 255 - 1  # between level k-1 (at 2(k-1)/255 - 1) and level k
+    cdf = torch.sigmoid((edges - loc[..., None]) * torch.exp(-log_scale)[..., None])
+    zeros = torch.zeros_like(cdf[..., :1])
+    return torch.diff(torch.cat([zeros, cdf, zeros + 1], dim=-1), dim=-1)
+
+
+def _logistic_sample(loc: Tensor, log_scale: Tensor, generator: torch.Generator | None) -> Tensor:
+    u = torch.rand(loc.shape, generator=generator, device=loc.device).clamp(1e-5, 1 - 1e-5)
+    xs = loc + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
+    return torch.round((xs.clamp(-1, 1) + 1) / 2 * 255) / 255
+
+
 @dataclass(frozen=True)
 class DiscretizedLogisticPixels:
     """8-bit pixels as a logistic discretized to 256 bins on [-1, 1] (Salimans et al. 2017, PixelCNN++).
@@ -117,36 +147,51 @@ class DiscretizedLogisticPixels:
     log_scale: Tensor
 
     def log_prob(self, x: Tensor) -> Tensor:
-        xs = x * 2 - 1  # [0, 1] -> [-1, 1]; bins are 2/255 wide
-        inv_s = torch.exp(-self.log_scale)
-        centred = xs - self.loc
-        plus_in = inv_s * (centred + 1 / 255)
-        min_in = inv_s * (centred - 1 / 255)
-        log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in), for the bin at 0
-        log_one_minus_cdf_min = -F.softplus(min_in)  # log(1 - sigmoid(min_in)), for the bin at 255
-        cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
-        mid_in = inv_s * centred  # where the bin mass underflows, use the density at its centre times its width
-        log_pdf_mid = mid_in - self.log_scale - 2 * F.softplus(mid_in)
-        inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid - math.log(127.5))
-        log_p = torch.where(xs < -0.999, log_cdf_plus, torch.where(xs > 0.999, log_one_minus_cdf_min, inner))
-        return log_p.flatten(-3).sum(-1)
+        return _bin_log_prob(x * 2 - 1, self.loc, self.log_scale).flatten(-3).sum(-1)
 
     @property
     def mean(self) -> Tensor:
         return (self.loc.clamp(-1, 1) + 1) / 2
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        u = torch.rand(self.loc.shape, generator=generator, device=self.loc.device).clamp(1e-5, 1 - 1e-5)
-        xs = self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))
-        return torch.round((xs.clamp(-1, 1) + 1) / 2 * 255) / 255
+        return _logistic_sample(self.loc, self.log_scale, generator)
 
     def bin_probs(self) -> Tensor:
         """Probabilities of the 256 levels, (..., C, H, W, 256); for entropy coding."""
-        k = torch.arange(1, 256, dtype=self.loc.dtype, device=self.loc.device)
-        edges = (2 * k - 1) / 255 - 1  # between level k-1 (at 2(k-1)/255 - 1) and level k
-        cdf = torch.sigmoid((edges - self.loc[..., None]) * torch.exp(-self.log_scale)[..., None])
-        zeros = torch.zeros_like(cdf[..., :1])
-        return torch.diff(torch.cat([zeros, cdf, zeros + 1], dim=-1), dim=-1)
+        return _bin_probs(self.loc, self.log_scale)
+
+
+@dataclass(frozen=True)
+class LogisticMixturePixels:
+    """A mixture of K discretized logistics per pixel (Salimans et al. 2017): can put mass at both
+    ends at once, as MNIST's mostly-black, mostly-white pixels want.
+
+    logits, loc, log_scale: (..., K, C, H, W) on the [-1, 1] scale; x is given in [0, 1] (v / 255).
+    """
+
+    logits: Tensor
+    loc: Tensor
+    log_scale: Tensor
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        per_component = _bin_log_prob((x * 2 - 1).unsqueeze(-4), self.loc, self.log_scale)  # (..., K, C, H, W)
+        log_p = torch.logsumexp(F.log_softmax(self.logits, dim=-4) + per_component, dim=-4)
+        return log_p.flatten(-3).sum(-1)
+
+    @property
+    def mean(self) -> Tensor:
+        return (torch.softmax(self.logits, dim=-4) * (self.loc.clamp(-1, 1) + 1) / 2).sum(-4)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device).clamp(1e-10, 1 - 1e-10)
+        pick = (self.logits - torch.log(-torch.log(u))).argmax(-4, keepdim=True)  # Gumbel-max: component ~ weights
+        loc, log_scale = self.loc.gather(-4, pick).squeeze(-4), self.log_scale.gather(-4, pick).squeeze(-4)
+        return _logistic_sample(loc, log_scale, generator)
+
+    def bin_probs(self) -> Tensor:
+        """Probabilities of the 256 levels, (..., C, H, W, 256); for entropy coding."""
+        weights = torch.softmax(self.logits, dim=-4)[..., None]
+        return (weights * _bin_probs(self.loc, self.log_scale)).sum(-5)
 
 
 @LIKELIHOODS.register("discretized-logistic")
@@ -162,6 +207,21 @@ class DiscretizedLogistic(Likelihood):
     def forward(self, params: Tensor) -> DiscretizedLogisticPixels:
         loc, log_scale = params.split(self.channels, dim=-3)
         return DiscretizedLogisticPixels(loc, log_scale.clamp(min=-7.0))
+
+
+@LIKELIHOODS.register("logistic-mixture")
+class LogisticMixture(Likelihood):
+    """A mixture of `model.mixture_components` 256-level discretized logistics per pixel."""
+
+    def __init__(self, shape: tuple[int, int, int], cfg: ModelConfig) -> None:
+        super().__init__()
+        self.channels, self.components = shape[0], cfg.mixture_components
+        self.params_per_channel = 3 * cfg.mixture_components
+
+    def forward(self, params: Tensor) -> LogisticMixturePixels:
+        k, c = self.components, self.channels
+        logits, loc, log_scale = params.unflatten(-3, (3, k, c)).unbind(-5)  # (..., 3KC, H, W) -> 3 x (..., K, C, H, W)
+        return LogisticMixturePixels(logits, loc, log_scale.clamp(min=-7.0))
 
 
 def build_likelihood(shape: tuple[int, int, int], cfg: ModelConfig) -> Likelihood:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
-from vaekit.likelihoods import BernoulliPixels, DiscretizedLogisticPixels
+from vaekit.likelihoods import BernoulliPixels, DiscretizedLogisticPixels, LogisticMixturePixels
 from vaekit.model import VAE
 
 LATENT_BITS = 12  # K = 4096 buckets per latent dimension
@@ -45,11 +45,11 @@ def kind_for(model: VAE) -> int:
     name = model.cfg.likelihood
     if name == "bernoulli":
         return KIND_BINARY
-    if name == "discretized-logistic":
+    if name in ("discretized-logistic", "logistic-mixture"):
         return KIND_8BIT
     raise VaekitError(
         f"a {name!r} likelihood cannot code pixels exactly; train with model.likelihood=bernoulli "
-        "(binary images) or model.likelihood=discretized-logistic (8-bit images)"
+        "(binary images) or model.likelihood=discretized-logistic or logistic-mixture (8-bit images)"
     )
 
 
@@ -58,7 +58,12 @@ def probe_hash(model: VAE) -> bytes:
     with deterministic():
         z = torch.linspace(-2, 2, 4 * model.latent_dim).reshape(4, model.latent_dim)
         px = model.decode(z)
-        out = px.logits if isinstance(px, BernoulliPixels) else torch.cat([px.loc, px.log_scale])  # type: ignore[attr-defined]
+        if isinstance(px, BernoulliPixels):
+            out = px.logits
+        elif isinstance(px, LogisticMixturePixels):
+            out = torch.cat([px.logits.flatten(), px.loc.flatten(), px.log_scale.flatten()])
+        else:
+            out = torch.cat([px.loc, px.log_scale])  # type: ignore[attr-defined]
     return hashlib.sha256(out.numpy().tobytes()).digest()
 
 
@@ -82,7 +87,7 @@ def _pixel_model(px: object, kind: int) -> tuple[object, np.ndarray]:
     if kind == KIND_BINARY:
         assert isinstance(px, BernoulliPixels)
         return constriction.stream.model.Bernoulli(perfect=False), torch.sigmoid(px.logits.double()).flatten().numpy()
-    assert isinstance(px, DiscretizedLogisticPixels)
+    assert isinstance(px, DiscretizedLogisticPixels | LogisticMixturePixels)
     probs = px.bin_probs().double().reshape(-1, 256).clamp(min=0)
     return constriction.stream.model.Categorical(perfect=False), probs.numpy()
 
