@@ -13,7 +13,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +53,7 @@ class TrainState:
     grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
     net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
     scaler: torch.amp.GradScaler | None = None  # fp16 only
+    compiled: Callable[..., tuple[Tensor, Tensor]] | None = None  # train.compile: the torch.compile'd loss
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -114,13 +115,18 @@ def train_step(
         eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
         x = x[rows]
     x = x.to(device, non_blocking=True)
-    with _autocast(cfg.train.precision, device.type):
-        out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps)
-    terms = elbo_terms(out, x, state.model.prior)
-    if cfg.objective.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
-        loss = iwae_loss(out, x, state.model.prior, dreg=cfg.objective.estimator == "dreg")
+    fused = _compiled_loss(state, x, beta, cfg) if state.compiled is not None else None
+    if fused is not None:
+        loss, neg_elbo = fused
     else:
-        loss = terms.neg_elbo(beta, cfg.objective.free_bits)
+        with _autocast(cfg.train.precision, device.type):
+            out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps)
+        terms = elbo_terms(out, x, state.model.prior)
+        if cfg.objective.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
+            loss = iwae_loss(out, x, state.model.prior, dreg=cfg.objective.estimator == "dreg")
+        else:
+            loss = terms.neg_elbo(beta, cfg.objective.free_bits)
+        neg_elbo = terms.neg_elbo_per_example.detach()
     report = _backward_and_update(state, loss, cfg)
     if state.ema is not None:
         state.ema.update(state.model, report.skipped)
@@ -128,7 +134,32 @@ def train_step(
     state.grad_norm = report.grad_norm
     state.streak = (state.streak + 1) * report.skipped  # stays on the device: no sync per step
     state.step += 1
-    return report, terms.neg_elbo_per_example.detach()
+    return report, neg_elbo
+
+
+def _elbo_loss(
+    model: VAE, x: Tensor, eps: Tensor, beta: Tensor, free_bits: float, precision: str, device_type: str
+) -> tuple[Tensor, Tensor]:
+    """The single-sample training loss and -ELBO (B,), as one function for `torch.compile` to fuse."""
+    with _autocast(precision, device_type):
+        out = model(x, eps=eps)
+    terms = elbo_terms(out, x, model.prior)
+    return terms.neg_elbo(beta, free_bits), terms.neg_elbo_per_example.detach()
+
+
+def _compiled_loss(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor] | None:
+    """The compiled loss, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
+    assert state.compiled is not None
+    eps = torch.randn(1, x.shape[0], state.model.latent_dim, device=x.device)  # the stream eager rsample draws
+    beta_t = torch.tensor(beta, device=x.device)  # a tensor, so a changing beta does not recompile
+    try:
+        return state.compiled(state.model, x, eps, beta_t, cfg.objective.free_bits, cfg.train.precision, x.device.type)
+    except Exception as err:  # any compiler failure: train on, uncompiled
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        warnings.warn(f"torch.compile failed ({type(err).__name__}: {first_line}); training on without it "
+                      "(set train.compile=false to skip the attempt)", stacklevel=2)
+        state.compiled = None
+        return None
 
 
 def _backward_and_update(state: TrainState, loss: Tensor, cfg: Config) -> StepReport:
@@ -175,6 +206,12 @@ def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
         state.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.train.precision == "fp16":
         state.scaler = torch.amp.GradScaler("cuda")
+    if cfg.train.compile:
+        if state.net is not None or cfg.objective.iw_samples > 1:
+            warnings.warn("train.compile applies to single-process, single-sample training; running uncompiled",
+                          stacklevel=2)
+        else:
+            state.compiled = torch.compile(_elbo_loss, dynamic=False)
     return state
 
 
