@@ -38,13 +38,19 @@ def _train_cmd(data: Path, run: Path, resume: bool) -> list[str]:
             *(["--resume"] if resume else [])]
 
 
-def kill_and_resume(data: Path, run: Path, kills: int, rng: random.Random) -> int:
-    """Run training, SIGKILL it at random moments `kills` times, resume each time; returns kills that landed."""
+def kill_and_resume(
+    data: Path, run: Path, kills: int, rng: random.Random, window: tuple[float, float] = (1.5, 4.0)
+) -> int:
+    """Run training, SIGKILL it at random moments `kills` times, resume each time; returns kills that landed.
+
+    Each kill comes `window` seconds (uniform) after the process starts: startup is ~1.5 s and
+    training 120 steps takes a few seconds more.
+    """
     landed = 0
     for i in range(kills + 1):
         proc = subprocess.Popen(_train_cmd(data, run, resume=i > 0), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if i < kills:
-            time.sleep(rng.uniform(1.5, 4.0))  # startup is ~1.5 s; training 120 steps takes a few seconds more
+            time.sleep(rng.uniform(*window))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 landed += 1
