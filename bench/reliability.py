@@ -55,7 +55,8 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/reliability.py --kills {args.kills} --seed {args.seed}` "
         f"({(time.perf_counter() - t0) / 60:.1f} min, {time.strftime('%Y-%m-%d')}).", "",
         "| check | result |", "|---|---|",
-        f"| SIGKILLs at random moments of training, each followed by `--resume` | {landed} landed of {args.kills} "
+        f"| SIGKILLs at random moments of training, each followed by `--resume` (a fresh start if the kill came "
+        f"before the run directory existed) | {landed} landed of {args.kills} "
         f"tried, each at a uniform moment of a {duration:.1f} s run (a kill that comes after the run has finished "
         "does not land) |",
         f"| final weights after resuming vs an uninterrupted run | {'bit-identical' if identical else 'DIFFERENT'} |",

@@ -48,7 +48,10 @@ def kill_and_resume(
     """
     landed = 0
     for i in range(kills + 1):
-        proc = subprocess.Popen(_train_cmd(data, run, resume=i > 0), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # a kill during start-up can come before the run directory exists: then, as a user would, start afresh
+        # (`--resume` refuses a directory that does not exist, which is usually a mistyped path)
+        resume = i > 0 and run.is_dir()
+        proc = subprocess.Popen(_train_cmd(data, run, resume), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if i < kills:
             time.sleep(rng.uniform(*window))
             if proc.poll() is None:
