@@ -115,7 +115,9 @@ def train_step(
         eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
         x = x[rows]
     x = x.to(device, non_blocking=True)
-    fused = _compiled_loss(state, x, beta, cfg) if state.compiled is not None else None
+    # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
+    compiled = state.compiled is not None and x.shape[0] == cfg.train.batch_size
+    fused = _compiled_loss(state, x, beta, cfg) if compiled else None
     if fused is not None:
         loss, neg_elbo = fused
     else:
