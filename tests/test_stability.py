@@ -19,7 +19,7 @@ from vaekit.model import VAE
 from vaekit.objectives import iwae_loss, log_weights
 from vaekit.train import train
 
-train_module = importlib.import_module("vaekit.train")  # `vaekit.train` the attribute is the function
+step_module = importlib.import_module("vaekit.step")  # where train_step looks up guarded_update
 
 
 def _tiny(tmp_path: Path, extra: list[str]):  # type: ignore[no-untyped-def]
@@ -44,7 +44,7 @@ def test_rollback_then_stop_with_a_diagnosis(tmp_path: Path) -> None:
 
 
 def test_rollback_recovers_with_a_lower_learning_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = train_module.guarded_update
+    real = step_module.guarded_update
 
     def flaky(optimizer, params, loss, cfg: GuardConfig):  # type: ignore[no-untyped-def]
         # Updates "blow up" while the lr is above 0.6e-3, and only after step 10 (so a checkpoint exists).
@@ -54,7 +54,7 @@ def test_rollback_recovers_with_a_lower_learning_rate(tmp_path: Path, monkeypatc
         return real(optimizer, params, loss, GuardConfig(**{**cfg.__dict__, "skip_grad_norm": 1e-12})
                     if lr > 0.6e-3 and late else cfg)
 
-    monkeypatch.setattr(train_module, "guarded_update", flaky)
+    monkeypatch.setattr(step_module, "guarded_update", flaky)
     with pytest.warns(UserWarning, match="rolled back to step 8 with the learning rate x0.5"):
         result = train(_tiny(tmp_path, []), tmp_path / "run", quiet=True)
     assert result.steps == 32

@@ -12,6 +12,7 @@ image at a time with one thread, and the container carries a probe hash of the d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 
@@ -58,12 +59,7 @@ def probe_hash(model: VAE) -> bytes:
     with deterministic():
         z = torch.linspace(-2, 2, 4 * model.latent_dim).reshape(4, model.latent_dim)
         px = model.decode(z)
-        if isinstance(px, BernoulliPixels):
-            out = px.logits
-        elif isinstance(px, LogisticMixturePixels):
-            out = torch.cat([px.logits.flatten(), px.loc.flatten(), px.log_scale.flatten()])
-        else:
-            out = torch.cat([px.loc, px.log_scale])  # type: ignore[attr-defined]
+        out = torch.cat([getattr(px, f.name).flatten() for f in dataclasses.fields(px)])  # type: ignore[arg-type]
     return hashlib.sha256(out.numpy().tobytes()).digest()
 
 

@@ -1,0 +1,194 @@
+"""One guarded update: the training state, the step, and building both from a config.
+
+`TrainState` holds everything a resumed run needs; `train_step` applies one update to it with the
+KL schedule, learning-rate schedule, autocast, guards and EMA; `build_state` makes the model,
+fused Adam, EMA, DDP wrapper, fp16 scaler and (with `train.compile`) the compiled loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaekit.checkpoint import load_state
+from vaekit.config import Config
+from vaekit.distributed import Topology
+from vaekit.errors import VaekitError
+from vaekit.guards import EMA, StepReport, guarded_update
+from vaekit.model import VAE
+from vaekit.objectives import elbo_terms, iwae_loss
+from vaekit.schedules import kl_weight, lr_factor
+
+
+@dataclass
+class TrainState:
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    step: int = 0
+    skipped: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # total skipped updates
+    streak: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # skipped in a row, now
+    lr_scale: float = 1.0  # lowered by each rollback
+    rollbacks: int = 0
+    grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
+    net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
+    compiled: Callable[..., tuple[Tensor, Tensor]] | None = None  # train.compile: the torch.compile'd loss
+
+    def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
+        """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.shadow if self.ema else None,
+            "step": self.step,
+            "epoch": epoch,
+            "skipped": self.skipped,
+            "streak": self.streak,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+        load_state(self.model, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.shadow = state["ema"]
+        self.step, self.skipped, self.streak = int(state["step"]), state["skipped"], state["streak"]
+        self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
+        torch.set_rng_state(state["rng"])
+
+    def eval_model(self) -> VAE:
+        """The model with EMA weights when an EMA is kept, else the live model."""
+        if self.ema is None:
+            return self.model
+        averaged = copy.deepcopy(self.model)  # not VAE(cfg): a fresh init would draw from the global RNG
+        averaged.load_state_dict(self.ema.state_dict(self.model))
+        return averaged
+
+
+def train_step(
+    state: TrainState, x: Tensor, cfg: Config, total_steps: int, rows: slice | None = None
+) -> tuple[StepReport, Tensor]:
+    """One guarded update on batch x (B, C, H, W); returns the report and -ELBO (B,) nats.
+
+    With `rows` (DDP), x is the global batch: this rank keeps its rows, and the reparameterization
+    noise is drawn for the whole global batch so every rank's slice matches a single-process run.
+    """
+    beta = kl_weight(state.step, cfg.objective, total_steps)
+    for group in state.optimizer.param_groups:
+        group["lr"] = cfg.optim.lr * state.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
+    device = state.grad_norm.device
+    eps = None
+    if rows is not None:
+        eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
+        x = x[rows]
+    x = x.to(device, non_blocking=True)
+    # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
+    compiled = state.compiled is not None and x.shape[0] == cfg.train.batch_size
+    fused = _compiled_loss(state, x, beta, cfg) if compiled else None
+    if fused is not None:
+        loss, neg_elbo = fused
+    else:
+        with _autocast(cfg.train.precision, device.type):
+            out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps)
+        terms = elbo_terms(out, x, state.model.prior)
+        if cfg.objective.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
+            loss = iwae_loss(out, x, state.model.prior, dreg=cfg.objective.estimator == "dreg")
+        else:
+            loss = terms.neg_elbo(beta, cfg.objective.free_bits)
+        neg_elbo = terms.neg_elbo_per_example.detach()
+    report = _backward_and_update(state, loss, cfg)
+    if state.ema is not None:
+        state.ema.update(state.model, report.skipped)
+    state.skipped += report.skipped
+    state.grad_norm = report.grad_norm
+    state.streak = (state.streak + 1) * report.skipped  # stays on the device: no sync per step
+    state.step += 1
+    return report, neg_elbo
+
+
+def _elbo_loss(
+    model: VAE, x: Tensor, eps: Tensor, beta: Tensor, free_bits: float, precision: str, device_type: str
+) -> tuple[Tensor, Tensor]:
+    """The single-sample training loss and -ELBO (B,), as one function for `torch.compile` to fuse."""
+    with _autocast(precision, device_type):
+        out = model(x, eps=eps)
+    terms = elbo_terms(out, x, model.prior)
+    return terms.neg_elbo(beta, free_bits), terms.neg_elbo_per_example.detach()
+
+
+def _compiled_loss(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor] | None:
+    """The compiled loss, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
+    assert state.compiled is not None
+    eps = torch.randn(1, x.shape[0], state.model.latent_dim, device=x.device)  # the stream eager rsample draws
+    beta_t = torch.tensor(beta, device=x.device)  # a tensor, so a changing beta does not recompile
+    try:
+        return state.compiled(state.model, x, eps, beta_t, cfg.objective.free_bits, cfg.train.precision, x.device.type)
+    except Exception as err:  # any compiler failure: train on, uncompiled
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        warnings.warn(f"torch.compile failed ({type(err).__name__}: {first_line}); training on without it "
+                      "(set train.compile=false to skip the attempt)", stacklevel=2)
+        state.compiled = None
+        return None
+
+
+def _backward_and_update(state: TrainState, loss: Tensor, cfg: Config) -> StepReport:
+    if state.scaler is None:
+        loss.backward()
+        return guarded_update(state.optimizer, state.model.parameters(), loss, cfg.guard)
+    scaler = state.scaler  # fp16: scale the loss, unscale the grads, then the same guard
+    scaler.scale(loss).backward()
+    scaler.unscale_(state.optimizer)
+    report = guarded_update(
+        state.optimizer, state.model.parameters(), loss, cfg.guard, step=lambda: scaler.step(state.optimizer)
+    )
+    scaler.update()
+    return report
+
+
+def _autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device_type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
+    device = topology.device if topology else torch.device("cpu")
+    if cfg.train.precision == "fp16" and device.type != "cuda":
+        raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
+    model = VAE(cfg.model).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+        fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
+    )
+    ema = EMA(model, cfg.guard.ema_decay) if cfg.guard.ema_decay > 0 else None
+    state = TrainState(model=model, optimizer=optimizer, ema=ema)
+    for name in ("skipped", "streak", "grad_norm"):
+        setattr(state, name, getattr(state, name).to(device))
+    if topology is not None and topology.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        state.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.train.precision == "fp16":
+        state.scaler = torch.amp.GradScaler("cuda")
+    if cfg.train.compile:
+        if state.net is not None or cfg.objective.iw_samples > 1:
+            warnings.warn("train.compile applies to single-process, single-sample training; running uncompiled",
+                          stacklevel=2)
+        else:
+            state.compiled = torch.compile(_elbo_loss, dynamic=False)
+    return state
