@@ -7,6 +7,7 @@ the saved checkpoints (k = 1000 on the first 1,000 test images).
 
     .venv/bin/python bench/nll.py --minutes 60 --k 5000        # the issue's setting
     .venv/bin/python bench/nll.py --epochs 400 --k 5000         # ~60 min here, unplanned
+    .venv/bin/python bench/nll.py --epochs 640 --k 5000 --set train.batch_size=100 --set optim.lr=0.002
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from vaekit.evaluate import evaluate
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def steps_per_second(preset: str) -> float:
+def steps_per_second(preset: str, overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = vaekit.load_config(preset, ["train.steps=600", "train.log_every=300", "train.tensorboard=false"])
+        cfg = vaekit.load_config(preset, [*overrides, "train.steps=600", "train.log_every=300", "train.tensorboard=false"])
         vaekit.train(cfg, f"{tmp}/r", quiet=True)
         rows = [json.loads(x) for x in Path(f"{tmp}/r/metrics.jsonl").read_text().splitlines() if '"train"' in x]
     return rows[-1]["examples_per_s"] / cfg.train.batch_size
@@ -43,15 +44,17 @@ def main() -> None:
     parser.add_argument("--preset", default="burda")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead of planning them from --minutes "
                         "(the plan rests on a 600-step timing run, which anything else running on the machine skews)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override on top of the preset, as in `vaekit train --set` (repeatable)")
     args = parser.parse_args()
-    cfg = vaekit.load_config(args.preset, ["train.tensorboard=false"])
+    cfg = vaekit.load_config(args.preset, [*args.set, "train.tensorboard=false"])
     steps_per_epoch = math.ceil(60000 / cfg.train.batch_size)
-    rate = steps_per_second(args.preset) if args.epochs is None else math.nan
+    rate = steps_per_second(args.preset, args.set) if args.epochs is None else math.nan
     # The short timing run is faster per step than a long run with its per-epoch test evaluation and
     # checkpoint: a 15-minute budget at 0.9 of the timed rate took 18.1 minutes (1.34x), so plan with 0.72.
     epochs = args.epochs or max(1, int(0.72 * args.minutes * 60 * rate / steps_per_epoch))
     run = OUT / args.preset
-    cfg = vaekit.load_config(args.preset, [f"train.epochs={epochs}", "train.keep_checkpoints=1000",
+    cfg = vaekit.load_config(args.preset, [*args.set, f"train.epochs={epochs}", "train.keep_checkpoints=1000",
                                            "train.tensorboard=false"])
     if run.exists():
         import shutil
@@ -67,10 +70,11 @@ def main() -> None:
     curve = nll_curve(result.model, run, test, epochs, train_minutes)
     lines = [
         f"Command: `.venv/bin/python bench/nll.py --minutes {args.minutes:g} --k {args.k} --preset {args.preset}"
-        f"{f' --epochs {args.epochs}' if args.epochs else ''}` ({time.strftime('%Y-%m-%d')}). {epochs} epochs of batch "
+        f"{f' --epochs {args.epochs}' if args.epochs else ''}{''.join(f' --set {o}' for o in args.set)}` ({time.strftime('%Y-%m-%d')}). {epochs} epochs of batch "
         f"{cfg.train.batch_size}{f' ({rate:.0f} steps/s measured first)' if args.epochs is None else ''} in "
         f"{train_minutes:.1f} min; binarized test split = one fixed draw "
-        f"(seed {vaekit.data.BINARIZED_TEST_SEED}); final model = the last weights (no EMA in this preset).", "",
+        f"(seed {vaekit.data.BINARIZED_TEST_SEED}); final model = "
+        f"{'the EMA weights' if cfg.guard.ema_decay > 0 else 'the last weights (no EMA)'}.", "",
         "| estimate | nats | bits/dim | reference (Burda et al. 2016, Table 1) |", "|---|---|---|---|",
         f"| test -ELBO (single sample) | {final.neg_elbo:.2f} ± {final.neg_elbo_se:.2f} | {final.bits_per_dim:.4f} | |",
         f"| test NLL, IW bound at k = {args.k} | {final.nll:.2f} ± {final.nll_se:.2f} | {final.nll_bits_per_dim:.4f} "
@@ -90,7 +94,7 @@ def nll_curve(model: vaekit.VAE, run: Path, test: vaekit.Dataset, epochs: int, m
     for path in picks:
         tensors, meta = read_safetensors(path)
         state = unflatten_state(json.loads(meta["state"]), tensors)
-        model.load_state_dict(state["model"])
+        model.load_state_dict({**state["model"], **(state["ema"] or {})})  # the EMA weights when kept
         nll = evaluate(model, subset, batch_size=100, iw_samples=1000).nll
         epoch = float(state["epoch"])
         rows.append(f"| {minutes * epoch / epochs:.1f} | {epoch:.0f} | {nll:.2f} |")
