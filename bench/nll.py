@@ -31,7 +31,8 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def steps_per_second(preset: str, overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = vaekit.load_config(preset, [*overrides, "train.steps=600", "train.log_every=300", "train.tensorboard=false"])
+        settings = [*overrides, "train.steps=600", "train.log_every=300", "train.tensorboard=false"]
+        cfg = vaekit.load_config(preset, settings)
         vaekit.train(cfg, f"{tmp}/r", quiet=True)
         rows = [json.loads(x) for x in Path(f"{tmp}/r/metrics.jsonl").read_text().splitlines() if '"train"' in x]
     return rows[-1]["examples_per_s"] / cfg.train.batch_size
@@ -70,7 +71,8 @@ def main() -> None:
     curve = nll_curve(result.model, run, test, epochs, train_minutes)
     lines = [
         f"Command: `.venv/bin/python bench/nll.py --minutes {args.minutes:g} --k {args.k} --preset {args.preset}"
-        f"{f' --epochs {args.epochs}' if args.epochs else ''}{''.join(f' --set {o}' for o in args.set)}` ({time.strftime('%Y-%m-%d')}). {epochs} epochs of batch "
+        f"{f' --epochs {args.epochs}' if args.epochs else ''}{''.join(f' --set {o}' for o in args.set)}` "
+        f"({time.strftime('%Y-%m-%d')}). {epochs} epochs of batch "
         f"{cfg.train.batch_size}{f' ({rate:.0f} steps/s measured first)' if args.epochs is None else ''} in "
         f"{train_minutes:.1f} min; binarized test split = one fixed draw "
         f"(seed {vaekit.data.BINARIZED_TEST_SEED}); final model = "
