@@ -41,6 +41,7 @@ class TrainState:
     net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     compiled: Callable[..., tuple[Tensor, Tensor]] | None = None  # train.compile: the torch.compile'd loss
+    beta: Tensor = field(default_factory=lambda: torch.zeros(()))  # the compiled loss's KL weight, refilled per step
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -130,13 +131,18 @@ def _compiled_loss(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tu
     """The compiled loss, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
     assert state.compiled is not None
     eps = torch.randn(1, x.shape[0], state.model.latent_dim, device=x.device)  # the stream eager rsample draws
-    beta_t = torch.tensor(beta, device=x.device)  # a tensor, so a changing beta does not recompile
+    state.beta.fill_(beta)  # a tensor input, so a changing beta neither recompiles nor allocates
     try:
-        return state.compiled(state.model, x, eps, beta_t, cfg.objective.free_bits, cfg.train.precision, x.device.type)
+        return state.compiled(
+            state.model, x, eps, state.beta, cfg.objective.free_bits, cfg.train.precision, x.device.type
+        )
     except Exception as err:  # any compiler failure: train on, uncompiled
         first_line = (str(err).splitlines() or [""])[0][:200]
-        warnings.warn(f"torch.compile failed ({type(err).__name__}: {first_line}); training on without it "
-                      "(set train.compile=false to skip the attempt)", stacklevel=2)
+        warnings.warn(
+            f"torch.compile failed ({type(err).__name__}: {first_line}); training on without it "
+            "(set train.compile=false to skip the attempt)",
+            stacklevel=2,
+        )
         state.compiled = None
         return None
 
@@ -178,7 +184,7 @@ def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
     )
     ema = EMA(model, cfg.guard.ema_decay) if cfg.guard.ema_decay > 0 else None
     state = TrainState(model=model, optimizer=optimizer, ema=ema)
-    for name in ("skipped", "streak", "grad_norm"):
+    for name in ("skipped", "streak", "grad_norm", "beta"):
         setattr(state, name, getattr(state, name).to(device))
     if topology is not None and topology.world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -187,8 +193,9 @@ def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
         state.scaler = torch.amp.GradScaler("cuda")
     if cfg.train.compile:
         if state.net is not None or cfg.objective.iw_samples > 1:
-            warnings.warn("train.compile applies to single-process, single-sample training; running uncompiled",
-                          stacklevel=2)
+            warnings.warn(
+                "train.compile applies to single-process, single-sample training; running uncompiled", stacklevel=2
+            )
         else:
             state.compiled = torch.compile(_elbo_loss, dynamic=False)
     return state
