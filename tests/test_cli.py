@@ -43,6 +43,17 @@ def test_eval_json_and_nll(run_dir: Path) -> None:
     assert "nats" in text and "bits/dim" in text
 
 
+def test_eval_defaults_to_the_data_the_run_trained_on(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    out = vaekit("train", "burda", "--run-dir", str(run), "--steps", "20", "--quiet")
+    assert out.returncode == 0, out.stderr
+    for target in (run, run / "model"):  # the run directory or its exported model folder
+        text = vaekit("eval", str(target)).stdout
+        assert text.startswith("binarized-mnist test (10000 examples)") and "binarized test split" in text, text
+    grey = vaekit("eval", str(run), "--data", "mnist").stdout  # an explicit --data still wins
+    assert grey.startswith("mnist test") and "binarized" not in grey
+
+
 def test_sample_and_reconstruct_write_pngs(run_dir: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -85,7 +85,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vaekit.evaluate import evaluate
 
     model = load_model(args.run)
-    data = load_dataset(args.data, args.split, args.data_dir)
+    args.data, data_dir = _trained_on(args.run) if args.data is None else (args.data, None)
+    data = load_dataset(args.data, args.split, args.data_dir or data_dir)
     check_shape(model, data.shape, args.data)
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
     text = (
@@ -100,6 +101,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if result.binarization_seed is not None:
         text += f"\nbinarized {args.split} split: one fixed draw, seed {result.binarization_seed}"
     _emit(args, result.to_dict(), text)
+
+
+def _trained_on(run: str) -> tuple[str, str | None]:
+    """(data.name, data.data_dir) from the run directory's config.yaml, or ("mnist", None) without one."""
+    from vaekit.config import load_config
+
+    folder = Path(run)
+    for path in (folder / "config.yaml", folder.parent / "config.yaml"):  # a run directory, or its model/ folder
+        if path.is_file():
+            data = load_config(str(path)).data
+            return data.name, data.data_dir
+    return "mnist", None
 
 
 def check_shape(model: Any, shape: tuple[int, int, int], name: str) -> None:
@@ -193,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a trained model on a data split")
     p.add_argument("run", help="run directory or exported model folder")
-    p.add_argument("--data", default="mnist", help="data set name or path (default mnist)")
+    p.add_argument(
+        "--data", help="data set name or path (default: the one the run trained on, from its config.yaml; else mnist)"
+    )
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--data-dir", help="folder holding the data set's files")
     p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
