@@ -3,6 +3,8 @@
     .venv/bin/python bench/timing_noise.py runs     # 3 x 2-epoch `vaekit.train` in one process
     .venv/bin/python bench/timing_noise.py steady   # 3,000 steps on one batch, speed per 250 steps
     .venv/bin/python bench/timing_noise.py builds   # 6 fresh training states, 500 steps each
+    .venv/bin/python bench/timing_noise.py first    # 800 steps of the process's first training state
+    .venv/bin/python bench/timing_noise.py second   # the same after a throwaway state ran 20 steps
 
 Run each in several fresh processes (a loop in the shell) with nothing else running; prints only,
 writes nothing to RESULTS.md (its numbers were copied there by hand).
@@ -62,8 +64,17 @@ def main() -> None:
             _speed(state, x, cfg, 50)
             offsets = [p.data_ptr() % 4096 for p in state.model.parameters() if p.numel() > 10000]
             print(f"{_speed(state, x, cfg, 500) / 1000:.1f}k examples/s; large weights at page offsets {offsets}")
+    elif mode in ("first", "second"):
+        if mode == "second":
+            throwaway = build_state(cfg)
+            _speed(throwaway, x, cfg, 20)
+            del throwaway
+        state = build_state(cfg)
+        _speed(state, x, cfg, 50)
+        offsets = [p.data_ptr() % 4096 for p in state.model.parameters() if p.numel() > 10000]
+        print(f"{mode}: {_speed(state, x, cfg, 800) / 1000:.1f}k examples/s; large weights at page offsets {offsets}")
     else:
-        raise SystemExit(f"unknown mode {mode!r}: runs, steady or builds")
+        raise SystemExit(f"unknown mode {mode!r}: runs, steady, builds, first or second")
 
 
 if __name__ == "__main__":
