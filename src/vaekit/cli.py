@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vaekit.cli_use import add_commands, describe
+from vaekit.cli_use import add_commands, data_args, describe, model_and_data
 from vaekit.errors import VaekitError
 
 
@@ -81,13 +81,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from vaekit.data import load_dataset
     from vaekit.evaluate import evaluate
 
-    model = load_model(args.run)
-    args.data, data_dir = _trained_on(args.run) if args.data is None else (args.data, None)
-    data = load_dataset(args.data, args.split, args.data_dir or data_dir)
-    check_shape(model, data.shape, args.data)
+    model, data = model_and_data(args)
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
     text = (
         f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
@@ -101,18 +97,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if result.binarization_seed is not None:
         text += f"\nbinarized {args.split} split: one fixed draw, seed {result.binarization_seed}"
     _emit(args, result.to_dict(), text)
-
-
-def _trained_on(run: str) -> tuple[str, str | None]:
-    """(data.name, data.data_dir) from the run directory's config.yaml, or ("mnist", None) without one."""
-    from vaekit.config import load_config
-
-    folder = Path(run)
-    for path in (folder / "config.yaml", folder.parent / "config.yaml"):  # a run directory, or its model/ folder
-        if path.is_file():
-            data = load_config(str(path)).data
-            return data.name, data.data_dir
-    return "mnist", None
 
 
 def check_shape(model: Any, shape: tuple[int, int, int], name: str) -> None:
@@ -146,12 +130,9 @@ def save_npy(array: Any, path: str) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from vaekit.data import load_dataset
     from vaekit.images import save_reconstructions
 
-    model = load_model(args.run)
-    data = load_dataset(args.data, args.split, args.data_dir)
-    check_shape(model, data.shape, args.data)
+    model, data = model_and_data(args)
     path, n = save_reconstructions(model, data, args.n, args.output)
     _emit(args, {"output": str(path), "n": n}, f"wrote {n} inputs and reconstructions to {path}")
 
@@ -205,12 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="score a trained model on a data split")
-    p.add_argument("run", help="run directory or exported model folder")
-    p.add_argument(
-        "--data", help="data set name or path (default: the one the run trained on, from its config.yaml; else mnist)"
-    )
-    p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--data-dir", help="folder holding the data set's files")
+    data_args(p)
     p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
     p.add_argument("--iw-samples", type=_positive, default=1000, help="importance samples for --nll (default 1000)")
     p.add_argument("--batch-size", type=_positive, default=500)
@@ -228,10 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("reconstruct", help="write inputs and their reconstructions side by side")
-    p.add_argument("run", help="run directory or exported model folder")
-    p.add_argument("--data", default="mnist")
-    p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--data-dir")
+    data_args(p)
     p.add_argument("--n", type=_positive, default=32)
     p.add_argument("-o", "--output", default="reconstructions.png")
     _common(p)

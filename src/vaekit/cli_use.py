@@ -6,19 +6,37 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 from vaekit.errors import VaekitError
 
 
-def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model at `args.run` and the split to use it on; without --data, the data set the run trained on."""
     from vaekit.cli import check_shape, load_model
     from vaekit.data import load_dataset
 
     model = load_model(args.run)
-    data = load_dataset(args.data, args.split, args.data_dir)
+    data_dir = args.data_dir
+    if args.data is None:
+        args.data, trained_dir = _trained_on(args.run)
+        data_dir = data_dir or trained_dir
+    data = load_dataset(args.data, args.split, data_dir)
     check_shape(model, data.shape, args.data)
     return model, data
+
+
+def _trained_on(run: str) -> tuple[str, str | None]:
+    """(data.name, data.data_dir) from the run directory's config.yaml, or ("mnist", None) without one."""
+    from vaekit.config import load_config
+
+    folder = Path(run)
+    for path in (folder / "config.yaml", folder.parent / "config.yaml"):  # a run directory, or its model/ folder
+        if path.is_file():
+            data = load_config(str(path)).data
+            return data.name, data.data_dir
+    return "mnist", None
 
 
 def _example(data: Any, i: int) -> Any:
@@ -34,7 +52,7 @@ def cmd_interpolate(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.explore import interpolate
     from vaekit.images import save_grid
 
-    model, data = _model_and_data(args)
+    model, data = model_and_data(args)
     images, z = interpolate(model, _example(data, args.from_index), _example(data, args.to_index), args.steps)
     path = save_grid(images.flatten(0, 1), args.output, nrow=args.steps)
     if args.npy:
@@ -49,7 +67,7 @@ def cmd_traverse(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.explore import dims_by_kl, traverse
     from vaekit.images import save_grid
 
-    model, data = _model_and_data(args)
+    model, data = model_and_data(args)
     if args.dims == "auto":
         kl = torch.tensor(evaluate(model, data.subset(torch.arange(min(len(data), 2000)))).kl_per_dim)
         dims = dims_by_kl(kl, args.max_dims)
@@ -77,7 +95,7 @@ def cmd_latent_map(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.explore import encode_dataset, manifold, project_2d
     from vaekit.images import grid
 
-    model, data = _model_and_data(args)
+    model, data = model_and_data(args)
     subset = data.subset(torch.arange(min(len(data), args.n)))
     z, _ = encode_dataset(model, subset)
     points, kind = project_2d(z)
@@ -107,7 +125,7 @@ def cmd_encode(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.cli import save_npy
     from vaekit.explore import encode_dataset
 
-    model, data = _model_and_data(args)
+    model, data = model_and_data(args)
     z, logvar = encode_dataset(model, data, sample=args.sample, seed=args.seed)
     save_npy(z.numpy(), args.output)
     if args.logvar:
@@ -144,7 +162,7 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.data import load_dataset
     from vaekit.score import auroc, score
 
-    model, data = _model_and_data(args)
+    model, data = model_and_data(args)
     sets = [(args.data, data)]
     if args.ood:
         from vaekit.cli import check_shape
@@ -190,9 +208,11 @@ def cmd_decompress(args: argparse.Namespace) -> dict[str, Any]:
     return decompress_file(args.input, args.output, args.model)
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory or exported model folder")
-    p.add_argument("--data", default="mnist", help="data set name or path (default mnist)")
+    p.add_argument(
+        "--data", help="data set name or path (default: the one the run trained on, from its config.yaml; else mnist)"
+    )
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--data-dir", help="folder holding the data set's files")
 
@@ -200,7 +220,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: Any, positive: Any, common: Any) -> None:
     """Register the commands on the `vaekit` subparsers."""
     p = sub.add_parser("interpolate", help="decode linear and spherical paths between two examples in z")
-    _data_args(p)
+    data_args(p)
     p.add_argument("--from", dest="from_index", type=int, default=0, help="index of the first example")
     p.add_argument("--to", dest="to_index", type=int, default=1, help="index of the second example")
     p.add_argument("--steps", type=positive, default=10)
@@ -209,7 +229,7 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("traverse", help="sweep latent dimensions one at a time, ordered by their KL")
-    _data_args(p)
+    data_args(p)
     p.add_argument("--dims", default="auto", help="'auto' (by KL, most informative first) or a list like 0,3,5")
     p.add_argument("--max-dims", type=positive, default=10, help="rows for --dims auto (default 10)")
     p.add_argument("--index", type=int, help="start from this example's posterior mean (default z = 0)")
@@ -219,14 +239,14 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.set_defaults(func=cmd_traverse)
 
     p = sub.add_parser("latent-map", help="plot the encoded data set (and the decoded manifold for a 2-d latent)")
-    _data_args(p)
+    data_args(p)
     p.add_argument("--n", type=positive, default=5000, help="examples to encode (default 5000)")
     p.add_argument("--grid", type=positive, default=20, help="manifold grid size for a 2-d latent (default 20)")
     p.add_argument("-o", "--output", default="latent-map.png")
     p.set_defaults(func=cmd_latent_map)
 
     p = sub.add_parser("encode", help="write the posterior means (or samples) of a data set as .npy")
-    _data_args(p)
+    data_args(p)
     p.add_argument("--sample", action="store_true", help="one posterior sample per example instead of the mean")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logvar", help="also write the posterior log-variances as .npy")
@@ -241,7 +261,7 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("score", help="per-example -ELBO or NLL as CSV; with --ood, the AUROC of telling sets apart")
-    _data_args(p)
+    data_args(p)
     p.add_argument("--ood", help="a second data set, scored as out-of-distribution")
     p.add_argument("--iw-samples", type=positive, help="score with the importance-sampled NLL instead of -ELBO")
     p.add_argument("-o", "--output", default="scores.csv")
