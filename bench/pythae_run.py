@@ -2,7 +2,7 @@
 
 Runs inside bench/.venv-pythae (made by bench/throughput.py), never in vaekit's own venv:
 
-    bench/.venv-pythae/bin/python bench/pythae_run.py DATA.npz EPOCHS
+    bench/.venv-pythae/bin/python bench/pythae_run.py DATA.npz EPOCHS [cpu|cuda]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Decoder(BaseDecoder):  # 20-400-784, sigmoid: pythae's "bce" loss takes pr
 def main() -> None:
     data = np.load(sys.argv[1])
     epochs = int(sys.argv[2])
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     x_train = data["train"].astype(np.float32) / 255.0
     x_test = torch.from_numpy(data["test"].astype(np.float32) / 255.0)
     torch.manual_seed(0)
@@ -51,14 +52,14 @@ def main() -> None:
                 encoder=Encoder(), decoder=Decoder())
     with tempfile.TemporaryDirectory() as tmp:
         cfg = BaseTrainerConfig(output_dir=tmp, num_epochs=epochs, learning_rate=1e-3, per_device_train_batch_size=128,
-                                per_device_eval_batch_size=1000, optimizer_cls="Adam", no_cuda=True)
+                                per_device_eval_batch_size=1000, optimizer_cls="Adam", no_cuda=device != "cuda")
         processor = DataProcessor()  # what pythae's TrainingPipeline does with a numpy array
         train_dataset = processor.to_dataset(processor.process_data(x_train))
         trainer = BaseTrainer(model=model, train_dataset=train_dataset, eval_dataset=None, training_config=cfg)
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
-    model.eval()
+    model = model.cpu().eval()
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(x_test), 1000):

@@ -64,6 +64,11 @@ def setup(device_name: str, batch_size: int) -> Topology:
         raise VaekitError(f"train.batch_size={batch_size} (the global batch) must divide by the {world} processes")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise VaekitError(
+                f"process {local_rank} of this machine has no GPU: {torch.cuda.device_count()} visible, NCCL needs "
+                "one per process; use --nproc_per_node <= the GPU count, or train.device=cpu (gloo)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -56,16 +56,30 @@ class TrainState:
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "rng": torch.get_rng_state(),
+            # on CUDA the reparameterization noise comes from the device's generator
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
+    @property
+    def device(self) -> torch.device:
+        return self.grad_norm.device
+
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+        """Restore `state_dict`'s output (tensors read back on the CPU go to this state's device)."""
+        device = self.device
         load_state(self.model, state["model"], source)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves the moments to the parameters' device
         if self.ema is not None and state["ema"] is not None:
-            self.ema.shadow = state["ema"]
-        self.step, self.skipped, self.streak = int(state["step"]), state["skipped"], state["streak"]
+            self.ema.shadow = {k: v.to(device) for k, v in state["ema"].items()}
+        self.step = int(state["step"])
+        self.skipped, self.streak = state["skipped"].to(device), state["streak"].to(device)
         self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def eval_model(self) -> VAE:
         """The model with EMA weights when an EMA is kept, else the live model."""

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU check, as run on the device tool's machine (a bare image with CUDA PyTorch, no network):
+# the CUDA tests, the whole suite with train.device=auto (so on the GPU), and bench/gpu.py.
+# Needs the wheels that image lacks in .whl/ (constriction, pythae and its pydantic) and $OUT for logs.
+#   bash bench/gpu_check.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=$PWD/src:$PWD/bench:/tmp/site PYTHONUNBUFFERED=1 VAEKIT_SKIP_DEMO=1
+# tests that call .venv/bin/vaekit get this image's python
+mkdir -p .venv/bin && ln -sf "$(command -v python3)" .venv/bin/python
+printf '#!/bin/sh\nexec python3 -m vaekit "$@"\n' >.venv/bin/vaekit && chmod +x .venv/bin/vaekit
+{ nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/env.txt"
+t0=$SECONDS
+timeout "${GPU_TESTS_S:-200}" python3 -m pytest -q -p no:cacheprovider --timeout 150 tests/test_gpu.py -rA 2>&1 \
+  | tail -40 | tee "$OUT/gpu_tests.log"
+echo "gpu tests: $((SECONDS - t0)) s" | tee -a "$OUT/gpu_tests.log"
+t0=$SECONDS
+timeout "${SUITE_S:-170}" python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 160 tests --ignore tests/test_gpu.py 2>&1 \
+  | tail -60 | tee "$OUT/suite.log"
+echo "suite: $((SECONDS - t0)) s" | tee -a "$OUT/suite.log"
+t0=$SECONDS
+timeout "${BENCH_S:-150}" python3 bench/gpu.py --epochs "${EPOCHS:-3}" --repeats "${REPEATS:-2}" 2>&1 | tail -30 | tee "$OUT/bench.log"
+echo "bench: $((SECONDS - t0)) s" | tee -a "$OUT/bench.log"
+cp bench/RESULTS.md "$OUT/"
