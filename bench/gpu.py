@@ -49,7 +49,10 @@ def main() -> None:
                  test=vaekit.load_dataset("mnist", "test").images.numpy())
         for r in range(args.repeats):
             for name, extra in SETTINGS.items():
-                runs[name].append(run_vaekit([*extra, "train.device=cuda"], args.epochs))
+                try:
+                    runs[name].append(run_vaekit([*extra, "train.device=cuda"], args.epochs))
+                except subprocess.CalledProcessError as err:  # report the failure, measure the others
+                    print(f"{name} failed:\n{err.stderr[-2000:]}", flush=True)
             out = subprocess.run([sys.executable, str(BENCH / "pythae_run.py"), str(data), str(args.epochs), "cuda"],
                                  capture_output=True, text=True, check=True)
             runs["pythae"].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -58,7 +61,7 @@ def main() -> None:
 
 
 def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
-    med = {k: statistics.median(r["examples_per_s"] for r in v) for k, v in runs.items()}
+    med = {k: statistics.median(r["examples_per_s"] for r in v) for k, v in runs.items() if v}
     lines = [f"Command: `python bench/gpu.py --epochs {args.epochs} --repeats {args.repeats}` "
              f"({time.strftime('%Y-%m-%d')}) on {torch.cuda.get_device_name()}, torch {torch.__version__}, the "
              "device tool's machine (16 CPU cores). Same network, data and counting as the CPU table; every trainer "
@@ -67,6 +70,9 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) ->
              "| trainer | examples/s (median) | spread | seconds / epoch | test -ELBO (nats) | vs pythae |",
              "|---|---|---|---|---|---|"]
     for name, v in runs.items():
+        if not v:
+            lines.append(f"| {name} | failed | | | | |")
+            continue
         eps = [r["examples_per_s"] for r in v]
         elbo = statistics.median(r["neg_elbo"] for r in v)
         lines.append(f"| {name} | {med[name]:,.0f} | {min(eps):,.0f}-{max(eps):,.0f} | {60000 / med[name]:.2f} | "

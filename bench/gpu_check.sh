@@ -13,12 +13,12 @@ mkdir -p .venv/bin && ln -sf "$(command -v python3)" .venv/bin/python
 printf '#!/bin/sh\nexec python3 -m vaekit "$@"\n' >.venv/bin/vaekit && chmod +x .venv/bin/vaekit
 { nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/env.txt"
 t0=$SECONDS
-timeout "${GPU_TESTS_S:-200}" python3 -m pytest -q -p no:cacheprovider --timeout 150 tests/test_gpu.py -rA 2>&1 \
-  | tail -40 | tee "$OUT/gpu_tests.log"
+timeout "${GPU_TESTS_S:-200}" python3 -m pytest -q -p no:cacheprovider --timeout 150 tests/test_gpu.py -rA >"$OUT/gpu_tests.log" 2>&1
+tail -15 "$OUT/gpu_tests.log"
 echo "gpu tests: $((SECONDS - t0)) s" | tee -a "$OUT/gpu_tests.log"
 t0=$SECONDS
-timeout "${SUITE_S:-170}" python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 160 tests --ignore tests/test_gpu.py 2>&1 \
-  | tail -60 | tee "$OUT/suite.log"
+timeout "${SUITE_S:-170}" python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 160 tests --ignore tests/test_gpu.py >"$OUT/suite.log" 2>&1
+tail -25 "$OUT/suite.log"
 echo "suite: $((SECONDS - t0)) s" | tee -a "$OUT/suite.log"
 t0=$SECONDS
 timeout "${BENCH_S:-150}" python3 bench/gpu.py --epochs "${EPOCHS:-3}" --repeats "${REPEATS:-2}" 2>&1 | tail -30 | tee "$OUT/bench.log"

@@ -14,7 +14,8 @@ import torch
 from vaekit.checkpoint import read_safetensors
 
 ARGS = ["--set", "model.hidden=[32]", "--set", "model.latent_dim=4", "--batch-size", "32", "--steps", "12",
-        "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=4", "--quiet", "--seed", "3"]
+        "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=4", "--quiet", "--seed", "3",
+        "--device", "cpu"]  # gloo: the CPU path, also on a machine with a GPU
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

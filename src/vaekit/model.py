@@ -103,8 +103,9 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """The likelihood's mean at the posterior mean, (B, C, H, W)."""
-        return self.decode(self.encode(x).mean).mean.clamp(0, 1)
+        """The likelihood's mean at the posterior mean, (B, C, H, W), on x's device (the model may be on a GPU)."""
+        device = next(self.parameters()).device
+        return self.decode(self.encode(x.to(device)).mean).mean.clamp(0, 1).to(x.device)
 
     def save_pretrained(self, folder: str) -> None:
         """Write `config.json` + `model.safetensors` (no pickle) to `folder`."""
