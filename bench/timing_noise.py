@@ -5,6 +5,8 @@
     .venv/bin/python bench/timing_noise.py builds   # 6 fresh training states, 500 steps each
     .venv/bin/python bench/timing_noise.py first    # 800 steps of the process's first training state
     .venv/bin/python bench/timing_noise.py second   # the same after a throwaway state ran 20 steps
+    .venv/bin/python bench/timing_noise.py dummy    # the same after freeing one 8 MiB block
+    .venv/bin/python bench/timing_noise.py mallopt  # the same with glibc's mmap threshold fixed at 32 MiB
 
 Run each in several fresh processes (a loop in the shell) with nothing else running; prints only,
 writes nothing to RESULTS.md (its numbers were copied there by hand).
@@ -64,17 +66,24 @@ def main() -> None:
             _speed(state, x, cfg, 50)
             offsets = [p.data_ptr() % 4096 for p in state.model.parameters() if p.numel() > 10000]
             print(f"{_speed(state, x, cfg, 500) / 1000:.1f}k examples/s; large weights at page offsets {offsets}")
-    elif mode in ("first", "second"):
+    elif mode in ("first", "second", "dummy", "mallopt"):
         if mode == "second":
             throwaway = build_state(cfg)
             _speed(throwaway, x, cfg, 20)
             del throwaway
+        if mode == "mallopt":  # as MALLOC_MMAP_THRESHOLD_=33554432, set after start-up
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        if mode == "dummy":  # free one large block first: glibc's dynamic mmap threshold rises past it
+            big = torch.empty(8 << 20, dtype=torch.uint8)
+            del big
         state = build_state(cfg)
         _speed(state, x, cfg, 50)
         offsets = [p.data_ptr() % 4096 for p in state.model.parameters() if p.numel() > 10000]
         print(f"{mode}: {_speed(state, x, cfg, 800) / 1000:.1f}k examples/s; large weights at page offsets {offsets}")
     else:
-        raise SystemExit(f"unknown mode {mode!r}: runs, steady, builds, first or second")
+        raise SystemExit(f"unknown mode {mode!r}: runs, steady, builds, first, second, dummy or mallopt")
 
 
 if __name__ == "__main__":
