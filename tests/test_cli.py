@@ -41,6 +41,9 @@ def test_eval_json_and_nll(run_dir: Path) -> None:
     assert result["iw_samples"] == 20 and result["nll"] <= result["neg_elbo"] + 3 * result["neg_elbo_se"]
     text = vaekit("eval", str(run_dir)).stdout
     assert "nats" in text and "bits/dim" in text
+    on_cpu = json.loads(vaekit("eval", str(run_dir), "--device", "cpu", "--json").stdout)
+    default = json.loads(vaekit("eval", str(run_dir), "--json").stdout)  # auto: on a GPU where there is one
+    assert on_cpu["neg_elbo"] == pytest.approx(default["neg_elbo"], rel=1e-3)
 
 
 def test_eval_defaults_to_the_data_the_run_trained_on(tmp_path: Path) -> None:
@@ -106,7 +109,14 @@ def _bad_inputs(tmp: Path, run: Path) -> list[tuple[list[str], str]]:
         (["sample", str(run), "--n", "0"], "must be >= 1"),
         (["train", "seed", "--epochs", "x"], "invalid int value"),
         (["frobnicate"], "invalid choice"),
+        *([] if _has_cuda() else [(["eval", str(run), "--device", "cuda"], "no CUDA device is visible")]),
     ]
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def test_bad_input_gets_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None:

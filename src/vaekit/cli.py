@@ -81,9 +81,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from vaekit.distributed import resolve_device
     from vaekit.evaluate import evaluate
 
     model, data = model_and_data(args)
+    model = model.to(resolve_device(args.device))  # the noise is drawn on the CPU: the same score on any device
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
     text = (
         f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
@@ -190,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
     p.add_argument("--iw-samples", type=_positive, default=1000, help="importance samples for --nll (default 1000)")
     p.add_argument("--batch-size", type=_positive, default=500)
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        default="auto",
+        help="where to score (default auto: a GPU if any)",
+    )
     _common(p)
     p.set_defaults(func=cmd_eval)
 
