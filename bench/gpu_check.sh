@@ -4,6 +4,10 @@
 # Each part has a time limit (env GPU_TESTS_S, SUITE_S, BENCH_S; 560 s together, inside one 600 s device call):
 # 2026-11-26 the suite needed more than 170 s with -n 8 on the H200 machine.
 # Needs the wheels that image lacks in .whl/ (constriction, pythae and its pydantic) and $OUT for logs.
+# Fetch them here first (cp312 for the device image's Python 3.12; .whl/ is git-ignored, carried with carry=[".whl"]):
+#   for w in pythae==0.1.2 pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5 \
+#            constriction==0.5.0; do python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+#            --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $w; done
 #   bash bench/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
