@@ -85,7 +85,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vaekit.evaluate import evaluate
 
     model, data = model_and_data(args)
-    model = model.to(resolve_device(args.device))  # the noise is drawn on the CPU: the same score on any device
+    model = model.to(
+        resolve_device(args.device, "--device")
+    )  # the noise is drawn on the CPU: the same score on any device
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
     text = (
         f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "

@@ -39,8 +39,8 @@ class Topology:
             dist.barrier()
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is not there is an error."""
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is not there is an error naming `setting`."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -48,9 +48,9 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise VaekitError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+        raise VaekitError(f"{setting}=cuda but no CUDA device is visible; use {setting}=cpu or auto")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise VaekitError("train.device=mps but MPS is not available; use train.device=cpu or auto")
+        raise VaekitError(f"{setting}=mps but MPS is not available; use {setting}=cpu or auto")
     return torch.device(name)
 
 
