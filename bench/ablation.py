@@ -14,10 +14,12 @@ pattern). Run it alone:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +35,14 @@ def _naive_bernoulli(logits: Tensor, x: Tensor) -> Tensor:  # sigmoid then BCE, 
     return -F.binary_cross_entropy(torch.sigmoid(logits.float()), x, reduction="none")
 
 
-def _variants(
-    precision: str, batch: int
-) -> dict[str, tuple[Callable[[], tuple[TrainState, vaekit.Config]], Callable[[Tensor], object] | None]]:
-    """name -> (make state and config, per-step extra work)."""
+@dataclass(frozen=True)
+class Variant:
+    make: Callable[[], tuple[TrainState, vaekit.Config]]  # a fresh training state and the config to step it with
+    per_step: Callable[[Tensor], object] | None = None  # extra work after each step, given its -ELBO (B,)
+    naive_bce: bool = False  # the Bernoulli likelihood as sigmoid + BCE instead of BCE with logits
+
+
+def _variants(precision: str, batch: int) -> dict[str, Variant]:
     lr = {128: 1e-3, 512: 4e-3}[batch]
     cfg = vaekit.load_config("mlp", [f"train.precision={precision}", f"train.batch_size={batch}", f"optim.lr={lr}"])
     cfg = replace(cfg, model=replace(cfg.model, input_shape=[1, 28, 28]))
@@ -54,12 +60,12 @@ def _variants(
         return make
 
     return {
-        "vaekit as shipped": (shipped, None),
-        "+ a host sync per step (`loss.item()`)": (shipped, lambda neg_elbo: neg_elbo.sum().item()),
-        "foreach Adam instead of fused (+ guard sync)": (with_adam(foreach=True), None),
-        "for-loop Adam instead of fused (+ guard sync)": (with_adam(foreach=False), None),
-        "sigmoid + BCE instead of BCE with logits": (shipped, "naive-bce"),  # type: ignore[dict-item]
-        "no gradient clipping": (lambda: (build_state(cfg), _no_clip(cfg)), None),
+        "vaekit as shipped": Variant(shipped),
+        "+ a host sync per step (`loss.item()`)": Variant(shipped, per_step=lambda neg_elbo: neg_elbo.sum().item()),
+        "foreach Adam instead of fused (+ guard sync)": Variant(with_adam(foreach=True)),
+        "for-loop Adam instead of fused (+ guard sync)": Variant(with_adam(foreach=False)),
+        "sigmoid + BCE instead of BCE with logits": Variant(shipped, naive_bce=True),
+        "no gradient clipping": Variant(lambda: (build_state(cfg), _no_clip(cfg))),
     }
 
 
@@ -67,23 +73,20 @@ def _no_clip(cfg: vaekit.Config) -> vaekit.Config:
     return replace(cfg, guard=replace(cfg.guard, clip_grad_norm=None))
 
 
-def _time_steps(state: TrainState, cfg: vaekit.Config, x: Tensor, steps: int, extra: object) -> float:
-    original = vaekit.likelihoods.bernoulli_log_prob
-    if extra == "naive-bce":
-        vaekit.likelihoods.bernoulli_log_prob = _naive_bernoulli  # type: ignore[assignment]
-    try:
+def _time_steps(variant: Variant, x: Tensor, steps: int) -> float:
+    state, cfg = variant.make()
+    swap = mock.patch.object(vaekit.likelihoods, "bernoulli_log_prob", _naive_bernoulli)
+    with swap if variant.naive_bce else contextlib.nullcontext():
         for _ in range(10):
             train_step(state, x, cfg, 10_000)
         state.grad_norm.item()
         t = time.perf_counter()
         for _ in range(steps):
             _, neg_elbo = train_step(state, x, cfg, 10_000)
-            if callable(extra):
-                extra(neg_elbo)
+            if variant.per_step is not None:
+                variant.per_step(neg_elbo)
         state.grad_norm.item()
         return (time.perf_counter() - t) / steps
-    finally:
-        vaekit.likelihoods.bernoulli_log_prob = original
 
 
 def step_table(precision: str, batch: int, rounds: int, steps: int) -> list[str]:
@@ -91,9 +94,8 @@ def step_table(precision: str, batch: int, rounds: int, steps: int) -> list[str]
     variants = _variants(precision, batch)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
-        for name, (make, extra) in variants.items():
-            state, cfg = make()
-            times[name].append(_time_steps(state, cfg, x, steps, extra))
+        for name, variant in variants.items():
+            times[name].append(_time_steps(variant, x, steps))
     base = statistics.median(times["vaekit as shipped"])
     rows = [f"| {precision}, batch {batch}: {name} | {statistics.median(t) * 1e3:.2f} | "
             f"{min(t) * 1e3:.2f}-{max(t) * 1e3:.2f} | {statistics.median(t) / base:.2f}x |"

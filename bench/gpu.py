@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-import vaekit
 from results import update_section
-from throughput import BALANCED, FAST, run_vaekit
+from throughput import BALANCED, FAST, mnist_npz, run_vaekit, table
 
 BENCH = Path(__file__).resolve().parent
 SETTINGS = {
@@ -44,9 +41,7 @@ def main() -> None:
         sys.exit("bench/gpu.py needs a CUDA device")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in [*SETTINGS, "pythae"]}
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "mnist.npz"
-        np.savez(data, train=vaekit.load_dataset("mnist", "train").images.numpy(),
-                 test=vaekit.load_dataset("mnist", "test").images.numpy())
+        data = mnist_npz(Path(tmp))
         for r in range(args.repeats):
             for name, extra in SETTINGS.items():
                 try:
@@ -61,22 +56,13 @@ def main() -> None:
 
 
 def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
-    med = {k: statistics.median(r["examples_per_s"] for r in v) for k, v in runs.items() if v}
+    rows, _ = table(runs)
     lines = [f"Command: `python bench/gpu.py --epochs {args.epochs} --repeats {args.repeats}` "
              f"({time.strftime('%Y-%m-%d')}) on {torch.cuda.get_device_name()}, torch {torch.__version__}, the "
              "device tool's machine (16 CPU cores). Same network, data and counting as the CPU table; every trainer "
              "on the GPU; runs interleaved, median and spread (min-max).",
              "",
-             "| trainer | examples/s (median) | spread | seconds / epoch | test -ELBO (nats) | vs pythae |",
-             "|---|---|---|---|---|---|"]
-    for name, v in runs.items():
-        if not v:
-            lines.append(f"| {name} | failed | | | | |")
-            continue
-        eps = [r["examples_per_s"] for r in v]
-        elbo = statistics.median(r["neg_elbo"] for r in v)
-        lines.append(f"| {name} | {med[name]:,.0f} | {min(eps):,.0f}-{max(eps):,.0f} | {60000 / med[name]:.2f} | "
-                     f"{elbo:.2f} | {med[name] / med['pythae']:.2f}x |")
+             *rows]
     update_section("gpu-throughput", "\n".join(lines))
     print("\n".join(lines))
 

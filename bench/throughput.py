@@ -68,6 +68,33 @@ def ensure_pythae() -> Path:
     return python
 
 
+def mnist_npz(folder: Path) -> Path:
+    """MNIST's uint8 train and test images in one .npz for pythae_run.py, which cannot import vaekit."""
+    path = folder / "mnist.npz"
+    np.savez(path, train=vaekit.load_dataset("mnist", "train").images.numpy(),
+             test=vaekit.load_dataset("mnist", "test").images.numpy())
+    return path
+
+
+def table(runs: dict[str, list[dict[str, float]]]) -> tuple[list[str], dict[str, float]]:
+    """The markdown table of median examples/s, spread, seconds per epoch, -ELBO and ratio to pythae; and the medians.
+
+    A trainer with no finished run is listed as failed.
+    """
+    med = {k: statistics.median(r["examples_per_s"] for r in v) for k, v in runs.items() if v}
+    lines = ["| trainer | examples/s (median) | spread | seconds / epoch | test -ELBO (nats) | vs pythae |",
+             "|---|---|---|---|---|---|"]
+    for name, v in runs.items():
+        if not v:
+            lines.append(f"| {name} | failed | | | | |")
+            continue
+        eps = [r["examples_per_s"] for r in v]
+        elbo = statistics.median(r["neg_elbo"] for r in v)
+        lines.append(f"| {name} | {med[name]:,.0f} | {min(eps):,.0f}-{max(eps):,.0f} | {60000 / med[name]:.2f} | "
+                     f"{elbo:.2f} | {med[name] / med['pythae']:.2f}x |")
+    return lines, med
+
+
 def run_vaekit(extra: list[str], epochs: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "vaekit", "train", "mlp", "--run-dir", f"{tmp}/run", "--epochs", str(epochs),
@@ -92,9 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     python = ensure_pythae()
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "mnist.npz"
-        np.savez(data, train=vaekit.load_dataset("mnist", "train").images.numpy(),
-                 test=vaekit.load_dataset("mnist", "test").images.numpy())
+        data = mnist_npz(Path(tmp))
         runs: dict[str, list[dict[str, float]]] = {"vaekit default": [], "vaekit balanced": [], "vaekit fastest": [],
                                                    "vaekit fastest + compile": [], "pythae": []}
         for r in range(args.repeats):
@@ -108,7 +133,7 @@ def main() -> None:
 
 
 def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace, gflops: dict[str, float]) -> None:
-    med = {k: statistics.median(r["examples_per_s"] for r in v) for k, v in runs.items()}
+    rows, med = table(runs)
     lines = [f"Command: `.venv/bin/python bench/throughput.py --epochs {args.epochs} --repeats {args.repeats}` "
              f"({time.strftime('%Y-%m-%d')}). 784-400-20, Bernoulli, Adam 1e-3, batch 128, {args.epochs} epochs of "
              "the 60,000 MNIST training images; examples/s counts training steps only (vaekit: from its logged "
@@ -116,13 +141,7 @@ def report(runs: dict[str, list[dict[str, float]]], args: argparse.Namespace, gf
              f"vaekit balanced = `{' '.join('--set ' + f for f in BALANCED)}`; "
              f"fastest = `{' '.join('--set ' + f for f in FAST)}`; + compile adds `--set train.compile=true`.",
              "",
-             "| trainer | examples/s (median) | spread | seconds / epoch | test -ELBO (nats) | vs pythae |",
-             "|---|---|---|---|---|---|"]
-    for name, v in runs.items():
-        eps = [r["examples_per_s"] for r in v]
-        elbo = statistics.median(r["neg_elbo"] for r in v)
-        lines.append(f"| {name} | {med[name]:,.0f} | {min(eps):,.0f}-{max(eps):,.0f} | {60000 / med[name]:.2f} | "
-                     f"{elbo:.2f} | {med[name] / med['pythae']:.2f}x |")
+             *rows]
     best = max((k for k in med if k != "pythae"), key=med.__getitem__)
     ceiling = gflops["network"] * 1e9 / FLOP_PER_EXAMPLE
     lines += ["", f"bf16 matrix multiplies measured in the same run: {gflops['square']:.0f} GFLOP/s on a square 2048 "

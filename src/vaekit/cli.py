@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vaekit.cli_use import add_commands, data_args, describe, model_and_data
+from vaekit.distributed import DEVICES
 from vaekit.errors import VaekitError
 
 
@@ -85,9 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vaekit.evaluate import evaluate
 
     model, data = model_and_data(args)
-    model = model.to(
-        resolve_device(args.device, "--device")
-    )  # the noise is drawn on the CPU: the same score on any device
+    # evaluate draws its noise on the CPU, so the score is the same on any device
+    model = model.to(resolve_device(args.device, "--device"))
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
     text = (
         f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="train.steps (overrides epochs)")
     p.add_argument("--seed", type=int, help="train.seed")
     p.add_argument("--batch-size", type=int, help="train.batch_size (the global batch under torchrun)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train.device (default auto)")
+    p.add_argument("--device", choices=DEVICES, help="train.device (default auto)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="train.precision (fp16: CUDA only)")
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --run-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -194,12 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
     p.add_argument("--iw-samples", type=_positive, default=1000, help="importance samples for --nll (default 1000)")
     p.add_argument("--batch-size", type=_positive, default=500)
-    p.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda", "mps"],
-        default="auto",
-        help="where to score (default auto: a GPU if any)",
-    )
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to score (default auto: a GPU if any)")
     _common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -39,6 +39,9 @@ class Topology:
             dist.barrier()
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")  # train.device and --device
+
+
 def resolve_device(name: str, setting: str = "train.device") -> torch.device:
     """`auto` picks CUDA, then MPS, then CPU; an explicit device that is not there is an error naming `setting`."""
     if name == "auto":

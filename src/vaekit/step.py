@@ -101,7 +101,7 @@ def train_step(
     beta = kl_weight(state.step, cfg.objective, total_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = cfg.optim.lr * state.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
-    device = state.grad_norm.device
+    device = state.device
     eps = None
     if rows is not None:
         eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
