@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import vaekit
-import vaekit.likelihoods
+import vaekit.models.likelihoods
 from results import update_section
-from vaekit.step import TrainState, build_state, train_step
+from vaekit.training.step import TrainState, build_state, train_step
 
 
 def _naive_bernoulli(logits: Tensor, x: Tensor) -> Tensor:  # sigmoid then BCE, as the seed article does
@@ -75,7 +75,7 @@ def _no_clip(cfg: vaekit.Config) -> vaekit.Config:
 
 def _time_steps(variant: Variant, x: Tensor, steps: int) -> float:
     state, cfg = variant.make()
-    swap = mock.patch.object(vaekit.likelihoods, "bernoulli_log_prob", _naive_bernoulli)
+    swap = mock.patch.object(vaekit.models.likelihoods, "bernoulli_log_prob", _naive_bernoulli)
     with swap if variant.naive_bce else contextlib.nullcontext():
         for _ in range(10):
             train_step(state, x, cfg, 10_000)

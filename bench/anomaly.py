@@ -20,7 +20,7 @@ from pathlib import Path
 
 import vaekit
 from results import update_section
-from vaekit.score import auroc, score
+from vaekit.apps.score import auroc, score
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

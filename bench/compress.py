@@ -25,8 +25,8 @@ from PIL import Image
 
 import vaekit
 from results import update_section
-from vaekit.compress.files import compress_file, decompress_file
-from vaekit.evaluate import evaluate
+from vaekit.apps.compress.files import compress_file, decompress_file
+from vaekit.evaluation.evaluate import evaluate
 
 OUT = Path(__file__).resolve().parent / "out"
 

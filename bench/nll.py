@@ -27,7 +27,7 @@ import torch
 import vaekit
 from results import update_section
 from vaekit.checkpoint import list_checkpoints, read_safetensors, unflatten_state
-from vaekit.evaluate import evaluate
+from vaekit.evaluation.evaluate import evaluate
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -79,7 +79,7 @@ def main() -> None:
         f"({time.strftime('%Y-%m-%d')}). {epochs} epochs of batch "
         f"{cfg.train.batch_size}{f' ({rate:.0f} steps/s measured first)' if args.epochs is None else ''} in "
         f"{train_minutes:.1f} min; binarized test split = one fixed draw "
-        f"(seed {vaekit.data.BINARIZED_TEST_SEED}); final model = "
+        f"(seed {vaekit.data.datasets.BINARIZED_TEST_SEED}); final model = "
         f"{'the EMA weights' if cfg.guard.ema_decay > 0 else 'the last weights (no EMA)'}.", "",
         "| estimate | nats | bits/dim | reference (Burda et al. 2016, Table 1) |", "|---|---|---|---|",
         f"| test -ELBO (single sample) | {final.neg_elbo:.2f} ± {final.neg_elbo_se:.2f} | {final.bits_per_dim:.4f} | |",

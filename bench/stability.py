@@ -27,8 +27,8 @@ import torch
 
 import vaekit
 from results import update_section
-from vaekit.data import load_dataset
-from vaekit.model import VAE
+from vaekit.data.datasets import load_dataset
+from vaekit.models.vae import VAE
 
 LRS = [1e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 LIKELIHOODS = ["bernoulli", "gaussian"]

@@ -1,6 +1,6 @@
 """Where the throughput spread comes from: per-process speed of the `mlp` default (see RESULTS.md).
 
-    .venv/bin/python bench/timing_noise.py runs     # 3 x 2-epoch `vaekit.train` in one process
+    .venv/bin/python bench/timing_noise.py runs     # 3 x 2-epoch `vaekit.training.loop` in one process
     .venv/bin/python bench/timing_noise.py steady   # 3,000 steps on one batch, speed per 250 steps
     .venv/bin/python bench/timing_noise.py builds   # 6 fresh training states, 500 steps each
     .venv/bin/python bench/timing_noise.py first    # 800 steps of the process's first training state
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import vaekit
-from vaekit.step import TrainState, build_state, train_step
+from vaekit.training.step import TrainState, build_state, train_step
 
 
 def runs() -> None:

@@ -1,5 +1,5 @@
 """The bad-input corpus: every case gets one line naming the problem, exit code 2, no traceback,
-and no existing file replaced. Cases run in-process through `vaekit.cli.main` (same code path as
+and no existing file replaced. Cases run in-process through `vaekit.cli.main.main` (same code path as
 the console script, without a Python start-up per case); test_cli.py runs a few as subprocesses."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, write_idx
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.config import load_config
-from vaekit.train import train
+from vaekit.training.loop import train
 
 PRECIOUS = b"precious: must survive a failed command"
 Case = Callable[[Path, Path], tuple[list[str], str]]  # (tmp, run) -> (argv, expected fragment)
@@ -318,7 +318,7 @@ CASES: dict[str, Case] = {
 
 
 def _vkz(tmp: Path, run: Path, mutate: Callable[[bytes], bytes]) -> str:
-    from vaekit.compress.files import compress_file
+    from vaekit.apps.compress.files import compress_file
 
     np.save(tmp / "bin.npy", (np.arange(3 * 28 * 28).reshape(3, 28, 28) % 3 == 0).astype(U8) * 255)
     compress_file(run, tmp / "bin.npy", tmp / "good.vkz")
@@ -330,7 +330,7 @@ def _flip_byte(data: bytes) -> bytes:
 
 
 def _other_model(tmp: Path) -> str:
-    from vaekit.model import VAE
+    from vaekit.models.vae import VAE
 
     model = VAE(load_config("mlp", ["model.hidden=[8]", "model.input_shape=[1, 28, 28]"]).model)
     model.save_pretrained(str(tmp / "other-model"))

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import write_idx
-from vaekit.cli import main
-from vaekit.compress import bbans
-from vaekit.compress.container import parse
-from vaekit.compress.files import compress_file, decompress_file
+from vaekit.apps.compress import bbans
+from vaekit.apps.compress.container import parse
+from vaekit.apps.compress.files import compress_file, decompress_file
+from vaekit.cli.main import main
 from vaekit.config import ModelConfig
 from vaekit.errors import DataError
-from vaekit.likelihoods import DiscretizedLogistic, LogisticMixture
-from vaekit.model import VAE
+from vaekit.models.likelihoods import DiscretizedLogistic, LogisticMixture
+from vaekit.models.vae import VAE
 
 
 def _model(likelihood: str, seed: int = 0) -> VAE:

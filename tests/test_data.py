@@ -14,8 +14,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from conftest import REPO, needs_fashion, write_idx
-from vaekit import idx
-from vaekit.data import array_to_images, load_dataset
+from vaekit.data import idx
+from vaekit.data.datasets import array_to_images, load_dataset
 from vaekit.errors import DataError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -8,8 +8,8 @@ import torch
 from torch import distributions as D
 
 from vaekit.config import ModelConfig
-from vaekit.distributions import DiagonalGaussian, StandardNormal, soft_clamp
-from vaekit.likelihoods import Bernoulli, Gaussian
+from vaekit.models.distributions import DiagonalGaussian, StandardNormal, soft_clamp
+from vaekit.models.likelihoods import Bernoulli, Gaussian
 
 
 def _q(b: int = 5, d: int = 3, seed: int = 0) -> DiagonalGaussian:

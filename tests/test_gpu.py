@@ -15,9 +15,9 @@ import torch
 
 from vaekit.checkpoint import load_model
 from vaekit.config import load_config
-from vaekit.data import load_dataset
-from vaekit.evaluate import evaluate
-from vaekit.train import train
+from vaekit.data.datasets import load_dataset
+from vaekit.evaluation.evaluate import evaluate
+from vaekit.training.loop import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from vaekit.config import GuardConfig, ObjectiveConfig, OptimConfig
-from vaekit.guards import EMA, guarded_update
-from vaekit.schedules import kl_weight, lr_factor
+from vaekit.training.guards import EMA, guarded_update
+from vaekit.training.schedules import kl_weight, lr_factor
 
 
 def _setup(fused: bool) -> tuple[nn.Module, torch.optim.Optimizer]:

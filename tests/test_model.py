@@ -11,9 +11,9 @@ import torch
 from vaekit.checkpoint import read_safetensors
 from vaekit.config import ModelConfig
 from vaekit.errors import CheckpointError
-from vaekit.likelihoods import LIKELIHOODS
-from vaekit.model import VAE
-from vaekit.nets import ENCODERS
+from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.nets import ENCODERS
+from vaekit.models.vae import VAE
 
 
 def _cfg(net: str, likelihood: str, **kw: object) -> ModelConfig:

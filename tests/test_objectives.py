@@ -8,8 +8,8 @@ import torch
 from torch import distributions as D
 
 from vaekit.config import ModelConfig
-from vaekit.model import VAE
-from vaekit.objectives import ElboTerms, bits_per_dim, iw_bound
+from vaekit.models.objectives import ElboTerms, bits_per_dim, iw_bound
+from vaekit.models.vae import VAE
 
 
 def test_neg_elbo_is_minus_log_px_plus_beta_kl() -> None:

@@ -19,7 +19,7 @@ from conftest import REPO
 from vaekit.checkpoint import list_checkpoints, read_safetensors
 from vaekit.config import load_config
 from vaekit.errors import VaekitError
-from vaekit.train import train
+from vaekit.training.loop import train
 
 TRAIN_ARGS = ["--set", "model.hidden=[64]", "--set", "model.latent_dim=4", "--batch-size", "32", "--epochs", "6",
               "--set", "train.checkpoint_every=3", "--set", "guard.ema_decay=0.9", "--set", "train.tensorboard=false",

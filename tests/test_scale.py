@@ -94,9 +94,9 @@ def test_lazy_image_folder_trains_exactly_like_the_eager_one(tmp_path: Path) -> 
     from PIL import Image
 
     from vaekit.config import load_config
-    from vaekit.data import load_dataset
-    from vaekit.folders import LazyImageFolder
-    from vaekit.train import train
+    from vaekit.data.datasets import load_dataset
+    from vaekit.data.folders import LazyImageFolder
+    from vaekit.training.loop import train
 
     rng = np.random.default_rng(4)
     folder = tmp_path / "imgs"

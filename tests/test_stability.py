@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from vaekit.config import GuardConfig, ModelConfig, load_config
-from vaekit.diagnostics import collapse_warnings, mutual_information
-from vaekit.distributions import DiagonalGaussian
 from vaekit.errors import TrainingDiverged
-from vaekit.model import VAE
-from vaekit.objectives import iwae_loss, log_weights
-from vaekit.train import train
+from vaekit.evaluation.diagnostics import collapse_warnings, mutual_information
+from vaekit.models.distributions import DiagonalGaussian
+from vaekit.models.objectives import iwae_loss, log_weights
+from vaekit.models.vae import VAE
+from vaekit.training.loop import train
 
-step_module = importlib.import_module("vaekit.step")  # where train_step looks up guarded_update
+step_module = importlib.import_module("vaekit.training.step")  # where train_step looks up guarded_update
 
 
 def _tiny(tmp_path: Path, extra: list[str]):  # type: ignore[no-untyped-def]

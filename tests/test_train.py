@@ -12,8 +12,8 @@ import torch
 from vaekit.checkpoint import list_checkpoints
 from vaekit.config import load_config
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
-from vaekit.train import train
+from vaekit.models.vae import VAE
+from vaekit.training.loop import train
 
 
 def test_smoke_run_beats_an_elbo_threshold(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from conftest import needs_fashion
+from vaekit.apps.explore import dims_by_kl, lerp, slerp
+from vaekit.apps.score import auroc
 from vaekit.config import load_config
-from vaekit.explore import dims_by_kl, lerp, slerp
-from vaekit.score import auroc
-from vaekit.train import train
+from vaekit.training.loop import train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

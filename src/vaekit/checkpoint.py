@@ -118,7 +118,7 @@ def _model_config_dict(model: Any) -> dict[str, Any]:
 
 def load_model(folder: str | Path, map_location: str = "cpu") -> Any:
     from vaekit.config import Config
-    from vaekit.model import VAE
+    from vaekit.models.vae import VAE
 
     folder = Path(folder)
     if (folder / "model").is_dir() and not (folder / "config.json").is_file():

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vaekit.cli_use import add_commands, data_args, describe, model_and_data
-from vaekit.distributed import DEVICES
+from vaekit.cli.use import add_commands, data_args, describe, model_and_data
 from vaekit.errors import VaekitError
+from vaekit.training.distributed import DEVICES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,14 +34,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def load_model(run: str) -> Any:
-    from vaekit.model import VAE
+    from vaekit.models.vae import VAE
 
     return VAE.from_pretrained(run)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from vaekit.config import load_config
-    from vaekit.train import train
+    from vaekit.training.loop import train
 
     overrides = list(args.set or [])
     for flag, key in (
@@ -82,8 +82,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from vaekit.distributed import resolve_device
-    from vaekit.evaluate import evaluate
+    from vaekit.evaluation.evaluate import evaluate
+    from vaekit.training.distributed import resolve_device
 
     model, data = model_and_data(args)
     # evaluate draws its noise on the CPU, so the score is the same on any device
@@ -111,7 +111,7 @@ def check_shape(model: Any, shape: tuple[int, int, int], name: str) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
-    from vaekit.images import save_grid
+    from vaekit.apps.images import save_grid
 
     model = load_model(args.run)
     images = model.sample(args.n, temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed))
@@ -134,7 +134,7 @@ def save_npy(array: Any, path: str) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from vaekit.images import save_reconstructions
+    from vaekit.apps.images import save_reconstructions
 
     model, data = model_and_data(args)
     path, n = save_reconstructions(model, data, args.n, args.output)
@@ -142,7 +142,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from vaekit.data import list_datasets
+    from vaekit.data.datasets import list_datasets
 
     rows = list_datasets()
     text = "\n".join(

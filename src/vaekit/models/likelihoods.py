@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.distributions import LOG_2PI, bernoulli_log_prob
+from vaekit.models.distributions import LOG_2PI, bernoulli_log_prob
 from vaekit.registry import Registry
 
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
+from vaekit.apps.images import save_grid, save_reconstructions
 from vaekit.checkpoint import atomic_write_bytes
-from vaekit.data import Dataset
-from vaekit.images import save_grid, save_reconstructions
-from vaekit.model import VAE
-from vaekit.tracking import Tracker
+from vaekit.data.datasets import Dataset
+from vaekit.models.vae import VAE
+from vaekit.training.tracking import Tracker
 
 
 class MetricsLog:

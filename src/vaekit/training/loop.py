@@ -21,21 +21,21 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from vaekit.apps.report import write_report
 from vaekit.checkpoint import atomic_write_bytes, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from vaekit.config import Config
-from vaekit.data import BUILTIN, Dataset, load_dataset
-from vaekit.diagnostics import collapse_warnings
-from vaekit.distributed import Topology, setup, teardown
+from vaekit.data.datasets import BUILTIN, Dataset, load_dataset
+from vaekit.data.folders import LazyImageFolder
 from vaekit.errors import TrainingDiverged, VaekitError
-from vaekit.evaluate import EvalResult, evaluate
-from vaekit.folders import LazyImageFolder
-from vaekit.guards import StepReport
-from vaekit.model import VAE
-from vaekit.report import write_report
-from vaekit.rundir import MetricsLog, export
-from vaekit.schedules import kl_weight
-from vaekit.step import TrainState, build_state, train_step
-from vaekit.tracking import Tracker
+from vaekit.evaluation.diagnostics import collapse_warnings
+from vaekit.evaluation.evaluate import EvalResult, evaluate
+from vaekit.models.vae import VAE
+from vaekit.training.distributed import Topology, setup, teardown
+from vaekit.training.guards import StepReport
+from vaekit.training.rundir import MetricsLog, export
+from vaekit.training.schedules import kl_weight
+from vaekit.training.step import TrainState, build_state, train_step
+from vaekit.training.tracking import Tracker
 
 
 @dataclass(frozen=True)

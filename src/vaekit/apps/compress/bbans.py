@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
-from vaekit.likelihoods import BernoulliPixels, DiscretizedLogisticPixels, LogisticMixturePixels
-from vaekit.model import VAE
+from vaekit.models.likelihoods import BernoulliPixels, DiscretizedLogisticPixels, LogisticMixturePixels
+from vaekit.models.vae import VAE
 
 LATENT_BITS = 12  # K = 4096 buckets per latent dimension
 SEED_WORDS = 16  # initial random words on the stack: bits to borrow for the first image

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vaekit.data import Dataset
-from vaekit.evaluate import EVAL_SEED
-from vaekit.model import VAE
+from vaekit.data.datasets import Dataset
+from vaekit.evaluation.evaluate import EVAL_SEED
+from vaekit.models.vae import VAE
 
 
 @torch.no_grad()

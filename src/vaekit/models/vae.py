@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.distributions import DiagonalGaussian, StandardNormal, soft_clamp
 from vaekit.errors import ConfigError
-from vaekit.likelihoods import PixelDistribution, build_likelihood
-from vaekit.nets import DECODERS, ENCODERS
-from vaekit.objectives import ElboTerms, elbo_terms, log_weights
+from vaekit.models.distributions import DiagonalGaussian, StandardNormal, soft_clamp
+from vaekit.models.likelihoods import PixelDistribution, build_likelihood
+from vaekit.models.nets import DECODERS, ENCODERS
+from vaekit.models.objectives import ElboTerms, elbo_terms, log_weights
 from vaekit.registry import Registry
 
 PRIORS: Registry[type[StandardNormal]] = Registry("prior")

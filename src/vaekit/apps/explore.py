@@ -10,8 +10,8 @@ import math
 import torch
 from torch import Tensor
 
-from vaekit.data import Dataset
-from vaekit.model import VAE
+from vaekit.data.datasets import Dataset
+from vaekit.models.vae import VAE
 
 
 def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from vaekit.distributions import LOG_2PI, DiagonalGaussian
+from vaekit.models.distributions import LOG_2PI, DiagonalGaussian
 
 
 def mutual_information(q: DiagonalGaussian, generator: torch.Generator | None = None) -> float:

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaekit.data import BINARIZED_TEST_SEED, Dataset
-from vaekit.diagnostics import active_units, mutual_information
-from vaekit.distributions import DiagonalGaussian
-from vaekit.model import VAE
-from vaekit.objectives import bits_per_dim, elbo_terms
+from vaekit.data.datasets import BINARIZED_TEST_SEED, Dataset
+from vaekit.evaluation.diagnostics import active_units, mutual_information
+from vaekit.models.distributions import DiagonalGaussian
+from vaekit.models.objectives import bits_per_dim, elbo_terms
+from vaekit.models.vae import VAE
 
 EVAL_SEED = 1234  # fixed draws of z, so the same weights always score the same
 

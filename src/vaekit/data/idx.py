@@ -19,7 +19,7 @@ from torch import Tensor
 
 from vaekit.errors import DataError
 
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"  # the repo's own copy (editable install)
+REPO_DATA = Path(__file__).resolve().parents[3] / "data"  # the repo's own copy (editable install)
 IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),

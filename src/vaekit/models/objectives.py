@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from vaekit.distributions import StandardNormal
-    from vaekit.model import VAEOutput
+    from vaekit.models.distributions import StandardNormal
+    from vaekit.models.vae import VAEOutput
 
 
 @dataclass(frozen=True)

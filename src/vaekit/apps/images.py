@@ -14,8 +14,8 @@ from torch import Tensor
 from vaekit.checkpoint import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from vaekit.data import Dataset
-    from vaekit.model import VAE
+    from vaekit.data.datasets import Dataset
+    from vaekit.models.vae import VAE
 
 
 def grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:

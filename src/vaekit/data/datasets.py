@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit import idx
+from vaekit.data import idx
+from vaekit.data.folders import LazyImageFolder, image_files, read_image
 from vaekit.errors import DataError
-from vaekit.folders import LazyImageFolder, image_files, read_image
 
 BINARIZED_TEST_SEED = 20160101  # the one fixed draw of a binarized test split; recorded in results
 

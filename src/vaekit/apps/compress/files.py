@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from vaekit import idx
+from vaekit.apps.compress import bbans
+from vaekit.apps.compress.container import Container, parse
 from vaekit.checkpoint import atomic_write_bytes, load_model
-from vaekit.compress import bbans
-from vaekit.compress.container import Container, parse
-from vaekit.data import _load_image_folder
+from vaekit.data import idx
+from vaekit.data.datasets import _load_image_folder
+from vaekit.data.folders import IMAGE_SUFFIXES
 from vaekit.errors import DataError, VaekitError
-from vaekit.folders import IMAGE_SUFFIXES
 
 
 def _weights_hash(model_dir: Path) -> bytes:

@@ -14,8 +14,8 @@ from vaekit.errors import VaekitError
 
 def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model at `args.run` and the split to use it on; without --data, the data set the run trained on."""
-    from vaekit.cli import check_shape, load_model
-    from vaekit.data import load_dataset
+    from vaekit.cli.main import check_shape, load_model
+    from vaekit.data.datasets import load_dataset
 
     model = load_model(args.run)
     data_dir = args.data_dir
@@ -48,9 +48,9 @@ def _example(data: Any, i: int) -> Any:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> dict[str, Any]:
-    from vaekit.cli import save_npy
-    from vaekit.explore import interpolate
-    from vaekit.images import save_grid
+    from vaekit.apps.explore import interpolate
+    from vaekit.apps.images import save_grid
+    from vaekit.cli.main import save_npy
 
     model, data = model_and_data(args)
     images, z = interpolate(model, _example(data, args.from_index), _example(data, args.to_index), args.steps)
@@ -63,9 +63,9 @@ def cmd_interpolate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_traverse(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from vaekit.evaluate import evaluate
-    from vaekit.explore import dims_by_kl, traverse
-    from vaekit.images import save_grid
+    from vaekit.apps.explore import dims_by_kl, traverse
+    from vaekit.apps.images import save_grid
+    from vaekit.evaluation.evaluate import evaluate
 
     model, data = model_and_data(args)
     if args.dims == "auto":
@@ -91,9 +91,9 @@ def cmd_latent_map(args: argparse.Namespace) -> dict[str, Any]:
     import matplotlib.pyplot as plt
     import torch
 
+    from vaekit.apps.explore import encode_dataset, manifold, project_2d
+    from vaekit.apps.images import grid
     from vaekit.checkpoint import atomic_write_bytes
-    from vaekit.explore import encode_dataset, manifold, project_2d
-    from vaekit.images import grid
 
     model, data = model_and_data(args)
     subset = data.subset(torch.arange(min(len(data), args.n)))
@@ -122,8 +122,8 @@ def cmd_latent_map(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_encode(args: argparse.Namespace) -> dict[str, Any]:
-    from vaekit.cli import save_npy
-    from vaekit.explore import encode_dataset
+    from vaekit.apps.explore import encode_dataset
+    from vaekit.cli.main import save_npy
 
     model, data = model_and_data(args)
     z, logvar = encode_dataset(model, data, sample=args.sample, seed=args.seed)
@@ -137,8 +137,8 @@ def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from vaekit.cli import load_model, save_npy
-    from vaekit.images import save_grid
+    from vaekit.apps.images import save_grid
+    from vaekit.cli.main import load_model, save_npy
 
     model = load_model(args.run)
     try:
@@ -158,14 +158,14 @@ def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.apps.score import auroc, score
     from vaekit.checkpoint import atomic_write_bytes
-    from vaekit.data import load_dataset
-    from vaekit.score import auroc, score
+    from vaekit.data.datasets import load_dataset
 
     model, data = model_and_data(args)
     sets = [(args.data, data)]
     if args.ood:
-        from vaekit.cli import check_shape
+        from vaekit.cli.main import check_shape
 
         ood = load_dataset(args.ood, args.split, None)
         check_shape(model, ood.shape, args.ood)
@@ -191,19 +191,19 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    from vaekit.report import write_report
+    from vaekit.apps.report import write_report
 
     return {"output": str(write_report(args.run, args.output))}
 
 
 def cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
-    from vaekit.compress.files import compress_file
+    from vaekit.apps.compress.files import compress_file
 
     return compress_file(args.model, args.input, args.output, verify=args.verify)
 
 
 def cmd_decompress(args: argparse.Namespace) -> dict[str, Any]:
-    from vaekit.compress.files import decompress_file
+    from vaekit.apps.compress.files import decompress_file
 
     return decompress_file(args.input, args.output, args.model)
 

@@ -19,12 +19,12 @@ from torch import Tensor
 
 from vaekit.checkpoint import load_state
 from vaekit.config import Config
-from vaekit.distributed import Topology
 from vaekit.errors import VaekitError
-from vaekit.guards import EMA, StepReport, guarded_update
-from vaekit.model import VAE
-from vaekit.objectives import elbo_terms, iwae_loss
-from vaekit.schedules import kl_weight, lr_factor
+from vaekit.models.objectives import elbo_terms, iwae_loss
+from vaekit.models.vae import VAE
+from vaekit.training.distributed import Topology
+from vaekit.training.guards import EMA, StepReport, guarded_update
+from vaekit.training.schedules import kl_weight, lr_factor
 
 
 @dataclass
