@@ -26,8 +26,9 @@ import torch
 
 import vaekit
 from results import update_section
-from vaekit.checkpoint import list_checkpoints, read_safetensors, unflatten_state
+from vaekit.checkpoint import list_checkpoints, unflatten_state
 from vaekit.evaluation.evaluate import evaluate
+from vaekit.storage import read_safetensors
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from test_reliability import _data, _train_cmd, kill_and_resume  # noqa: E402
-from vaekit.checkpoint import read_safetensors  # noqa: E402
+from vaekit.storage import read_safetensors  # noqa: E402
 
 
 def main() -> None:

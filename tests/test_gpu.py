@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.checkpoint import load_model
 from vaekit.config import load_config
 from vaekit.data.datasets import load_dataset
 from vaekit.evaluation.evaluate import evaluate
+from vaekit.models.vae import load_model
 from vaekit.training.loop import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

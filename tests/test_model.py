@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaekit.checkpoint import read_safetensors
 from vaekit.config import ModelConfig
 from vaekit.errors import CheckpointError
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.nets import ENCODERS
 from vaekit.models.vae import VAE
+from vaekit.storage import read_safetensors
 
 
 def _cfg(net: str, likelihood: str, **kw: object) -> ModelConfig:

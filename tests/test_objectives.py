@@ -15,7 +15,7 @@ from vaekit.models.vae import VAE
 def test_neg_elbo_is_minus_log_px_plus_beta_kl() -> None:
     log_px = torch.tensor([-100.0, -120.0])
     kl = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    terms = ElboTerms(log_px, kl)
+    terms = ElboTerms(log_px, (kl,), (2,))
     assert terms.neg_elbo().item() == 110.0 + 5.0
     assert terms.neg_elbo(beta=2.0).item() == 110.0 + 10.0
     torch.testing.assert_close(terms.neg_elbo_per_example, torch.tensor([103.0, 127.0]))
@@ -23,11 +23,11 @@ def test_neg_elbo_is_minus_log_px_plus_beta_kl() -> None:
 
 def test_free_bits_stop_the_gradient_below_the_threshold() -> None:
     kl = torch.tensor([[0.1, 2.0], [0.3, 4.0]], requires_grad=True)  # dim 0 mean 0.2 < 0.5, dim 1 mean 3
-    ElboTerms(torch.zeros(2), kl).neg_elbo(free_bits=0.5).backward()
+    ElboTerms(torch.zeros(2), (kl,), (2,)).neg_elbo(free_bits=0.5).backward()
     assert kl.grad is not None
     assert (kl.grad[:, 0] == 0).all()
     assert (kl.grad[:, 1] > 0).all()
-    value = ElboTerms(torch.zeros(2), kl.detach()).neg_elbo(free_bits=0.5).item()
+    value = ElboTerms(torch.zeros(2), (kl.detach(),), (2,)).neg_elbo(free_bits=0.5).item()
     assert math.isclose(value, 0.5 + 3.0)
 
 

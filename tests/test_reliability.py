@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from vaekit.checkpoint import list_checkpoints, read_safetensors
+from vaekit.checkpoint import list_checkpoints
 from vaekit.config import load_config
 from vaekit.errors import VaekitError
+from vaekit.storage import read_safetensors
 from vaekit.training.loop import train
 
 TRAIN_ARGS = ["--set", "model.hidden=[64]", "--set", "model.latent_dim=4", "--batch-size", "32", "--epochs", "6",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.checkpoint import read_safetensors
+from vaekit.storage import read_safetensors
 
 ARGS = ["--set", "model.hidden=[32]", "--set", "model.latent_dim=4", "--batch-size", "32", "--steps", "12",
         "--set", "train.tensorboard=false", "--set", "train.checkpoint_every=4", "--quiet", "--seed", "3",

@@ -5,7 +5,8 @@ from vaekit.data.datasets import Dataset, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import EvalResult, evaluate
 from vaekit.models.objectives import ElboTerms
-from vaekit.models.vae import VAE, VAEOutput
+from vaekit.models.outputs import VAEOutput
+from vaekit.models.vae import VAE
 from vaekit.training.loop import TrainResult, train
 
 __version__ = "0.1.0"

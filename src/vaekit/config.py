@@ -45,7 +45,20 @@ class ModelConfig:
     min_scale: float = 1e-3  # floor of a learned Gaussian scale
     logvar_min: float = -12.0  # soft clamp of the posterior log-variance
     logvar_max: float = 8.0
-    prior: str = "standard-normal"
+    prior: str = "standard-normal"  # registry name: standard-normal, mog, vamp (over the top group)
+    prior_components: int = 10  # mog: Gaussians in the mixture; vamp: pseudo-inputs
+    posterior: str = "gaussian"  # registry name: gaussian, iaf (a flow on top of the Gaussian; kind vae only)
+    flow_steps: int = 2  # iaf: MADE transforms
+    flow_hidden: int = 320  # iaf: MADE width
+    flow_context: int = 32  # iaf: extra encoder outputs h fed to every step
+    # Hierarchical (kind: hierarchical): a bottom-up pass, then a top-down pass over `groups`.
+    kind: Literal["vae", "hierarchical"] = "vae"
+    block: str = "mlp"  # registry name of the hierarchy's network: mlp, resconv
+    groups: list[int] = field(default_factory=list)  # latent size (mlp) or channels (resconv) per group, top first
+    group_hidden: list[int] = field(default_factory=lambda: [100, 100])  # mlp: widths between two groups
+    group_scales: list[int] = field(default_factory=list)  # resconv: downsampling factor per group, top first
+    width: int = 64  # resconv: channels of the residual stream
+    res_blocks: int = 2  # resconv: residual blocks per resolution
     input_shape: list[int] | None = None  # (C, H, W); filled in from the data at train time
 
 
@@ -57,6 +70,7 @@ class ObjectiveConfig:
     kl_cycles: int = 4  # cyclical schedule (Fu et al. 2019): number of cycles
     kl_ramp_fraction: float = 0.5  # cyclical: fraction of a cycle spent ramping up
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016)
+    free_bits_group: float = 0.0  # nats per latent group: its batch-mean KL is not pushed below this
     iw_samples: int = 1  # k > 1 trains the importance-weighted bound (Burda et al. 2016)
     estimator: Literal["standard", "dreg"] = "standard"  # IWAE encoder gradient; dreg = Tucker et al. 2019
 
@@ -307,6 +321,13 @@ def validate(cfg: Config) -> None:
         (cfg.data.val_size >= 0, "data.val_size must be >= 0"),
         (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
         (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),
+        (cfg.objective.free_bits_group >= 0, "objective.free_bits_group must be >= 0"),
+        (cfg.model.prior_components >= 1, "model.prior_components must be >= 1"),
+        (cfg.model.flow_steps >= 1 and cfg.model.flow_hidden >= 1, "model.flow_steps and flow_hidden must be >= 1"),
+        (cfg.model.flow_context >= 0, "model.flow_context must be >= 0"),
+        (all(g >= 1 for g in cfg.model.groups), "model.groups sizes must be >= 1"),
+        (all(h >= 1 for h in cfg.model.group_hidden), "model.group_hidden widths must be >= 1"),
+        (cfg.model.width >= 1 and cfg.model.res_blocks >= 0, "model.width must be >= 1, model.res_blocks >= 0"),
         (cfg.objective.iw_samples >= 1, "objective.iw_samples must be >= 1"),
         (cfg.objective.kl_warmup_steps >= 0, "objective.kl_warmup_steps must be >= 0"),
         (cfg.objective.kl_cycles >= 1, "objective.kl_cycles must be >= 1"),
@@ -337,5 +358,30 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _validate_hierarchy(cfg.model)
     if cfg.model.input_shape is not None and (len(cfg.model.input_shape) != 3 or min(cfg.model.input_shape) < 1):
         raise ConfigError("model.input_shape must be three positive sizes (C, H, W) or null")
+
+
+def _validate_hierarchy(m: ModelConfig) -> None:
+    if m.kind == "vae":
+        if m.groups:
+            raise ConfigError("model.groups is set but model.kind is vae; set model.kind=hierarchical or drop groups")
+        return
+    if len(m.groups) < 1:
+        raise ConfigError("model.kind=hierarchical needs model.groups, the latent size per group (top first)")
+    if m.posterior != "gaussian":
+        raise ConfigError(
+            f"model.posterior={m.posterior} applies to one-group models (model.kind=vae); "
+            "a hierarchy's groups are Gaussian"
+        )
+    if m.block == "resconv":
+        if len(m.group_scales) != len(m.groups):
+            raise ConfigError(
+                f"model.group_scales needs one downsampling factor per group ({len(m.groups)}), "
+                f"got {len(m.group_scales)}"
+            )
+        if any(f < 1 or f & (f - 1) for f in m.group_scales):
+            raise ConfigError("model.group_scales must be powers of 2 (1, 2, 4, ...)")
+        if any(a < b for a, b in zip(m.group_scales, m.group_scales[1:], strict=False)):
+            raise ConfigError("model.group_scales must not grow from top to bottom (the top group is the coarsest)")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit.checkpoint import atomic_write_bytes
+from vaekit.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
     from vaekit.data.datasets import Dataset

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vaekit.checkpoint import atomic_write_bytes
 from vaekit.errors import VaekitError
+from vaekit.storage import atomic_write_bytes
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -77,23 +77,46 @@ def _curves(rows: list[dict[str, Any]]) -> str:
     ax = axes[2]
     tests = [r for r in evals if r["split"] == (evals[-1]["split"] if evals else "test")]
     ax.plot([r["epoch"] for r in tests], [r["kl"] for r in tests], "o-", label="KL (nats)")
-    ax.plot([r["epoch"] for r in tests], [r["mutual_info"] for r in tests], "s-", label="I(x; z) (nats)")
+    mi = [r["mutual_info"] if r.get("mutual_info") is not None else float("nan") for r in tests]  # None: a flow
+    ax.plot([r["epoch"] for r in tests], mi, "s-", label="I(x; z) (nats)")
     ax.plot([r["epoch"] for r in tests], [r["active_units"] for r in tests], "^-", label="active units")
     ax.set(xlabel="epoch", title="latent usage")
     ax.legend()
     return _png(fig)
 
 
-def _kl_bars(kl_per_dim: list[float]) -> str:
+def _kl_bars(kl_per_dim: list[float | None]) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(kl_per_dim)), 3))
-    ax.bar(range(len(kl_per_dim)), kl_per_dim)
+    ax.bar(range(len(kl_per_dim)), [v if v is not None else 0.0 for v in kl_per_dim])  # None: Monte Carlo KL
     if len(kl_per_dim) <= 64:
         ax.set_xticks(range(len(kl_per_dim)))
         ax.tick_params(axis="x", labelsize=7)
     ax.axhline(0.01, color="gray", linestyle=":")
     ax.set(xlabel="latent dimension", ylabel="KL (nats)", title="KL per latent dimension (last evaluation)")
+    return _png(fig)
+
+
+def group_figure(evals: list[dict[str, Any]]) -> str:
+    """KL and active units per latent group over training (a hierarchy's diagnostics), as base64 PNG."""
+    import matplotlib.pyplot as plt
+
+    split = evals[-1]["split"]
+    rows = [r for r in evals if r["split"] == split and r.get("kl_per_group")]
+    n = len(rows[-1]["kl_per_group"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    epochs = [r["epoch"] for r in rows]
+    for level in range(n):
+        name = "top" if level == 0 else f"group {level + 1}"
+        dims = rows[-1]["group_dims"][level]
+        axes[0].plot(epochs, [r["kl_per_group"][level] for r in rows], "o-", label=f"{name} ({dims} dims)")
+        axes[1].plot(epochs, [r["active_per_group"][level] / dims for r in rows], "o-", label=name)
+    axes[0].set(xlabel="epoch", ylabel="KL (nats)", title=f"KL per group ({split})", yscale="symlog")
+    axes[0].axhline(0.05, color="gray", linestyle=":")
+    axes[1].set(xlabel="epoch", ylabel="fraction active", title="active units per group", ylim=(0, 1.05))
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
     return _png(fig)
 
 
@@ -144,6 +167,11 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
         parts.append(
             f'<h2>KL per dimension</h2><img alt="KL per dimension" '
             f'src="data:image/png;base64,{_kl_bars(last["kl_per_dim"])}">'
+        )
+    if last is not None and len(last.get("kl_per_group", [])) > 1:
+        parts.append(
+            f'<h2>Latent groups</h2><img alt="KL and active units per group" '
+            f'src="data:image/png;base64,{group_figure(evals)}">'
         )
     parts.append(
         '<h2>Samples and reconstructions</h2><div class="pics">'

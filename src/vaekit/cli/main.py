@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from vaekit.cli.common import load_model, save_npy
 from vaekit.cli.use import add_commands, data_args, describe, model_and_data
 from vaekit.errors import VaekitError
 from vaekit.training.distributed import DEVICES
@@ -31,12 +32,6 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-
-
-def load_model(run: str) -> Any:
-    from vaekit.models.vae import VAE
-
-    return VAE.from_pretrained(run)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -103,11 +98,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _emit(args, result.to_dict(), text)
 
 
-def check_shape(model: Any, shape: tuple[int, int, int], name: str) -> None:
-    if tuple(model.shape) != tuple(shape):
-        raise VaekitError(f"data {name!r} has images of shape {shape} but the model expects {tuple(model.shape)}")
-
-
 def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
@@ -119,18 +109,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.npy:
         save_npy(images.numpy(), args.npy)
     _emit(args, {"output": str(path), "n": args.n, "npy": args.npy}, f"wrote {args.n} samples to {path}")
-
-
-def save_npy(array: Any, path: str) -> None:
-    import io
-
-    import numpy as np
-
-    from vaekit.checkpoint import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:

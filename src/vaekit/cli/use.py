@@ -14,7 +14,7 @@ from vaekit.errors import VaekitError
 
 def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model at `args.run` and the split to use it on; without --data, the data set the run trained on."""
-    from vaekit.cli.main import check_shape, load_model
+    from vaekit.cli.common import check_shape, load_model
     from vaekit.data.datasets import load_dataset
 
     model = load_model(args.run)
@@ -50,7 +50,7 @@ def _example(data: Any, i: int) -> Any:
 def cmd_interpolate(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.apps.explore import interpolate
     from vaekit.apps.images import save_grid
-    from vaekit.cli.main import save_npy
+    from vaekit.cli.common import save_npy
 
     model, data = model_and_data(args)
     images, z = interpolate(model, _example(data, args.from_index), _example(data, args.to_index), args.steps)
@@ -69,7 +69,8 @@ def cmd_traverse(args: argparse.Namespace) -> dict[str, Any]:
 
     model, data = model_and_data(args)
     if args.dims == "auto":
-        kl = torch.tensor(evaluate(model, data.subset(torch.arange(min(len(data), 2000)))).kl_per_dim)
+        result = evaluate(model, data.subset(torch.arange(min(len(data), 2000))))
+        kl = torch.tensor([v if v is not None else 0.0 for v in result.kl_per_dim])  # Monte Carlo dims last
         dims = dims_by_kl(kl, args.max_dims)
     else:
         try:
@@ -93,7 +94,7 @@ def cmd_latent_map(args: argparse.Namespace) -> dict[str, Any]:
 
     from vaekit.apps.explore import encode_dataset, manifold, project_2d
     from vaekit.apps.images import grid
-    from vaekit.checkpoint import atomic_write_bytes
+    from vaekit.storage import atomic_write_bytes
 
     model, data = model_and_data(args)
     subset = data.subset(torch.arange(min(len(data), args.n)))
@@ -123,7 +124,7 @@ def cmd_latent_map(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_encode(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.apps.explore import encode_dataset
-    from vaekit.cli.main import save_npy
+    from vaekit.cli.common import save_npy
 
     model, data = model_and_data(args)
     z, logvar = encode_dataset(model, data, sample=args.sample, seed=args.seed)
@@ -138,7 +139,7 @@ def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from vaekit.apps.images import save_grid
-    from vaekit.cli.main import load_model, save_npy
+    from vaekit.cli.common import load_model, save_npy
 
     model = load_model(args.run)
     try:
@@ -159,13 +160,13 @@ def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.apps.score import auroc, score
-    from vaekit.checkpoint import atomic_write_bytes
     from vaekit.data.datasets import load_dataset
+    from vaekit.storage import atomic_write_bytes
 
     model, data = model_and_data(args)
     sets = [(args.data, data)]
     if args.ood:
-        from vaekit.cli.main import check_shape
+        from vaekit.cli.common import check_shape
 
         ood = load_dataset(args.ood, args.split, None)
         check_shape(model, ood.shape, args.ood)

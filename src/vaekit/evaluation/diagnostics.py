@@ -53,3 +53,22 @@ def collapse_warnings(
             "or a smaller model.latent_dim"
         )
     return found
+
+
+def group_collapse_warnings(kl_per_group: list[float], min_kl: float = 0.05) -> list[str]:
+    """A warning per group of a hierarchy (top first) whose KL is under `min_kl` nats: it has collapsed onto its prior.
+
+    Upper groups collapsing is the usual failure of deep VAEs (NVAE issue 15): the decoder learns
+    to do without them. The remedy is to keep them in play until they are used.
+    """
+    n = len(kl_per_group)
+    found = []
+    for level, kl in enumerate(kl_per_group):
+        if kl < min_kl:
+            where = "the top group" if level == 0 else f"group {level + 1} of {n} from the top"
+            found.append(
+                f"{where} carries {kl:.3f} nats: it has collapsed onto its prior; try "
+                "objective.free_bits_group=0.5 (or objective.free_bits) or a longer KL warm-up "
+                "(objective.kl_schedule=linear, a larger objective.kl_warmup_steps)"
+            )
+    return found

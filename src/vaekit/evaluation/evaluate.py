@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -27,9 +27,13 @@ class EvalResult:
     log_px: float  # nats per example, E_q[log p(x|z)]
     kl: float  # nats per example
     bits_per_dim: float  # neg_elbo / (D ln 2)
-    active_units: int  # dims with Var_x(E_q[z_d]) > 0.01 (Burda et al. 2016)
-    mutual_info: float  # I(x; z) estimate, nats (diagnostics.mutual_information)
-    kl_per_dim: list[float]
+    active_units: int  # dims with Var_x(E_q[z_d]) > 0.01 (Burda et al. 2016), over all groups
+    mutual_info: float | None  # I(x; z_top) estimate, nats (diagnostics.mutual_information); None for a flow
+    kl_per_dim: list[float | None]  # nats per latent dimension, top group first; None where the KL is Monte Carlo
+    kl_per_group: list[float] = field(default_factory=list)  # nats per group, top first
+    active_per_group: list[int] = field(default_factory=list)
+    group_dims: list[int] = field(default_factory=list)
+    kl_estimate: list[str] = field(default_factory=list)  # per group: "closed-form" or "monte-carlo"
     nll: float | None = None  # importance-sampled -log p(x), nats, when asked for
     nll_se: float | None = None
     nll_bits_per_dim: float | None = None
@@ -51,22 +55,37 @@ def evaluate(
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    neg_elbo, log_px, kl_dims, means, logvars, nll = [], [], [], [], [], []
+    neg_elbo, log_px, kl_groups, means, top_q, nll = [], [], [], [], [], []
+    closed: tuple[bool, ...] = ()
     device = next(model.parameters()).device
     for x in data.batches(batch_size, generator=gen):
         x = x.to(device)
         out = model(x, generator=gen)
-        terms = elbo_terms(out, x, model.prior)
+        terms = elbo_terms(out, x)
+        closed = terms.closed_form
         neg_elbo.append(terms.neg_elbo_per_example)
         log_px.append(terms.log_px)
-        kl_dims.append(terms.kl_per_dim)
-        means.append(out.q.mean.float())
-        logvars.append(out.q.logvar.float())
+        kl_groups.append([kl if kl.dim() == 2 else kl[:, None] for kl in terms.kl_groups])
+        # posterior means: a hierarchy's along its mean path (each group given the means above)
+        means.append((out.groups[0].posterior_mean if len(out.groups) == 1 else model.encode(x).mean).float())
+        top_q.append(out.groups[0].q)
         if iw_samples:
             nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen))
     model.train(was_training)
-    ne, kd, mean = torch.cat(neg_elbo), torch.cat(kl_dims), torch.cat(means)
-    q_sub = DiagonalGaussian(mean[:MI_EXAMPLES], torch.cat(logvars)[:MI_EXAMPLES])
+    ne, mean = torch.cat(neg_elbo), torch.cat(means)
+    per_group = [torch.cat(parts) for parts in zip(*kl_groups, strict=True)]  # (N, D_l) or (N, 1) Monte Carlo
+    dims = list(model.group_dims)
+    kl_per_dim: list[float | None] = []
+    for kl, is_closed, d in zip(per_group, closed, dims, strict=True):
+        kl_per_dim += [round(v, 5) for v in kl.mean(0).tolist()] if is_closed else [None] * d
+    group_means = mean.split(dims, dim=-1)
+    mi = None
+    if model.flow is None:  # I(x; z_top) from the top group's Gaussian posteriors
+        q_sub = DiagonalGaussian(
+            torch.cat([q.mean.float() for q in top_q])[:MI_EXAMPLES],
+            torch.cat([q.logvar.float() for q in top_q])[:MI_EXAMPLES],
+        )
+        mi = mutual_information(q_sub, gen)
     extra: dict[str, Any] = {}
     if iw_samples:
         nl = torch.cat(nll)
@@ -82,11 +101,15 @@ def evaluate(
         neg_elbo=ne.mean().item(),
         neg_elbo_se=_se(ne),
         log_px=torch.cat(log_px).mean().item(),
-        kl=kd.sum(-1).mean().item(),
+        kl=torch.stack([kl.sum(-1) for kl in per_group]).sum(0).mean().item(),
         bits_per_dim=float(bits_per_dim(ne.mean().item(), model.dims)),
         active_units=active_units(mean),
-        mutual_info=mutual_information(q_sub, gen),
-        kl_per_dim=[round(v, 5) for v in kd.mean(0).tolist()],
+        mutual_info=mi,
+        kl_per_dim=kl_per_dim,
+        kl_per_group=[round(kl.sum(-1).mean().item(), 5) for kl in per_group],
+        active_per_group=[active_units(m) for m in group_means],
+        group_dims=dims,
+        kl_estimate=["closed-form" if c else "monte-carlo" for c in closed],
         binarization_seed=BINARIZED_TEST_SEED if data.name.startswith("binarized-") and data.split != "train" else None,
         **extra,
     )

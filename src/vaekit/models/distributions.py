@@ -78,3 +78,49 @@ class StandardNormal:
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     """log Bernoulli(x | sigmoid(logits)) per element; also valid for x in [0, 1] (continuous BCE)."""
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+
+
+def gaussian_kl(q: DiagonalGaussian, p: DiagonalGaussian) -> Tensor:
+    """KL(q || p) per dimension for two diagonal Gaussians of the same shape, nats.
+
+    KL = 1/2 * (log s_p^2 - log s_q^2 + (s_q^2 + (m_q - m_p)^2) / s_p^2 - 1), summed nowhere.
+    """
+    return 0.5 * (p.logvar - q.logvar + (torch.exp(q.logvar) + (q.mean - p.mean) ** 2) * torch.exp(-p.logvar) - 1.0)
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """p(z) = sum_k w_k N(z; mean_k, diag(exp(logvar_k))): the mixture and VampPrior priors.
+
+    mean, logvar (K, D); log_weights (K,) normalized. The log-density is exact (a logsumexp over
+    the K components), written as matrix products so (S, B) latents against K = 500 components
+    never build an (S, B, K, D) tensor; it runs in float32 outside autocast, since bf16 products
+    would lose the quadratic form's digits.
+    """
+
+    mean: Tensor
+    logvar: Tensor
+    log_weights: Tensor
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """(..., D) -> (...) nats."""
+        with torch.autocast(z.device.type, enabled=False):
+            zf, mean, logvar = z.float(), self.mean.float(), self.logvar.float()
+            inv_var = torch.exp(-logvar)  # (K, D)
+            # log N(z; m_k, v_k) = const_k - 1/2 z^2 . (1/v_k) + z . (m_k / v_k)
+            const = -0.5 * (mean.shape[-1] * LOG_2PI + logvar.sum(-1) + (mean**2 * inv_var).sum(-1))  # (K,)
+            per_component = const - 0.5 * (zf**2 @ inv_var.T) + zf @ (mean * inv_var).T  # (..., K)
+            return torch.logsumexp(per_component + self.log_weights.float(), dim=-1)
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+        temperature: float = 1.0,
+    ) -> Tensor:
+        """(n, D) draws: a component by its weight, then its Gaussian with std scaled by `temperature`."""
+        weights = self.log_weights.detach().float().softmax(0).cpu()
+        k = torch.multinomial(weights, n, replacement=True, generator=generator).to(self.mean.device)
+        eps = torch.randn(n, self.mean.shape[-1], generator=generator).to(self.mean.device)
+        return self.mean[k] + temperature * torch.exp(0.5 * self.logvar[k]) * eps

@@ -2,58 +2,115 @@
 
 Signs and units are in the names: `log_px` and `log_w` are nats (higher is better), `neg_elbo`
 is nats per example (lower is better), `bits_per_dim` divides nats by D * ln 2.
+
+The KL is a sum over latent groups. A group's KL is in closed form when its posterior and prior
+are both diagonal Gaussians ((B, D_l) nats, per dimension), and otherwise a Monte Carlo estimate
+from the forward pass's own samples, log q(z) - log p(z) ((B,) nats; a mixture prior or a flow).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from vaekit.models.distributions import StandardNormal
-    from vaekit.models.vae import VAEOutput
+from vaekit.errors import ConfigError
+from vaekit.models.distributions import DiagonalGaussian, StandardNormal, gaussian_kl
+from vaekit.models.outputs import LatentGroup, VAEOutput
 
 
 @dataclass(frozen=True)
 class ElboTerms:
     log_px: Tensor  # (B,) nats: E_q[log p(x|z)], summed over pixels, averaged over the S samples
-    kl_per_dim: Tensor  # (B, D) nats: KL(q(z_d|x) || p(z_d)), closed form
+    kl_groups: tuple[Tensor, ...]  # per group, top first: (B, D_l) closed form, or (B,) Monte Carlo
+    group_dims: tuple[int, ...]  # D_l per group
+
+    @property
+    def kl_per_dim(self) -> Tensor:
+        """(B, D) nats over the closed-form groups' dimensions (all of them for Gaussian models)."""
+        closed = [kl for kl in self.kl_groups if kl.dim() == 2]
+        if len(closed) == 1:
+            return closed[0]
+        if not closed:
+            return self.log_px.new_zeros(self.log_px.shape[0], 0)
+        return torch.cat(closed, dim=-1)
+
+    @property
+    def kl_per_group(self) -> Tensor:
+        """(B, L) nats, top first."""
+        return torch.stack([kl.sum(-1) if kl.dim() == 2 else kl for kl in self.kl_groups], dim=-1)
+
+    @property
+    def closed_form(self) -> tuple[bool, ...]:
+        """Per group: is its KL the closed form (True) or a single-sample Monte Carlo estimate (False)?"""
+        return tuple(kl.dim() == 2 for kl in self.kl_groups)
 
     @property
     def kl(self) -> Tensor:
         """(B,) nats."""
-        return self.kl_per_dim.sum(-1)
+        total = None
+        for kl in self.kl_groups:
+            part = kl.sum(-1) if kl.dim() == 2 else kl
+            total = part if total is None else total + part
+        assert total is not None
+        return total
 
     @property
     def neg_elbo_per_example(self) -> Tensor:
         """(B,) nats: -log p(x|z) + KL, the unweighted bound used for reporting."""
         return self.kl - self.log_px
 
-    def neg_elbo(self, beta: float | Tensor = 1.0, free_bits: float = 0.0) -> Tensor:
+    def neg_elbo(self, beta: float | Tensor = 1.0, free_bits: float = 0.0, free_bits_group: float = 0.0) -> Tensor:
         """() nats per example: the training loss, -E[log p(x|z)] + beta * KL.
 
-        Free bits (Kingma et al. 2016, Eq. 15) act on the batch mean of each dimension's KL: a
-        dimension below `free_bits` nats contributes a constant, so its gradient is zero.
+        Free bits (Kingma et al. 2016, Eq. 15) act on batch means: a dimension whose mean KL is
+        below `free_bits` nats contributes a constant, so its gradient is zero; a Monte Carlo group
+        has no per-dimension KL and gets the same budget on its total, `free_bits * D_l`.
+        `free_bits_group` does the same per group: a group below it is not pushed further down.
         """
-        kl = self.kl_per_dim.mean(0)
-        if free_bits > 0:
-            kl = kl.clamp(min=free_bits)
-        return -self.log_px.mean() + beta * kl.sum()
+        total: Tensor | None = None
+        for kl, dims in zip(self.kl_groups, self.group_dims, strict=True):
+            if kl.dim() == 2:
+                per_dim = kl.mean(0)
+                if free_bits > 0:
+                    per_dim = per_dim.clamp(min=free_bits)
+                group = per_dim.sum()
+            else:
+                group = kl.mean()
+                if free_bits > 0:
+                    group = group.clamp(min=free_bits * dims)
+            if free_bits_group > 0:
+                group = group.clamp(min=free_bits_group)
+            total = group if total is None else total + group
+        assert total is not None
+        return -self.log_px.mean() + beta * total
 
 
-def elbo_terms(out: VAEOutput, x: Tensor, prior: StandardNormal) -> ElboTerms:
-    """The ELBO's two terms for a batch x (B, C, H, W) from a forward pass with S samples."""
+def group_kl(group: LatentGroup) -> Tensor:
+    """KL(q || p) of one group: (B, D) in closed form where both are diagonal Gaussians, else (B,) Monte Carlo."""
+    if group.log_q is None and isinstance(group.p, StandardNormal):
+        kl = group.p.kl_per_dim(group.q)  # Kingma & Welling 2014, Appendix B
+        return kl if kl.dim() == 2 else kl.mean(0)
+    if group.log_q is None and isinstance(group.p, DiagonalGaussian):
+        return gaussian_kl(group.q, group.p).mean(0)  # (S, B, D) given the groups above -> (B, D)
+    return (group.log_qz() - group.p.log_prob(group.z)).mean(0)  # (S, B) -> (B,)
+
+
+def elbo_terms(out: VAEOutput, x: Tensor) -> ElboTerms:
+    """The ELBO's terms for a batch x (B, C, H, W) from a forward pass with S samples."""
     log_px = out.px.log_prob(x).mean(0)  # (S, B) -> (B,)
-    return ElboTerms(log_px=log_px.float(), kl_per_dim=prior.kl_per_dim(out.q).float())
+    kls = tuple(group_kl(g).float() for g in out.groups)
+    return ElboTerms(log_px=log_px.float(), kl_groups=kls, group_dims=tuple(g.z.shape[-1] for g in out.groups))
 
 
-def log_weights(out: VAEOutput, x: Tensor, prior: StandardNormal) -> Tensor:
-    """Importance log-weights log p(x, z_s) - log q(z_s|x), (S, B) nats."""
-    return (out.px.log_prob(x) + prior.log_prob(out.z) - out.q.log_prob(out.z)).float()
+def log_weights(out: VAEOutput, x: Tensor) -> Tensor:
+    """Importance log-weights log p(x, z_s) - log q(z_s|x), (S, B) nats, summed over groups."""
+    log_w = out.px.log_prob(x)
+    for g in out.groups:
+        log_w = log_w + g.p.log_prob(g.z) - g.log_qz()
+    return log_w.float()
 
 
 def iw_bound(log_w: Tensor) -> Tensor:
@@ -64,22 +121,30 @@ def iw_bound(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
-def iwae_loss(out: VAEOutput, x: Tensor, prior: StandardNormal, dreg: bool = False) -> Tensor:
+def iwae_loss(out: VAEOutput, x: Tensor, dreg: bool = False) -> Tensor:
     """-(k-sample bound), () nats per example, from a forward pass with S = k samples.
 
     With `dreg`, the encoder's gradient is the doubly reparameterized estimator (Tucker et al.
     2019, Eq. 5): log q is evaluated with the posterior's parameters detached, so the encoder
     learns only through z, and the gradient reaching z is re-weighted by the normalized weights
     once more (w~^2 in total), which removes the score-function term whose variance grows with k.
-    The decoder's gradient is the usual IWAE one. The loss value is the same either way.
+    The decoder's gradient is the usual IWAE one. The loss value is the same either way. DReG
+    needs q's density with its parameters held fixed: one Gaussian group, so a hierarchy (whose
+    lower posteriors depend on sampled groups above) or a flow is refused.
     """
     if not dreg:
-        return -iw_bound(log_weights(out, x, prior)).mean()
-    q_stop = type(out.q)(out.q.mean.detach(), out.q.logvar.detach())
-    log_w = (out.px.log_prob(x) + prior.log_prob(out.z) - q_stop.log_prob(out.z)).float()  # (S, B)
+        return -iw_bound(log_weights(out, x)).mean()
+    if len(out.groups) != 1 or out.groups[0].log_q is not None:
+        raise ConfigError(
+            "objective.estimator=dreg needs a one-group Gaussian posterior (model.kind=vae, model.posterior=gaussian); "
+            "use estimator=standard for hierarchies and flows"
+        )
+    g = out.groups[0]
+    q_stop = DiagonalGaussian(g.q.mean.detach(), g.q.logvar.detach())
+    log_w = (out.px.log_prob(x) + g.p.log_prob(g.z) - q_stop.log_prob(g.z)).float()  # (S, B)
     weights = torch.softmax(log_w, dim=0).detach()  # (S, B) normalized importance weights
-    if out.z.requires_grad:
-        out.z.register_hook(lambda grad: grad * weights.unsqueeze(-1).to(grad.dtype))
+    if g.z.requires_grad:
+        g.z.register_hook(lambda grad: grad * weights.unsqueeze(-1).to(grad.dtype))
     surrogate = (weights * log_w).sum(0)  # gradient: sum_s w~_s grad log w_s
     value = iw_bound(log_w).detach()
     return -(surrogate + (value - surrogate.detach())).mean()  # the bound's value, DReG's gradient

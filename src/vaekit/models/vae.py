@@ -1,64 +1,101 @@
-"""The VAE: encoder to a diagonal Gaussian q(z|x), reparameterized z, decoder to a likelihood p(x|z).
+"""The VAE: a model over an ordered list of latent groups, and its one-group kind.
 
-Kingma & Welling 2014, "Auto-Encoding Variational Bayes". The model returns distributions; the
-loss lives in `objectives` (STYLE.md, habit 1).
+Kingma & Welling 2014, "Auto-Encoding Variational Bayes". `VAE(cfg)` builds the kind that
+`cfg.kind` names: `vae` (this file: encoder to a diagonal Gaussian q(z|x), an optional posterior
+flow, a registry prior, decoder to a likelihood p(x|z)) or `hierarchical` (models/hierarchy.py:
+a top-down model over several groups). Every kind returns a `VAEOutput` of groups, top first, so
+objectives, evaluation, guards and training treat them alike. The model returns distributions;
+the loss lives in `objectives` (STYLE.md, habit 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import ModelConfig
-from vaekit.errors import ConfigError
-from vaekit.models.distributions import DiagonalGaussian, StandardNormal, soft_clamp
+from vaekit.config import Config, ModelConfig
+from vaekit.errors import CheckpointError, ConfigError
+from vaekit.models.distributions import DiagonalGaussian, GaussianMixture, StandardNormal, soft_clamp
 from vaekit.models.likelihoods import PixelDistribution, build_likelihood
 from vaekit.models.nets import DECODERS, ENCODERS
 from vaekit.models.objectives import ElboTerms, elbo_terms, log_weights
+from vaekit.models.outputs import LatentGroup, VAEOutput
+from vaekit.models.posteriors import build_flow
+from vaekit.models.priors import Prior, build_prior
 from vaekit.registry import Registry
+from vaekit.storage import atomic_write_bytes, load_state, read_safetensors, tensors_digest, write_safetensors
 
-PRIORS: Registry[type[StandardNormal]] = Registry("prior")
-PRIORS.register("standard-normal")(StandardNormal)
+MODEL_FORMAT = "vaekit-model/1"
+KINDS: Registry[type[VAE]] = Registry("model kind")  # models/hierarchy.py registers "hierarchical"
 
 
-@dataclass(frozen=True)
-class VAEOutput:
-    q: DiagonalGaussian  # posterior q(z|x); mean, logvar (B, D)
-    z: Tensor  # (S, B, D) reparameterized samples
-    px: PixelDistribution  # p(x|z) with batch shape (S, B)
+def draw_noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise of `shape` on `like`'s device; a CPU generator draws on the CPU first."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
 class VAE(nn.Module):
-    """A VAE over images of `cfg.input_shape` = (C, H, W) with pixels in [0, 1]."""
+    """A VAE over images of `cfg.input_shape` = (C, H, W) with pixels in [0, 1].
+
+    `group_dims` gives the latent size of each group, top first; `latent_dim` is their sum, the
+    width of the flat z that `decode` takes and `encode` describes.
+    """
+
+    group_dims: tuple[int, ...]
+    prior: Prior
+
+    def __new__(cls, cfg: ModelConfig | None = None, *args: Any, **kwargs: Any) -> VAE:
+        # VAE(cfg) builds the kind cfg.kind names; copy.deepcopy calls __new__ with no config
+        kind = KINDS.get(cfg.kind) if cls is VAE and cfg is not None and cfg.kind != "vae" else cls
+        return super().__new__(kind)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        if cfg.input_shape is None:
-            raise ConfigError("model.input_shape is not set; build the model from data or pass (C, H, W)")
-        c, h, w = cfg.input_shape
+        c, h, w = self._check_shape(cfg)
         self.cfg = cfg
         self.shape = (c, h, w)
         self.latent_dim = cfg.latent_dim
+        self.group_dims = (cfg.latent_dim,)
         self.likelihood = build_likelihood(self.shape, cfg)
+        self.flow = build_flow(cfg.latent_dim, cfg)
+        self.context_dim = self.flow.context_dim if self.flow is not None else 0
         decoder_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else cfg.hidden[::-1]
-        self.encoder = ENCODERS.get(cfg.encoder)(self.shape, cfg.hidden, 2 * cfg.latent_dim, cfg.activation)
+        encoder_out = 2 * cfg.latent_dim + self.context_dim
+        self.encoder = ENCODERS.get(cfg.encoder)(self.shape, cfg.hidden, encoder_out, cfg.activation)
         self.decoder = DECODERS.get(cfg.decoder)(
             self.shape, decoder_hidden, cfg.latent_dim, cfg.activation, c * self.likelihood.params_per_channel
         )
-        self.prior = PRIORS.get(cfg.prior)(cfg.latent_dim)
+        self.prior = build_prior(cfg.latent_dim, cfg, self.shape)
+
+    @staticmethod
+    def _check_shape(cfg: ModelConfig) -> tuple[int, int, int]:
+        if cfg.input_shape is None:
+            raise ConfigError("model.input_shape is not set; build the model from data or pass (C, H, W)")
+        c, h, w = cfg.input_shape
+        return c, h, w
 
     @property
     def dims(self) -> int:
         """Data dimensions per example (C * H * W), for bits/dim."""
         return math.prod(self.shape)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- the kind-specific part: every kind overrides these four -------------------------------
+
     def encode(self, x: Tensor) -> DiagonalGaussian:
-        """x (B, C, H, W) in [0, 1] -> q(z|x) with mean, logvar (B, D)."""
-        mean, logvar = self.encoder(x).chunk(2, dim=-1)
-        return DiagonalGaussian(mean, soft_clamp(logvar, self.cfg.logvar_min, self.cfg.logvar_max))
+        """x (B, C, H, W) in [0, 1] -> q(z|x) with mean, logvar (B, D) (a flow's Gaussian base)."""
+        return self._posterior(x)[0]
 
     def decode(self, z: Tensor) -> PixelDistribution:
         """z (..., D) -> p(x|z) with batch shape (...)."""
@@ -68,14 +105,40 @@ class VAE(nn.Module):
     def forward(
         self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, eps: Tensor | None = None
     ) -> VAEOutput:
-        """q(z|x), z = mean + std * eps with S samples, and p(x|z); `eps` (S, B, D) may be given."""
-        q = self.encode(x)
+        """Per group q, p and S samples z, and p(x|z); `eps` (S, B, latent_dim) may be given."""
+        q, context = self._posterior(x)
         z = q.mean + q.std * eps if eps is not None else q.rsample(n_samples, generator)  # (S, B, D)
-        return VAEOutput(q=q, z=z, px=self.decode(z))
+        log_q = None
+        if self.flow is not None:
+            z0 = z
+            z, log_det = self.flow(z0, context)
+            log_q = q.log_prob(z0) - log_det  # change of variables: log q(z_T) = log q(z_0) - log|det|
+        group = LatentGroup(q=q, p=self.prior_distribution(), z=z, log_q=log_q)
+        return VAEOutput(groups=(group,), px=self.decode(z))
+
+    def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature`."""
+        return self.prior_distribution().sample(n, generator=generator, temperature=temperature).to(self.device)
+
+    # --- shared by every kind -----------------------------------------------------------------
+
+    def _posterior(self, x: Tensor) -> tuple[DiagonalGaussian, Tensor | None]:
+        out = self.encoder(x)  # (B, 2D + context)
+        mean, logvar, context = out.split([self.latent_dim, self.latent_dim, self.context_dim], dim=-1)
+        q = DiagonalGaussian(mean, soft_clamp(logvar, self.cfg.logvar_min, self.cfg.logvar_max))
+        return q, (context if self.context_dim else None)
+
+    def top_posterior(self) -> Callable[[Tensor], DiagonalGaussian]:
+        """Images -> the top group's Gaussian posterior: what the VampPrior pushes its pseudo-inputs through."""
+        return self.encode
+
+    def prior_distribution(self) -> StandardNormal | GaussianMixture:
+        """The top group's prior for this forward pass (a VampPrior runs its pseudo-inputs through the encoder)."""
+        return self.prior.distribution(self.top_posterior())
 
     def elbo(self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> ElboTerms:
         """The ELBO's terms for x (B, C, H, W); `neg_elbo_per_example` is (B,) nats."""
-        return elbo_terms(self(x, n_samples, generator), x, self.prior)
+        return elbo_terms(self(x, n_samples, generator), x)
 
     @torch.no_grad()
     def log_likelihood(
@@ -86,36 +149,71 @@ class VAE(nn.Module):
         Samples are drawn `chunk` at a time and combined with a running logsumexp, so memory
         stays at O(chunk * B) for any k. With k = 1 this is a single-sample ELBO.
         """
-        q = self.encode(x)
         total = torch.full((x.shape[0],), -math.inf, device=x.device)
         for start in range(0, k, chunk):
-            z = q.rsample(min(chunk, k - start), generator)
-            log_w = log_weights(VAEOutput(q=q, z=z, px=self.decode(z)), x, self.prior)  # (S, B)
+            log_w = log_weights(self(x, min(chunk, k - start), generator), x)  # (S, B)
             total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         return total - math.log(k)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """n images (n, C, H, W): the likelihood's mean at z ~ N(0, temperature^2 I)."""
-        device = next(self.parameters()).device
-        z = self.prior.sample(n, generator=generator, temperature=temperature).to(device)
-        return self.decode(z).mean.clamp(0, 1)
+        """n images (n, C, H, W): the likelihood's mean at z drawn from the prior at `temperature`."""
+        return self.decode(self.sample_latents(n, temperature, generator)).mean.clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """The likelihood's mean at the posterior mean, (B, C, H, W), on x's device (the model may be on a GPU)."""
-        device = next(self.parameters()).device
-        return self.decode(self.encode(x.to(device)).mean).mean.clamp(0, 1).to(x.device)
+        return self.decode(self.encode(x.to(self.device)).mean).mean.clamp(0, 1).to(x.device)
 
-    def save_pretrained(self, folder: str) -> None:
+    def save_pretrained(self, folder: str | Path) -> None:
         """Write `config.json` + `model.safetensors` (no pickle) to `folder`."""
-        from vaekit.checkpoint import save_model
-
         save_model(self, folder)
 
     @classmethod
-    def from_pretrained(cls, folder: str, map_location: str = "cpu") -> VAE:
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> VAE:
         """Load a model written by `save_pretrained` (or a run directory's `model/`)."""
-        from vaekit.checkpoint import load_model
-
         return load_model(folder, map_location)
+
+
+KINDS.register("vae")(VAE)
+
+
+def save_model(model: VAE, folder: str | Path) -> None:
+    """`folder/config.json` + `folder/model.safetensors`; the weights' hash ties the two together."""
+    folder = Path(folder)
+    state = dict(model.state_dict())
+    digest = tensors_digest({k: v.detach().contiguous().cpu() for k, v in state.items()})
+    config = {"format": MODEL_FORMAT, "weights_sha256": digest, "model": dataclasses.asdict(model.cfg)}
+    write_safetensors(folder / "model.safetensors", state, {"format": MODEL_FORMAT})
+    atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+
+
+def load_model(folder: str | Path, map_location: str = "cpu") -> VAE:
+    """The model saved in `folder` (an exported model or a run directory), its weights' hash checked."""
+    folder = Path(folder)
+    if (folder / "model").is_dir() and not (folder / "config.json").is_file():
+        folder = folder / "model"  # a run directory
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"no model at {str(folder)!r}: config.json is missing; give a run directory or its model/ folder"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(config_path)!r} is not valid JSON ({exc}); re-export the model") from None
+    if (
+        not isinstance(config, dict)
+        or config.get("format") != MODEL_FORMAT
+        or not isinstance(config.get("model"), dict)
+    ):
+        raise CheckpointError(f"{str(config_path)!r} is not a vaekit model config (format {MODEL_FORMAT})")
+    cfg = Config.from_dict({"model": config["model"]})
+    tensors, _ = read_safetensors(folder / "model.safetensors")
+    if config.get("weights_sha256") != tensors_digest(tensors):
+        raise CheckpointError(
+            f"{str(folder)!r}: model.safetensors does not belong to this config.json (weights hash differs)"
+        )
+    model = VAE(cfg.model)
+    load_state(model, tensors, str(folder))
+    return model.to(map_location)

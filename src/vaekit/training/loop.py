@@ -22,14 +22,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vaekit.apps.report import write_report
-from vaekit.checkpoint import atomic_write_bytes, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from vaekit.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from vaekit.config import Config
 from vaekit.data.datasets import BUILTIN, Dataset, load_dataset
 from vaekit.data.folders import LazyImageFolder
 from vaekit.errors import TrainingDiverged, VaekitError
-from vaekit.evaluation.diagnostics import collapse_warnings
+from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
 from vaekit.models.vae import VAE
+from vaekit.storage import atomic_write_bytes
 from vaekit.training.distributed import Topology, setup, teardown
 from vaekit.training.guards import StepReport
 from vaekit.training.rundir import MetricsLog, export
@@ -326,6 +327,8 @@ def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
             continue
         result = evaluate(model, data, run.cfg.train.eval_batch_size)
         found = collapse_warnings(result.kl, result.active_units, model.latent_dim)
+        if len(result.kl_per_group) > 1:
+            found += group_collapse_warnings(result.kl_per_group)
         run.log.write(
             {
                 "kind": "eval",

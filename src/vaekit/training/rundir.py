@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from vaekit.apps.images import save_grid, save_reconstructions
-from vaekit.checkpoint import atomic_write_bytes
 from vaekit.data.datasets import Dataset
 from vaekit.models.vae import VAE
+from vaekit.storage import atomic_write_bytes
 from vaekit.training.tracking import Tracker
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaekit.checkpoint import load_state
 from vaekit.config import Config
 from vaekit.errors import VaekitError
 from vaekit.models.objectives import elbo_terms, iwae_loss
 from vaekit.models.vae import VAE
+from vaekit.storage import load_state
 from vaekit.training.distributed import Topology
 from vaekit.training.guards import EMA, StepReport, guarded_update
 from vaekit.training.schedules import kl_weight, lr_factor
@@ -115,11 +115,11 @@ def train_step(
     else:
         with _autocast(cfg.train.precision, device.type):
             out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps)
-        terms = elbo_terms(out, x, state.model.prior)
+        terms = elbo_terms(out, x)
         if cfg.objective.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
-            loss = iwae_loss(out, x, state.model.prior, dreg=cfg.objective.estimator == "dreg")
+            loss = iwae_loss(out, x, dreg=cfg.objective.estimator == "dreg")
         else:
-            loss = terms.neg_elbo(beta, cfg.objective.free_bits)
+            loss = terms.neg_elbo(beta, cfg.objective.free_bits, cfg.objective.free_bits_group)
         neg_elbo = terms.neg_elbo_per_example.detach()
     report = _backward_and_update(state, loss, cfg)
     if state.ema is not None:
@@ -132,13 +132,19 @@ def train_step(
 
 
 def _elbo_loss(
-    model: VAE, x: Tensor, eps: Tensor, beta: Tensor, free_bits: float, precision: str, device_type: str
+    model: VAE,
+    x: Tensor,
+    eps: Tensor,
+    beta: Tensor,
+    free_bits: tuple[float, float],
+    precision: str,
+    device_type: str,
 ) -> tuple[Tensor, Tensor]:
     """The single-sample training loss and -ELBO (B,), as one function for `torch.compile` to fuse."""
     with _autocast(precision, device_type):
         out = model(x, eps=eps)
-    terms = elbo_terms(out, x, model.prior)
-    return terms.neg_elbo(beta, free_bits), terms.neg_elbo_per_example.detach()
+    terms = elbo_terms(out, x)
+    return terms.neg_elbo(beta, *free_bits), terms.neg_elbo_per_example.detach()
 
 
 def _compiled_loss(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor] | None:
@@ -148,7 +154,13 @@ def _compiled_loss(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tu
     state.beta.fill_(beta)  # a tensor input, so a changing beta neither recompiles nor allocates
     try:
         return state.compiled(
-            state.model, x, eps, state.beta, cfg.objective.free_bits, cfg.train.precision, x.device.type
+            state.model,
+            x,
+            eps,
+            state.beta,
+            (cfg.objective.free_bits, cfg.objective.free_bits_group),
+            cfg.train.precision,
+            x.device.type,
         )
     except Exception as err:  # any compiler failure: train on, uncompiled
         first_line = (str(err).splitlines() or [""])[0][:200]

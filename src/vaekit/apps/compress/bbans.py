@@ -42,7 +42,22 @@ def deterministic() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def check_codable(model: VAE) -> None:
+    """Refuse, in one line, a model whose latents this coder cannot discretize exactly."""
+    if model.flow is not None:
+        raise VaekitError(
+            f"a {model.cfg.posterior!r} posterior flow has no density at arbitrary z, which bits-back coding needs; "
+            "compress with a model trained with model.posterior=gaussian"
+        )
+    if len(model.group_dims) > 1 or model.cfg.prior != "standard-normal":
+        raise VaekitError(
+            "this version codes one-group models with the standard-normal prior; "
+            f"this model has {len(model.group_dims)} group(s) and a {model.cfg.prior!r} prior"
+        )
+
+
 def kind_for(model: VAE) -> int:
+    check_codable(model)
     name = model.cfg.likelihood
     if name == "bernoulli":
         return KIND_BINARY

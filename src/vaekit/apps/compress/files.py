@@ -15,11 +15,12 @@ import numpy as np
 
 from vaekit.apps.compress import bbans
 from vaekit.apps.compress.container import Container, parse
-from vaekit.checkpoint import atomic_write_bytes, load_model
 from vaekit.data import idx
 from vaekit.data.datasets import _load_image_folder
 from vaekit.data.folders import IMAGE_SUFFIXES
 from vaekit.errors import DataError, VaekitError
+from vaekit.models.vae import load_model
+from vaekit.storage import atomic_write_bytes
 
 
 def _weights_hash(model_dir: Path) -> bytes:

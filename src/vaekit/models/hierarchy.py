@@ -1,0 +1,136 @@
+"""The top-down hierarchical VAE (Sønderby et al. 2016, LVAE; Kingma et al. 2016, IAF-VAE; Vahdat & Kautz 2020, NVAE).
+
+A bottom-up deterministic pass computes one feature per group from x; a top-down pass then walks
+the groups from the top (l = L) to the bottom (l = 1). Each group below the top has a prior
+p(z_l | z_>l) = N(mu_p, sigma_p^2) read from the top-down state s, and a posterior that shares it:
+
+    q(z_l | x, z_>l) = N(mu_p + d_mu, sigma_p^2 * exp(d_logvar)),  (d_mu, d_logvar) = head(s, f_l)
+
+This is NVAE's residual parameterization (their Eq. 2), chosen over LVAE's precision-weighted
+merge because the posterior is written relative to the prior: when the heads output zero the KL
+is zero, so a deep model starts with no KL explosion, and the offset (d_mu, d_logvar) is the one
+quantity a stabilizer has to bound. The KL of every such group is in closed form given the
+sampled groups above. The top group's prior is the registry prior (`model.prior`), its posterior
+q(z_L | x) a plain Gaussian head.
+
+Noise for every group comes from one draw of shape (S, B, sum D_l), split top first, so DDP
+ranks, resumed runs and a given `eps` all see the same stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from vaekit.config import ModelConfig
+from vaekit.models.blocks import BLOCKS
+from vaekit.models.distributions import DiagonalGaussian, soft_clamp
+from vaekit.models.likelihoods import PixelDistribution, build_likelihood
+from vaekit.models.outputs import LatentGroup, VAEOutput
+from vaekit.models.priors import build_prior
+from vaekit.models.vae import KINDS, VAE, draw_noise
+
+
+def _repeat(t: Tensor, s: int) -> Tensor:
+    """(B, ...) -> (S*B, ...), sample-major, matching z.reshape(S*B, D)."""
+    return t.unsqueeze(0).expand(s, *t.shape).reshape(s * t.shape[0], *t.shape[1:])
+
+
+@KINDS.register("hierarchical")
+class TopDownVAE(VAE):
+    """`model.kind: hierarchical`: groups of `model.groups` (top first) over the `model.block` network."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super(VAE, self).__init__()  # nn.Module's: the one-group layers are not built
+        c, h, w = self._check_shape(cfg)
+        self.cfg = cfg
+        self.shape = (c, h, w)
+        self.likelihood = build_likelihood(self.shape, cfg)
+        self.net = BLOCKS.get(cfg.block)(self.shape, cfg, c * self.likelihood.params_per_channel)
+        self.group_dims = self.net.group_dims
+        self.latent_dim = sum(self.group_dims)
+        self.context_dim = 0
+        self.flow = None
+        self.prior = build_prior(self.group_dims[0], cfg, self.shape)
+
+    def _gaussian(self, params: Tensor) -> DiagonalGaussian:
+        mean, logvar = params.chunk(2, dim=-1)
+        return DiagonalGaussian(mean, soft_clamp(logvar, self.cfg.logvar_min, self.cfg.logvar_max))
+
+    def _lower(self, level: int, s: Tensor, feature: Tensor | None) -> tuple[DiagonalGaussian, DiagonalGaussian | None]:
+        """p(z_l | z_>l) and, given the bottom-up feature, q(z_l | x, z_>l) in NVAE's residual form."""
+        mean_p, logvar_p = self.net.prior_params(level, s).chunk(2, dim=-1)
+        p = DiagonalGaussian(mean_p, soft_clamp(logvar_p, self.cfg.logvar_min, self.cfg.logvar_max))
+        if feature is None:
+            return p, None
+        d_mean, d_logvar = self.net.posterior_params(level, s, feature).chunk(2, dim=-1)
+        q_logvar = soft_clamp(logvar_p + d_logvar, self.cfg.logvar_min, self.cfg.logvar_max)
+        return p, DiagonalGaussian(mean_p + d_mean, q_logvar)
+
+    def _top(self, x: Tensor, features: list[Tensor]) -> tuple[DiagonalGaussian, Tensor | None]:
+        s = self.net.initial_state(x.shape[0], x)
+        return self._gaussian(self.net.posterior_params(0, s, features[0])), s
+
+    def top_posterior(self) -> Callable[[Tensor], DiagonalGaussian]:
+        return lambda u: self._top(u, self.net.bottom_up(u))[0]
+
+    def forward(
+        self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, eps: Tensor | None = None
+    ) -> VAEOutput:
+        features = self.net.bottom_up(x)  # top first, (B, ...)
+        b = x.shape[0]
+        if eps is None:
+            eps = draw_noise((n_samples, b, self.latent_dim), features[0], generator)
+        n = eps.shape[0]
+        noise = eps.split(list(self.group_dims), dim=-1)  # top first, (S, B, D_l)
+        q, s0 = self._top(x, features)
+        z = q.mean + q.std * noise[0]  # (S, B, D_L)
+        groups = [LatentGroup(q=q, p=self.prior_distribution(), z=z)]
+        s = self.net.merge(0, None if s0 is None else _repeat(s0, n), z.reshape(n * b, -1))
+        for level in range(1, len(self.group_dims)):
+            p, q_flat = self._lower(level, s, _repeat(features[level], n))
+            assert q_flat is not None
+            q = DiagonalGaussian(q_flat.mean.view(n, b, -1), q_flat.logvar.view(n, b, -1))  # (S, B, D_l)
+            z = q.mean + q.std * noise[level]
+            groups.append(LatentGroup(q=q, p=DiagonalGaussian(p.mean.view(n, b, -1), p.logvar.view(n, b, -1)), z=z))
+            s = self.net.merge(level, s, z.reshape(n * b, -1))
+        params = self.net.output(s)  # (S*B, K*C, H, W): after the bottom group's merge, s is a tensor
+        return VAEOutput(groups=tuple(groups), px=self.likelihood(params.view(n, b, *params.shape[1:])))
+
+    def encode(self, x: Tensor) -> DiagonalGaussian:
+        """The posterior along its mean path, (B, latent_dim): each group's q given the means of the groups above."""
+        features = self.net.bottom_up(x)
+        q, s0 = self._top(x, features)
+        means, logvars = [q.mean], [q.logvar]
+        s = self.net.merge(0, s0, q.mean)
+        for level in range(1, len(self.group_dims)):
+            _, q_l = self._lower(level, s, features[level])
+            assert q_l is not None
+            means.append(q_l.mean)
+            logvars.append(q_l.logvar)
+            s = self.net.merge(level, s, q_l.mean)
+        return DiagonalGaussian(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
+
+    def decode(self, z: Tensor) -> PixelDistribution:
+        """z (..., latent_dim), every group's latents top first -> p(x|z) with batch shape (...)."""
+        flat = z.reshape(-1, self.latent_dim)
+        s = self.net.initial_state(flat.shape[0], flat)
+        for level, z_l in enumerate(flat.split(list(self.group_dims), dim=-1)):
+            s = self.net.merge(level, s, z_l)
+        assert s is not None
+        params = self.net.output(s)
+        return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
+
+    def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """(n, latent_dim) ancestral draws, top first; every group's standard deviation scaled by `temperature`."""
+        z = self.prior_distribution().sample(n, generator=generator, temperature=temperature).to(self.device)
+        latents = [z]
+        s = self.net.merge(0, self.net.initial_state(n, z), z)
+        for level in range(1, len(self.group_dims)):
+            p, _ = self._lower(level, s, None)
+            z = p.mean + temperature * p.std * draw_noise(tuple(p.mean.shape), p.mean, generator)
+            latents.append(z)
+            s = self.net.merge(level, s, z)
+        return torch.cat(latents, dim=-1)
