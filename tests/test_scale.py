@@ -23,19 +23,23 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-@pytest.mark.parametrize("data", ["npy", "binarized"])
+@pytest.mark.parametrize("data", ["npy", "binarized", "hierarchical"])
 def test_two_gloo_processes_match_one_process(tmp_path: Path, data: str) -> None:
     source = "binarized-mnist"  # dynamic binarization: the Bernoulli draws must match across ranks too
-    if data == "npy":
+    extra: list[str] = []
+    if data == "hierarchical":  # two groups: every group's noise comes from the one global draw
+        extra = ["--set", "model.kind=hierarchical", "--set", "model.groups=[3, 4]", "--set", "model.group_hidden=[16]"]
+    if data in ("npy", "hierarchical"):
         rng = np.random.default_rng(0)
         np.save(tmp_path / "d.npy", (rng.random((320, 8, 8)) * 255).astype(np.uint8))
         source = str(tmp_path / "d.npy")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a rank that aborts prints where
     one = subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", source, "--run-dir", str(tmp_path / "one"),
-                          *ARGS, "--set", "train.threads=1"], capture_output=True, text=True, env=env, timeout=300)
+                          *ARGS, *extra, "--set", "train.threads=1"], capture_output=True, text=True, env=env,
+                         timeout=300)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                          "vaekit", "train", "--data", source, "--run-dir", str(tmp_path / "two"), *ARGS],
+                          "vaekit", "train", "--data", source, "--run-dir", str(tmp_path / "two"), *ARGS, *extra],
                          capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-8000:]
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
