@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--preset", default="burda")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead of planning them from --minutes "
                         "(the plan rests on a 600-step timing run, which anything else running on the machine skews)")
+    parser.add_argument("--tag", default="", help="suffix of the RESULTS.md section (nll-PRESET-TAG) and the run "
+                        "folder, so a calibration run does not replace a preset's measured row")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override on top of the preset, as in `vaekit train --set` (repeatable)")
     args = parser.parse_args()
@@ -58,7 +60,8 @@ def main() -> None:
     # The short timing run is faster per step than a long run with its per-epoch test evaluation and
     # checkpoint: a 15-minute budget at 0.9 of the timed rate took 18.1 minutes (1.34x), so plan with 0.72.
     epochs = args.epochs or max(1, int(0.72 * args.minutes * 60 * rate / steps_per_epoch))
-    run = OUT / args.preset
+    name = f"{args.preset}-{args.tag}" if args.tag else args.preset
+    run = OUT / name
     cfg = vaekit.load_config(args.preset, [*args.set, f"train.epochs={epochs}", "train.keep_checkpoints=1000",
                                            "train.tensorboard=false"])
     if run.exists():
@@ -74,7 +77,8 @@ def main() -> None:
     nll_minutes = (time.perf_counter() - t1) / 60
     curve = nll_curve(result.model, run, test, epochs, train_minutes)
     lines = [
-        f"Command: `.venv/bin/python bench/nll.py --preset {args.preset} --k {args.k} "
+        f"Command: `.venv/bin/python bench/nll.py --preset {args.preset} --k {args.k}"
+        f"{f' --tag {args.tag}' if args.tag else ''} "
         f"{f'--epochs {args.epochs}' if args.epochs else f'--minutes {args.minutes:g}'}"
         f"{''.join(f' --set {o}' for o in args.set)}` "
         f"({time.strftime('%Y-%m-%d')}). {epochs} epochs of batch "
@@ -89,7 +93,10 @@ def main() -> None:
         f"NLL evaluation of all 10,000 test images at k = {args.k}: {nll_minutes:.1f} min (target: under 10).", "",
         "NLL against training time (k = 1000, first 1,000 test images, from the per-epoch checkpoints):", "",
         "| training minutes | epoch | NLL (nats) |", "|---|---|---|", *curve]
-    update_section(f"nll-{args.preset}", "\n".join(lines))
+    lines += ["", f"Test KL per group (nats, top first): {final.kl_per_group}; active units per group: "
+              f"{final.active_per_group} of {final.group_dims}; examples/s in training steps: "
+              f"{result.examples_per_s:,.0f}."]
+    update_section(f"nll-{name}", "\n".join(lines))
     print("\n".join(lines))
 
 
