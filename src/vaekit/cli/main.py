@@ -73,6 +73,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"test -ELBO: {t.neg_elbo:.2f} nats ({t.bits_per_dim:.4f} bits/dim), "
             f"KL {t.kl:.2f} nats, active units {t.active_units}/{len(t.kl_per_dim)}"
         )
+        if len(t.group_dims) > 1:
+            lines.append(describe_groups(t))
     _emit(args, payload, "\n".join(lines))
 
 
@@ -95,7 +97,20 @@ def cmd_eval(args: argparse.Namespace) -> None:
         )
     if result.binarization_seed is not None:
         text += f"\nbinarized {args.split} split: one fixed draw, seed {result.binarization_seed}"
+    text += "\n" + describe_groups(result)
     _emit(args, result.to_dict(), text)
+
+
+def describe_groups(result: Any) -> str:
+    """One line per latent group, top first: KL (and how it was estimated) and active units."""
+    lines = []
+    for level, (kl, active, dims, how) in enumerate(
+        zip(result.kl_per_group, result.active_per_group, result.group_dims, result.kl_estimate, strict=True)
+    ):
+        name = "top group" if level == 0 else f"group {level + 1}"
+        name = "latent" if len(result.group_dims) == 1 else name
+        lines.append(f"{name}: KL {kl:.2f} nats ({how}), active units {active}/{dims}")
+    return "\n".join(lines)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
