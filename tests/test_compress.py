@@ -116,12 +116,22 @@ def test_files_round_trip_in_every_format(run: Path, tmp_path: Path) -> None:
         stats = compress_file(run, tmp_path / source, tmp_path / f"{source}.vkz", verify=True)
         assert stats["verified"] and stats["n"] == 5
         decompress_file(tmp_path / f"{source}.vkz", tmp_path / restored)
-    assert np.array_equal(np.load(tmp_path / "b.npy")[:, 0] if np.load(tmp_path / "b.npy").ndim == 4
-                          else np.load(tmp_path / "b.npy"), images)
+    back = np.load(tmp_path / "b.npy")
+    assert back.shape == images.shape and back.dtype == np.uint8 and np.array_equal(back, images)  # (N, H, W) back
     raw = gzip.decompress((tmp_path / "b-idx3-ubyte.gz").read_bytes())
     assert raw == gzip.decompress((tmp_path / "a-idx3-ubyte.gz").read_bytes())  # the IDX bytes, exactly
     for i, im in enumerate(images):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "pngs-back" / f"img{i}.png")), im)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 6), (4, 1, 6, 6), (4, 6, 6, 1)])
+def test_npy_round_trip_keeps_shape_and_dtype(run: Path, tmp_path: Path, shape: tuple[int, ...]) -> None:
+    images = np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    compress_file(run, tmp_path / "a.npy", tmp_path / "a.vkz", verify=True)
+    decompress_file(tmp_path / "a.vkz", tmp_path / "b.npy")
+    back = np.load(tmp_path / "b.npy")
+    assert back.shape == shape and back.dtype == np.uint8 and np.array_equal(back, images)
 
 
 def _container(run: Path, tmp_path: Path) -> bytes:

@@ -106,6 +106,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 100  # steps between metrics.jsonl rows
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
+    checkpoint_minutes: float = 0.0  # also checkpoint after this much wall time since the last one; 0 = off
     keep_checkpoints: int = 2
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, loss terms in fp32; fp16 CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -351,6 +352,7 @@ def validate(cfg: Config) -> None:
         (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1"),
         (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
         (cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+        (cfg.train.checkpoint_minutes >= 0, "train.checkpoint_minutes must be >= 0"),
         (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be >= 1 or null"),
         (cfg.train.samples >= 1, "train.samples must be >= 1"),

@@ -21,3 +21,22 @@ class CheckpointError(VaekitError):
 
 class TrainingDiverged(VaekitError):
     """Training kept skipping updates after every rollback: the hyperparameters need changing."""
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGINT stopped training after a checkpoint; `vaekit train --resume` continues it.
+
+    Not a VaekitError: the CLI exits with 128 + the signal number (143 for SIGTERM, 130 for SIGINT),
+    as a process killed by that signal would, so job schedulers see the usual code.
+    """
+
+    def __init__(self, signum: int, step: int, run_dir: str) -> None:
+        import signal
+
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.signal_name} at step {step}; a checkpoint of that step is in {run_dir}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

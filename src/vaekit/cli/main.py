@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any, NoReturn
 
 from vaekit.cli.common import load_model, save_npy
 from vaekit.cli.use import add_commands, data_args, describe, model_and_data
-from vaekit.errors import VaekitError
+from vaekit.errors import Preempted, VaekitError
 from vaekit.training.distributed import DEVICES
 
 
@@ -244,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VaekitError as exc:
         print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        again = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+        print(f"vaekit {args.command}: {exc}; resume with: vaekit {shlex.join(again)} --resume", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)
         return 130

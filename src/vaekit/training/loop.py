@@ -26,13 +26,14 @@ from vaekit.checkpoint import list_checkpoints, load_latest_checkpoint, save_che
 from vaekit.config import Config
 from vaekit.data.datasets import BUILTIN, Dataset, load_dataset
 from vaekit.data.folders import LazyImageFolder
-from vaekit.errors import TrainingDiverged, VaekitError
+from vaekit.errors import Preempted, TrainingDiverged, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
 from vaekit.models.vae import VAE
 from vaekit.storage import atomic_write_bytes
 from vaekit.training.distributed import Topology, setup, teardown
 from vaekit.training.guards import StepReport
+from vaekit.training.preempt import StopCheck, StopSignals
 from vaekit.training.rundir import MetricsLog, export
 from vaekit.training.schedules import kl_weight
 from vaekit.training.step import TrainState, build_state, train_step
@@ -75,8 +76,11 @@ class _Run:
     quiet: bool
     topology: Topology = field(default_factory=lambda: Topology(0, 1, torch.device("cpu")))
     warned: bool = False
+    stop: StopCheck | None = None
 
     def checkpoint(self) -> None:
+        if self.stop is not None:
+            self.stop.checkpointed()
         if self.topology.is_main:
             state = self.state.state_dict(self.state.step / self.steps_per_epoch)
             save_checkpoint(self.run_dir / "checkpoints", self.state.step, state, self.cfg.train.keep_checkpoints)
@@ -148,7 +152,9 @@ def _train(
     if not has_checkpoints:
         run.checkpoint()  # step 0: a rollback always has somewhere to go
     t0 = time.perf_counter()
-    start_step, train_seconds = state.step, _loop(run)
+    with StopSignals() as signals:
+        run.stop = StopCheck(signals, topology, cfg.train.checkpoint_minutes, cfg.train.log_every)
+        start_step, train_seconds = state.step, _loop(run)
     model = state.eval_model()
     final = None
     if main:
@@ -190,7 +196,13 @@ def _loop(run: _Run) -> float:
                 _rollback(run, index, x, report)
                 bar.n = state.step
                 break  # restart the epoch arithmetic from the restored step
-            if cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+            signum, due = run.stop.after_step(state.step) if run.stop is not None else (None, False)
+            if signum is not None:  # SIGTERM / SIGINT: the step in flight is done; keep it and stop
+                run.checkpoint()
+                run.log.write({"kind": "preempted", "step": state.step, "signal": signum})
+                bar.close()
+                raise Preempted(signum, state.step, str(run.run_dir))
+            if due or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
                 run.checkpoint()
             if state.step >= run.total:
                 break

@@ -4,7 +4,8 @@ Layout (little-endian): magic "VKZ1", u16 format version, u8 kind (0 binary, 1 8
 (0 .npy, 1 IDX, 2 IDX gzip, 3 PNG folder), 32-byte SHA-256 of the model weights, 32-byte probe
 hash, u32 N, u16 C, u16 H, u16 W, u8 latent bits, u32 meta length, u32 payload words, u32 CRC-32 of
 the header before it and everything after it; then the meta JSON ({"names": [...] for PNG folders,
-"model": where the model was, a hint}) and the payload.
+"model": where the model was, a hint, "layout": the input array's axes, "NHW", "NCHW" or "NHWC", so
+the same shape comes back; files without it are "NCHW"}) and the payload.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ VERSION = 1
 HEADER = struct.Struct("<4sHBB32s32sIHHHBIII")
 SOURCES = {0: "npy", 1: "idx", 2: "idx.gz", 3: "png"}
 MAX_NAMES_BYTES = 64 << 20
+LAYOUTS = ("NHW", "NCHW", "NHWC")
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,10 @@ class Container:
     names: list[str]
     model_hint: str
     words: np.ndarray  # uint32 ANS payload
+    layout: str = "NCHW"  # the input array's axes: NHW, NCHW or NHWC
 
     def to_bytes(self) -> bytes:
-        names = json.dumps({"names": self.names, "model": self.model_hint}).encode()
+        names = json.dumps({"names": self.names, "model": self.model_hint, "layout": self.layout}).encode()
         payload = self.words.astype("<u4").tobytes()
         n, c, h, w = self.shape
         source = {v: k for k, v in SOURCES.items()}[self.source]
@@ -85,9 +88,12 @@ def parse(data: bytes, name: str) -> Container:
         raise DataError(f"{name!r} has an unreadable metadata block") from None
     names = meta.get("names") if isinstance(meta, dict) else None
     hint = meta.get("model", "") if isinstance(meta, dict) else None
+    layout = meta.get("layout", "NCHW") if isinstance(meta, dict) else None
     if not isinstance(names, list) or not all(isinstance(x, str) for x in names) or not isinstance(hint, str):
         raise DataError(f"{name!r} has an invalid metadata block")
+    if layout not in LAYOUTS or (layout == "NHW" and c != 1):
+        raise DataError(f"{name!r} has an invalid metadata block (layout {layout!r})")
     if names and len(names) != n:
         raise DataError(f"{name!r} names {len(names)} files for {n} images")
     words = np.frombuffer(data, dtype="<u4", offset=HEADER.size + names_len, count=n_words).astype(np.uint32)
-    return Container(kind, SOURCES[source], weights, probe, (n, c, h, w), latent_bits, names, hint, words)
+    return Container(kind, SOURCES[source], weights, probe, (n, c, h, w), latent_bits, names, hint, words, layout)

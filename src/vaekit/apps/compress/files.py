@@ -30,13 +30,18 @@ def _weights_hash(model_dir: Path) -> bytes:
     return bytes.fromhex(json.loads((folder / "config.json").read_text())["weights_sha256"])
 
 
-def read_images(source: Path) -> tuple[np.ndarray, str, list[str]]:
-    """uint8 (N, C, H, W), the source format, and file names for a PNG folder."""
+def read_images(source: Path) -> tuple[np.ndarray, str, list[str], str]:
+    """uint8 (N, C, H, W), the source format, file names for a PNG folder, and the input's axes.
+
+    Arrays may be (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3 (channels first when the
+    second axis is 1 or 3, the usual convention of the data loader); the layout is kept so that
+    `decompress` gives back the same shape.
+    """
     if source.is_dir():
         names = sorted(p.name for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if any(not n.lower().endswith(".png") for n in names):
             raise DataError(f"{str(source)!r}: only PNG folders compress losslessly (JPEG is already lossy)")
-        return _load_image_folder(source).numpy(), "png", names
+        return _load_image_folder(source).numpy(), "png", names, "NCHW"
     if not source.is_file():
         raise DataError(f"{str(source)!r} not found; give an IDX file, a uint8 .npy or a folder of PNG images")
     if source.suffix == ".npy":
@@ -50,9 +55,14 @@ def read_images(source: Path) -> tuple[np.ndarray, str, list[str]]:
         kind = "idx.gz" if source.suffix == ".gz" else "idx"
     if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[0] == 0:
         raise DataError(
-            f"{str(source)!r} holds {array.dtype} {array.shape}; compress needs uint8 images (N, H, W) or (N, C, H, W)"
+            f"{str(source)!r} holds {array.dtype} {array.shape}; compress needs uint8 images (N, H, W), "
+            "(N, C, H, W) or (N, H, W, C)"
         )
-    return (array[:, None] if array.ndim == 3 else array), kind, []
+    if array.ndim == 3:
+        return array[:, None], kind, [], "NHW"
+    if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
+        return np.ascontiguousarray(np.moveaxis(array, -1, 1)), kind, [], "NHWC"
+    return array, kind, [], "NCHW"
 
 
 def _symbols(images: np.ndarray, kind: int) -> np.ndarray:
@@ -67,7 +77,7 @@ def compress_file(
     """Compress `source` into `output` (.vkz); with `verify`, decode it again and compare first."""
     model_dir, source = Path(model_dir), Path(source)
     model = load_model(model_dir)
-    images, fmt, names = read_images(source)
+    images, fmt, names, layout = read_images(source)
     if images.shape[1:] != tuple(model.shape):
         raise DataError(f"{str(source)!r} has images of shape {images.shape[1:]} but the model expects {model.shape}")
     kind = bbans.kind_for(model)
@@ -92,6 +102,7 @@ def compress_file(
         names,
         str(model_dir.resolve()),
         words,
+        layout,
     )
     data = container.to_bytes()
     if verify:
@@ -151,18 +162,19 @@ def decompress_file(path: str | Path, output: str | Path, model_dir: str | Path 
     except (ValueError, RuntimeError) as exc:
         raise DataError(f"{str(path)!r} could not be decoded ({exc})") from None
     seconds = time.perf_counter() - t0
-    write_images(images.astype(np.uint8), container.source, container.names, Path(output))
+    write_images(images.astype(np.uint8), container.source, container.names, Path(output), container.layout)
     return {"output": str(output), "n": int(images.shape[0]), "images_per_s": images.shape[0] / max(seconds, 1e-9)}
 
 
-def write_images(images: np.ndarray, fmt: str, names: list[str], output: Path) -> None:
-    """Write images as `.npy`, IDX (gzip when asked) or a PNG folder; all-or-nothing."""
+def write_images(images: np.ndarray, fmt: str, names: list[str], output: Path, layout: str = "NCHW") -> None:
+    """Write images (N, C, H, W) as `.npy` in `layout`, IDX (gzip when asked) or a PNG folder; all-or-nothing."""
     if fmt == "png":
         _write_png_folder(images, names, output)
         return
     if fmt == "npy":
+        array = images[:, 0] if layout == "NHW" else np.moveaxis(images, 1, -1) if layout == "NHWC" else images
         buffer = io.BytesIO()
-        np.save(buffer, images)
+        np.save(buffer, np.ascontiguousarray(array))
         atomic_write_bytes(output, buffer.getvalue())
         return
     array = images[:, 0] if images.shape[1] == 1 else images
