@@ -1,10 +1,10 @@
 """Kills survived and bad inputs refused: the reliability table of bench/RESULTS.md.
 
-Trains a small model with SIGKILLs at random moments (resuming after each), compares its final
-weights byte for byte with an uninterrupted run, and runs the bad-input corpus of
-tests/test_bad_inputs.py through pytest.
+Trains a small model with SIGKILLs at random moments (resuming after each), then with SIGTERMs at
+random moments (each must checkpoint, exit 143 and resume), compares the final weights byte for
+byte with an uninterrupted run, and runs the bad-input corpus of tests/test_bad_inputs.py.
 
-    .venv/bin/python bench/reliability.py --kills 10       # ~2 min
+    .venv/bin/python bench/reliability.py --kills 10 --terms 10      # ~4 min
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from results import update_section
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from test_preempt import term_and_resume  # noqa: E402
 from test_reliability import _data, _train_cmd, kill_and_resume  # noqa: E402
 from vaekit.storage import read_safetensors  # noqa: E402
 
@@ -30,6 +31,7 @@ from vaekit.storage import read_safetensors  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--terms", type=int, default=10, help="SIGTERMs, one per fresh run, each then resumed")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -47,12 +49,21 @@ def main() -> None:
             a, _ = read_safetensors(tmp / "ref" / "model" / "model.safetensors")
             b, _ = read_safetensors(tmp / f"k{trial}" / "model" / "model.safetensors")
             identical &= all(a[k].numpy().tobytes() == b[k].numpy().tobytes() for k in a)
+        terms, term_ok, term_identical = 0, 0, True
+        for trial in range(args.terms):
+            code, err = term_and_resume(data, tmp / f"t{trial}", rng)
+            terms += code != 0
+            term_ok += code == 143 and "resume with: vaekit train" in err
+            a, _ = read_safetensors(tmp / "ref" / "model" / "model.safetensors")
+            b, _ = read_safetensors(tmp / f"t{trial}" / "model" / "model.safetensors")
+            term_identical &= all(a[k].numpy().tobytes() == b[k].numpy().tobytes() for k in a)
     corpus = subprocess.run([sys.executable, "-m", "pytest", "-q", str(REPO / "tests" / "test_bad_inputs.py")],
                             capture_output=True, text=True, cwd=REPO)
     passed = int(re.search(r"(\d+) passed", corpus.stdout).group(1))  # type: ignore[union-attr]
     failed = int(m.group(1)) if (m := re.search(r"(\d+) failed", corpus.stdout)) else 0
     body = "\n".join([
-        f"Command: `.venv/bin/python bench/reliability.py --kills {args.kills} --seed {args.seed}` "
+        f"Command: `.venv/bin/python bench/reliability.py --kills {args.kills} --terms {args.terms} "
+        f"--seed {args.seed}` "
         f"({(time.perf_counter() - t0) / 60:.1f} min, {time.strftime('%Y-%m-%d')}).", "",
         "| check | result |", "|---|---|",
         f"| SIGKILLs at random moments of training, each followed by `--resume` (a fresh start if the kill came "
@@ -60,6 +71,11 @@ def main() -> None:
         f"tried, each at a uniform moment of a {duration:.1f} s run (a kill that comes after the run has finished "
         "does not land) |",
         f"| final weights after resuming vs an uninterrupted run | {'bit-identical' if identical else 'DIFFERENT'} |",
+        f"| SIGTERMs at random moments of training (0-1.5 s after the first checkpoint), each followed by "
+        f"`--resume` | {terms} landed of {args.terms}; {term_ok} of them checkpointed, printed the resume command "
+        "and exited 143 |",
+        f"| final weights after a SIGTERM and `--resume` vs an uninterrupted run | "
+        f"{'bit-identical, every time' if term_identical else 'DIFFERENT'} |",
         f"| bad-input corpus (`tests/test_bad_inputs.py`): one-line error, exit 2, no file replaced | "
         f"{passed - 1} cases passed, {failed} failed |",
     ])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vaekit.config import GuardConfig, ObjectiveConfig, OptimConfig
-from vaekit.training.guards import EMA, guarded_update
+from vaekit.training.guards import EMA, NormHistory, guarded_update
 from vaekit.training.schedules import kl_weight, lr_factor
 
 
@@ -100,3 +100,59 @@ def test_lr_schedules() -> None:
     assert math.isclose(lr_factor(60, cfg, 110), 0.1 + 0.9 * 0.5)
     assert math.isclose(lr_factor(110, cfg, 110), 0.1)
     assert lr_factor(5, OptimConfig(), 100) == 1.0
+
+
+def _toy() -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    x = torch.randn(64, 4)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    return model, torch.optim.Adam(model.parameters(), lr=0.05, fused=True), x, y
+
+
+def test_outlier_rule_skips_a_spike_and_clips_an_ordinary_large_norm() -> None:
+    history = NormHistory(20)
+    cfg = GuardConfig(clip_grad_norm=200.0, skip_grad_norm=None, skip_outlier=20.0, skip_warmup=10)
+    model, opt, x, y = _toy()
+    for _ in range(15):  # ordinary norms, recorded
+        (model(x) - y).pow(2).mean().backward()
+        assert not bool(guarded_update(opt, model.parameters(), torch.tensor(1.0), cfg, history=history).skipped)
+    typical = float(torch.exp(history.log_norms[:15].median()))
+    for factor, skipped in ((5.0, False), (1e4, True)):
+        (model(x) - y).pow(2).mean().backward()
+        for p in model.parameters():
+            p.grad.mul_(factor * typical / float(torch.linalg.vector_norm(  # type: ignore[union-attr]
+                torch.cat([q.grad.flatten() for q in model.parameters()]))))  # type: ignore[union-attr]
+        report = guarded_update(opt, model.parameters(), torch.tensor(1.0), cfg, history=history)
+        assert bool(report.skipped) is skipped, (factor, float(report.grad_norm), typical)
+
+
+def test_outlier_rule_judges_nothing_during_warm_up() -> None:
+    history = NormHistory(10)
+    assert math.isinf(float(history.limit(20.0, 5)))
+    for value in (1.0, 1.1, 0.9, 1.0):
+        history.push(torch.tensor(value))
+    assert math.isinf(float(history.limit(20.0, 5)))
+    history.push(torch.tensor(float("nan")))  # not finite: not recorded
+    assert int(history.count) == 4
+    history.push(torch.tensor(1.05))
+    assert math.isclose(float(history.limit(20.0, 5)), 20.0, rel_tol=0.05)  # median ~1, spread log(20)
+
+
+def test_vdvae_stall_a_fixed_threshold_never_updates_the_outlier_rule_trains() -> None:
+    # VDVAE issue 25: the model's ordinary gradient norm (~1e9 here) sits above any fixed skip threshold
+    # someone tuned for another data set, so every update is skipped and the weights never move.
+    results = {}
+    for rule in ("fixed", "outlier"):
+        model, opt, x, y = _toy()
+        history = NormHistory(100)
+        cfg = (GuardConfig(skip_grad_norm=1e6, skip_outlier=None) if rule == "fixed"
+               else GuardConfig(skip_grad_norm=None))
+        start = (model(x) - y).pow(2).mean().item()
+        skipped = 0
+        for _ in range(300):
+            (1e9 * (model(x) - y).pow(2).mean()).backward()  # a loss in large units: norms ~1e9, Adam does not mind
+            skipped += int(guarded_update(opt, model.parameters(), torch.tensor(1.0), cfg, history=history).skipped)
+        results[rule] = (skipped, (model(x) - y).pow(2).mean().item() / start)
+    assert results["fixed"] == (300, 1.0)  # stalled: every update skipped, the loss where it started
+    assert results["outlier"][0] == 0 and results["outlier"][1] < 0.5, results

@@ -89,11 +89,15 @@ class OptimConfig:
 @dataclass
 class GuardConfig:
     clip_grad_norm: float | None = 200.0  # None turns clipping off
-    skip_grad_norm: float | None = 1e6  # skip the update above this norm (VDVAE); None = never
+    skip_grad_norm: float | None = None  # also skip above this absolute norm (VDVAE's rule); None = never
+    skip_outlier: float | None = 20.0  # skip a norm this many times the recent median (and 6 robust sigma out)
+    skip_window: int = 100  # recent finite gradient norms the outlier rule judges against
+    skip_warmup: int = 25  # steps before the outlier rule judges anything
     skip_nonfinite: bool = True  # skip the update on a NaN/inf loss or gradient
     ema_decay: float = 0.0  # 0 = no EMA of the weights
     rollback_after: int = 50  # this many skipped steps in a row roll back to the last checkpoint; 0 = never
-    rollback_lr_factor: float = 0.5  # each rollback multiplies the learning rate by this
+    rollback_lr_factor: float = 0.5  # each rollback multiplies the learning rate by this ...
+    rollback_clip_factor: float = 0.5  # ... and the clip norm by this
     max_rollbacks: int = 3  # one more streak after this many rollbacks stops the run with a diagnosis
 
 
@@ -345,6 +349,9 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.guard.ema_decay < 1, "guard.ema_decay must be in [0, 1)"),
         (cfg.guard.rollback_after >= 0, "guard.rollback_after must be >= 0"),
         (0 < cfg.guard.rollback_lr_factor <= 1, "guard.rollback_lr_factor must be in (0, 1]"),
+        (0 < cfg.guard.rollback_clip_factor <= 1, "guard.rollback_clip_factor must be in (0, 1]"),
+        (cfg.guard.skip_outlier is None or cfg.guard.skip_outlier > 1, "guard.skip_outlier must be > 1 or null"),
+        (cfg.guard.skip_window >= 3 and cfg.guard.skip_warmup >= 0, "guard.skip_window must be >= 3, skip_warmup >= 0"),
         (cfg.guard.max_rollbacks >= 0, "guard.max_rollbacks must be >= 0"),
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
         (cfg.train.steps is None or cfg.train.steps >= 1, "train.steps must be >= 1 or null"),

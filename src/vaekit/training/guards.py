@@ -1,4 +1,11 @@
-"""Gradient guards (after VDVAE's train.py): clip, skip non-finite or huge updates, count skips.
+"""Gradient guards (after VDVAE's train.py): clip, skip non-finite or outlying updates, count skips.
+
+An update is an outlier when its gradient norm is far above the run's own recent norms
+(`NormHistory`: the median of the last `guard.skip_window` finite norms, in log space, widened by
+their spread), not above an absolute number: VDVAE's fixed threshold stalls a model whose ordinary
+norm sits above it (VDVAE issue 25), and its users tune it per data set by hand. Every finite norm
+enters the history, skipped or not, so a lasting change of scale is accepted within half a window
+instead of stalling; during the first `guard.skip_warmup` steps nothing is judged an outlier.
 
 The skip decision stays on the device: with fused Adam the optimizer is handed a `found_inf` flag
 (the protocol torch's GradScaler uses), so a skipped step leaves weights and moments untouched
@@ -7,6 +14,7 @@ without a host sync. Other optimizers fall back to one `.item()` per step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -22,20 +30,63 @@ class StepReport:
     skipped: Tensor  # () bool: the update was not applied
 
 
+MAD_TO_STD = 1.4826  # the median absolute deviation of a normal distribution is 0.6745 sigma
+
+
+class NormHistory:
+    """The last `window` finite gradient norms (log), on the device, and the outlier limit they imply.
+
+    limit = exp(median + max(log(skip_outlier), 6 sigma)), sigma = 1.4826 * MAD of the log norms: an
+    update at least `skip_outlier` times the recent median, and beyond six robust standard
+    deviations of it, is skipped. No host sync: the limit is a device tensor.
+    """
+
+    def __init__(self, window: int, device: torch.device | str = "cpu") -> None:
+        self.log_norms = torch.zeros(window, device=device)
+        self.count = torch.zeros((), dtype=torch.long, device=device)  # finite norms seen so far
+
+    def limit(self, outlier: float, warmup: int) -> Tensor:
+        window = self.log_norms.shape[0]
+        filled = torch.arange(window, device=self.count.device) < self.count.clamp(max=window)
+        values = torch.where(filled, self.log_norms, torch.nan)
+        median = values.nanmedian()
+        mad = (values - median).abs().nanmedian()
+        spread = torch.clamp(6 * MAD_TO_STD * mad, min=math.log(outlier))
+        return torch.where(self.count >= max(warmup, 1), torch.exp(median + spread), torch.inf)
+
+    def push(self, grad_norm: Tensor) -> None:
+        finite = torch.isfinite(grad_norm)
+        at = (self.count % self.log_norms.shape[0]).view(1)
+        value = torch.where(finite, torch.log(grad_norm.float().clamp(min=1e-30)), self.log_norms[at][0])
+        self.log_norms.index_put_((at,), value.view(1))
+        self.count += finite.long()
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"log_norms": self.log_norms, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.log_norms = state["log_norms"].to(self.log_norms.device).clone()
+        self.count = state["count"].to(self.count.device).clone()
+
+
 def guarded_update(
     optimizer: torch.optim.Optimizer,
     params: Iterable[nn.Parameter],
     loss: Tensor,
     cfg: GuardConfig,
     step: Callable[[], object] | None = None,
+    history: NormHistory | None = None,
+    clip_scale: float = 1.0,
 ) -> StepReport:
-    """Clip gradients, apply the optimizer step unless it is non-finite or too large, zero grads.
+    """Clip gradients, apply the optimizer step unless it is non-finite or an outlier, zero grads.
 
     `step` replaces `optimizer.step` (fp16 passes its GradScaler's step; the grads are unscaled).
+    `history` judges outliers against the run's recent norms (and records this one);
+    `clip_scale` multiplies `cfg.clip_grad_norm` (a rollback lowers it).
     """
     params = [p for p in params if p.grad is not None]
     if cfg.clip_grad_norm is not None:
-        grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)
+        grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm * clip_scale, foreach=True)
     else:
         grad_norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
     skip = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
@@ -43,6 +94,9 @@ def guarded_update(
         skip = skip | ~torch.isfinite(grad_norm) | ~torch.isfinite(loss.detach())
     if cfg.skip_grad_norm is not None:
         skip = skip | (grad_norm > cfg.skip_grad_norm)
+    if history is not None and cfg.skip_outlier is not None:
+        skip = skip | (grad_norm > history.limit(cfg.skip_outlier, cfg.skip_warmup))
+        history.push(grad_norm.detach())
     if step is not None:
         if not bool(skip):
             step()

@@ -272,12 +272,13 @@ def _rollback(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> None:
             f"{stats['lr']:.3g}) or guard.clip_grad_norm, or check the data; batch details in {dump}"
         )
     rollbacks, lr_scale = state.rollbacks + 1, state.lr_scale * guard.rollback_lr_factor
+    clip_scale = state.clip_scale * guard.rollback_clip_factor
     skipped = state.skipped.clone()  # the count is history: a rollback does not undo it
     saved = load_latest_checkpoint(run.run_dir / "checkpoints")
     if saved is None:
         raise TrainingDiverged(f"training diverged at step {streak_step} and no checkpoint is readable to roll back to")
     state.load_state_dict(saved, str(run.run_dir))
-    state.rollbacks, state.lr_scale, state.skipped = rollbacks, lr_scale, skipped
+    state.rollbacks, state.lr_scale, state.clip_scale, state.skipped = rollbacks, lr_scale, clip_scale, skipped
     state.streak = torch.zeros_like(state.streak)
     run.log.truncate(state.step)
     run.log.write(
@@ -288,13 +289,19 @@ def _rollback(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> None:
             "skipped_in_a_row": streak,
             "rollbacks": rollbacks,
             "lr_scale": lr_scale,
+            "clip_scale": clip_scale,
         }
     )
     warnings.warn(
         f"{streak} updates in a row skipped at step {streak_step}: rolled back to step {state.step} "
-        f"with the learning rate x{lr_scale:g} (rollback {rollbacks} of {guard.max_rollbacks})",
+        f"with the learning rate x{lr_scale:g}{_clip_note(guard.clip_grad_norm, clip_scale)} "
+        f"(rollback {rollbacks} of {guard.max_rollbacks})",
         stacklevel=2,
     )
+
+
+def _clip_note(clip: float | None, scale: float) -> str:
+    return f" and the clip norm x{scale:g} (now {clip * scale:g})" if clip is not None and scale != 1 else ""
 
 
 def _restore(state: TrainState, run_dir: Path) -> None:

@@ -23,7 +23,7 @@ from vaekit.models.objectives import elbo_terms, iwae_loss
 from vaekit.models.vae import VAE
 from vaekit.storage import load_state
 from vaekit.training.distributed import Topology
-from vaekit.training.guards import EMA, StepReport, guarded_update
+from vaekit.training.guards import EMA, NormHistory, StepReport, guarded_update
 from vaekit.training.schedules import kl_weight, lr_factor
 
 
@@ -36,6 +36,8 @@ class TrainState:
     skipped: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # total skipped updates
     streak: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # skipped in a row, now
     lr_scale: float = 1.0  # lowered by each rollback
+    clip_scale: float = 1.0  # lowered by each rollback, with the learning rate
+    history: NormHistory = field(default_factory=lambda: NormHistory(100))  # recent gradient norms (outlier rule)
     rollbacks: int = 0
     grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
     net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
@@ -54,6 +56,8 @@ class TrainState:
             "skipped": self.skipped,
             "streak": self.streak,
             "lr_scale": self.lr_scale,
+            "clip_scale": self.clip_scale,
+            "norm_history": self.history.state_dict(),
             "rollbacks": self.rollbacks,
             "rng": torch.get_rng_state(),
             # on CUDA the reparameterization noise comes from the device's generator
@@ -75,6 +79,9 @@ class TrainState:
         self.step = int(state["step"])
         self.skipped, self.streak = state["skipped"].to(device), state["streak"].to(device)
         self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
+        self.clip_scale = float(state.get("clip_scale", 1.0))
+        if state.get("norm_history") is not None:  # checkpoints of vaekit 0.1 have none: start the history afresh
+            self.history.load_state_dict(state["norm_history"])
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -176,12 +183,20 @@ def _compiled_loss(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tu
 def _backward_and_update(state: TrainState, loss: Tensor, cfg: Config) -> StepReport:
     if state.scaler is None:
         loss.backward()
-        return guarded_update(state.optimizer, state.model.parameters(), loss, cfg.guard)
+        return guarded_update(
+            state.optimizer, state.model.parameters(), loss, cfg.guard, None, state.history, state.clip_scale
+        )
     scaler = state.scaler  # fp16: scale the loss, unscale the grads, then the same guard
     scaler.scale(loss).backward()
     scaler.unscale_(state.optimizer)
     report = guarded_update(
-        state.optimizer, state.model.parameters(), loss, cfg.guard, step=lambda: scaler.step(state.optimizer)
+        state.optimizer,
+        state.model.parameters(),
+        loss,
+        cfg.guard,
+        step=lambda: scaler.step(state.optimizer),
+        history=state.history,
+        clip_scale=state.clip_scale,
     )
     scaler.update()
     return report
@@ -209,7 +224,7 @@ def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
         fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
     )
     ema = EMA(model, cfg.guard.ema_decay) if cfg.guard.ema_decay > 0 else None
-    state = TrainState(model=model, optimizer=optimizer, ema=ema)
+    state = TrainState(model=model, optimizer=optimizer, ema=ema, history=NormHistory(cfg.guard.skip_window, device))
     for name in ("skipped", "streak", "grad_norm", "beta"):
         setattr(state, name, getattr(state, name).to(device))
     if topology is not None and topology.world > 1:

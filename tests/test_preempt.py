@@ -1,0 +1,94 @@
+"""Preemption: SIGTERM / SIGINT finish the step, checkpoint, say how to resume, exit 143 / 130; resume is exact."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_reliability import _data, _train_cmd
+from vaekit.checkpoint import list_checkpoints
+from vaekit.config import load_config
+from vaekit.errors import Preempted
+from vaekit.storage import read_safetensors
+from vaekit.training.loop import train
+
+
+def _newest_step(run: Path) -> int:
+    return int(list_checkpoints(run / "checkpoints")[-1].stem.split("-")[1])
+
+
+def term_and_resume(data: Path, run: Path, rng: random.Random, signum: int = signal.SIGTERM) -> tuple[int, str]:
+    """Start training, send `signum` at a random moment once training has begun, then resume to the end.
+
+    Returns (the stopped process's exit code, its stderr). The signal comes 0-1.5 s after the first
+    checkpoint appears, i.e. somewhere in the ~120 training steps.
+    """
+    proc = subprocess.Popen(_train_cmd(data, run, False), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(run / "checkpoints") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0, 1.5))
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    code, text = proc.returncode, err.decode()
+    if code != 0:
+        resumed = subprocess.run(_train_cmd(data, run, True), capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return code, text
+
+
+def _same_weights(a_run: Path, b_run: Path) -> bool:
+    a, _ = read_safetensors(a_run / "model" / "model.safetensors")
+    b, _ = read_safetensors(b_run / "model" / "model.safetensors")
+    return a.keys() == b.keys() and all(a[k].numpy().tobytes() == b[k].numpy().tobytes() for k in a)
+
+
+def test_sigterm_checkpoints_the_step_says_how_to_resume_and_resumes_exactly(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    ref = subprocess.run(_train_cmd(data, tmp_path / "ref", False), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    for trial in range(2):
+        run = tmp_path / f"t{trial}"
+        code, err = term_and_resume(data, run, random.Random(trial))
+        if code == 0:
+            continue  # finished before the signal: nothing to interrupt
+        assert code == 143, err
+        match = re.search(r"stopped by SIGTERM at step (\d+); .*resume with: vaekit train .* --resume", err)
+        assert match, err
+        stopped = int(match.group(1))
+        rows = (run / "metrics.jsonl").read_text()
+        assert f'"kind": "preempted", "step": {stopped}' in rows
+        assert _same_weights(tmp_path / "ref", run)
+
+
+def test_sigint_in_the_python_api_raises_preempted_after_a_checkpoint(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    cfg = load_config(None, [f"data.name={data}", "model.hidden=[16]", "train.batch_size=16", "train.epochs=50",
+                             "train.tensorboard=false", "train.log_every=1000"])
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(Preempted) as caught:
+        train(cfg, tmp_path / "run", quiet=True)
+    timer.cancel()
+    assert caught.value.exit_code == 130 and caught.value.signal_name == "SIGINT"
+    assert _newest_step(tmp_path / "run") == caught.value.step > 0  # lost: nothing but the step in flight
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_checkpoint_minutes_checkpoints_on_wall_time(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    cfg = load_config(None, [f"data.name={data}", "model.hidden=[16]", "train.batch_size=64", "train.steps=20",
+                             "train.tensorboard=false", "train.keep_checkpoints=100",
+                             "train.checkpoint_minutes=0.00001"])
+    train(cfg, tmp_path / "run", quiet=True)
+    steps = sorted(int(p.stem.split("-")[1]) for p in list_checkpoints(tmp_path / "run" / "checkpoints"))
+    assert len(steps) > 15 and steps[-1] == 20, steps  # every step is past 0.6 ms of wall time
