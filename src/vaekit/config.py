@@ -25,10 +25,14 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class DataConfig:
     name: str = "mnist"  # a built-in name, a .npy/.npz file or a folder of images
     data_dir: str | None = None  # explicit folder for the data set's files
-    val_size: int = 0  # fixed-seed hold-out carved from the training split; 0 = none
+    val_size: int | None = None  # fixed-seed hold-out carved from the training split; 0 = none;
+    # null = none for built-in sets (they have a test split), 5% (at most 5,000) for user data without one
     val_seed: int = 0
     mmap: bool = False  # memory-map a uint8 .npy instead of reading it: for data larger than memory
     lazy: bool = False  # read a folder of images by index, in background threads, instead of all at once
+    channels: int | None = None  # image folders: 1 (grey) or 3 (RGB); null: RGB if any image is colour
+    image_size: int | None = None  # image folders: resize the shorter side to this and crop the centre square
+    hflip: bool = False  # random horizontal flips of training batches (never at evaluation)
 
 
 @dataclass
@@ -323,7 +327,9 @@ def validate(cfg: Config) -> None:
         (cfg.model.min_scale > 0, "model.min_scale must be > 0"),
         (cfg.model.mixture_components >= 1, "model.mixture_components must be >= 1"),
         (cfg.model.logvar_min < cfg.model.logvar_max, "model.logvar_min must be below model.logvar_max"),
-        (cfg.data.val_size >= 0, "data.val_size must be >= 0"),
+        (cfg.data.val_size is None or cfg.data.val_size >= 0, "data.val_size must be >= 0 or null"),
+        (cfg.data.channels in (None, 1, 3), "data.channels must be 1, 3 or null"),
+        (cfg.data.image_size is None or cfg.data.image_size >= 1, "data.image_size must be >= 1 or null"),
         (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
         (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),
         (cfg.objective.free_bits_group >= 0, "objective.free_bits_group must be >= 0"),

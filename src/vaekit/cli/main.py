@@ -88,7 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     model = model.to(resolve_device(args.device, "--device"))
     result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
     text = (
-        f"{args.data} {args.split} ({result.n} examples): -ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
+        f"{args.data} {result.split} ({result.n} examples): "
+        f"-ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
         f"({result.bits_per_dim:.4f} bits/dim; single-sample ELBO estimate)"
     )
     if result.nll is not None:
@@ -97,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"importance-sampled with k={result.iw_samples}, an upper bound on -log p(x) in expectation)"
         )
     if result.binarization_seed is not None:
-        text += f"\nbinarized {args.split} split: one fixed draw, seed {result.binarization_seed}"
+        text += f"\nbinarized {result.split} split: one fixed draw, seed {result.binarization_seed}"
     text += "\n" + describe_groups(result)
     _emit(args, result.to_dict(), text)
 

@@ -13,30 +13,42 @@ from vaekit.errors import VaekitError
 
 
 def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The model at `args.run` and the split to use it on; without --data, the data set the run trained on."""
+    """The model at `args.run` and the data to use it on.
+
+    Without --data: the data set the run trained on, its test split, or (user data without one) the
+    run's own validation split, the held-out images it never trained on. With --data naming a user
+    file or folder that has no test split: that whole set.
+    """
     from vaekit.cli.common import check_shape, load_model
-    from vaekit.data.datasets import load_dataset
+    from vaekit.data.datasets import has_split, load_dataset
 
     model = load_model(args.run)
-    data_dir = args.data_dir
-    if args.data is None:
-        args.data, trained_dir = _trained_on(args.run)
-        data_dir = data_dir or trained_dir
-    data = load_dataset(args.data, args.split, data_dir)
+    data_dir, split = args.data_dir, args.split
+    trained = _trained_on(args.run) if args.data is None else None
+    val_size, val_seed, channels, image_size = None, 0, None, None
+    if trained is not None:
+        args.data = trained.name
+        data_dir = data_dir or trained.data_dir
+        val_size, val_seed = trained.val_size, trained.val_seed
+        channels, image_size = trained.channels, trained.image_size
+        if split == "test" and not has_split(args.data, "test"):
+            split = "val"
+    elif split == "test" and not has_split(args.data, "test"):
+        split = "all"
+    data = load_dataset(args.data, split, data_dir, val_size, val_seed, channels=channels, image_size=image_size)
     check_shape(model, data.shape, args.data)
     return model, data
 
 
-def _trained_on(run: str) -> tuple[str, str | None]:
-    """(data.name, data.data_dir) from the run directory's config.yaml, or ("mnist", None) without one."""
-    from vaekit.config import load_config
+def _trained_on(run: str) -> Any:
+    """The data section of the run directory's config.yaml (a run directory, or its model/ folder), else mnist's."""
+    from vaekit.config import DataConfig, load_config
 
     folder = Path(run)
-    for path in (folder / "config.yaml", folder.parent / "config.yaml"):  # a run directory, or its model/ folder
+    for path in (folder / "config.yaml", folder.parent / "config.yaml"):
         if path.is_file():
-            data = load_config(str(path)).data
-            return data.name, data.data_dir
-    return "mnist", None
+            return load_config(str(path)).data
+    return DataConfig(name="mnist")
 
 
 def _example(data: Any, i: int) -> Any:
@@ -214,7 +226,12 @@ def data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", help="data set name or path (default: the one the run trained on, from its config.yaml; else mnist)"
     )
-    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "test", "val", "all"],
+        help="default test; for user data without one: the run's validation split (no --data) or the whole set",
+    )
     p.add_argument("--data-dir", help="folder holding the data set's files")
 
 

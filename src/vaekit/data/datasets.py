@@ -1,15 +1,18 @@
 """Data sets held in memory as one uint8 tensor (N, C, H, W); batches are drawn by index.
 
-Built-in: `mnist`, `fashion-mnist` and their `binarized-` forms (dynamic binarization for
-training, one fixed-seed draw for the test split). User data: a `.npy`/`.npz` array or a folder
-of PNG/JPEG images. No per-sample Python and no PIL in the training loop.
+Built-in: `mnist`, `fashion-mnist`, `cifar10`, `cifar10-jpeg` and their `binarized-` forms
+(dynamic binarization for training, one fixed-seed draw for held-out splits). User data: a
+`.npy`/`.npz` array or a folder of PNG/JPEG images (flat, by class, or by split; data/folders.py).
+User data without a test split is held out from by default: `data.val_size` unset carves a fixed-seed
+validation split of 5% (at most 5,000 images) from it. No per-sample Python and no PIL in the
+training loop; random horizontal flips (`data.hflip`) are drawn per batch, for training only.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,17 +20,57 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit.data import idx
-from vaekit.data.folders import LazyImageFolder, image_files, read_image
+from vaekit.data import cifar, idx
+from vaekit.data.folders import LazyImageFolder, load_folder, split_folders
 from vaekit.errors import DataError
 
 BINARIZED_TEST_SEED = 20160101  # the one fixed draw of a binarized test split; recorded in results
+Loaded = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    shape: tuple[int, int, int]
+    sizes: tuple[int, int]  # train, test
+    load: Callable[[str, str | Path | None], Loaded]  # (split, data_dir) -> images, labels
+    find: Callable[[str | Path | None], Path | None]  # where its files are, or None
+    note: str = ""
+
 
 BUILTIN = {
-    "mnist": idx.MNIST,
-    "fashion-mnist": idx.FASHION_MNIST,
+    "mnist": Builtin(
+        "mnist",
+        (1, 28, 28),
+        (60000, 10000),
+        lambda split, d: idx.load_builtin(idx.MNIST, split, d),
+        lambda d: idx.find_folder(idx.MNIST, d),
+    ),
+    "fashion-mnist": Builtin(
+        "fashion-mnist",
+        (1, 28, 28),
+        (60000, 10000),
+        lambda split, d: idx.load_builtin(idx.FASHION_MNIST, split, d),
+        lambda d: idx.find_folder(idx.FASHION_MNIST, d),
+    ),
+    "cifar10": Builtin(
+        "cifar10",
+        (3, 32, 32),
+        (50000, 10000),
+        cifar.load_cifar10,
+        lambda d: cifar.find("cifar10", cifar.CIFAR10_FILE, d),
+    ),
+    "cifar10-jpeg": Builtin(
+        "cifar10-jpeg",
+        (3, 32, 32),
+        (50000, 10000),
+        cifar.load_cifar10_jpeg,
+        lambda d: cifar.find("cifar10-jpeg", cifar.JPEG_FILE, d),
+        "CIFAR-10 re-encoded as JPEG by a third party: bits/dim not comparable with published CIFAR-10 numbers",
+    ),
 }
-SPLITS = ("train", "test", "val")
+SPLITS = ("train", "test", "val", "all")
+AUTO_VAL_FRACTION, AUTO_VAL_MAX = 0.05, 5000
 
 
 @dataclass(frozen=True)
@@ -43,6 +86,8 @@ class Dataset:
     images: Tensor
     labels: Tensor | None = None
     binarize: str = "none"
+    hflip: bool = False  # random horizontal flips, drawn per batch (training only)
+    val_size: int = 0  # images carved off for the validation split (train and val splits record it)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -66,6 +111,9 @@ class Dataset:
         x = raw.to(torch.float32).div_(255.0)
         if self.binarize == "dynamic":
             x = torch.bernoulli(x, generator=generator)
+        if self.hflip:  # drawn after the binarization, from the same stream: a pure function of the RNG state
+            flip = torch.rand(x.shape[0], generator=generator) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
     def batches(
@@ -86,53 +134,86 @@ def load_dataset(
     name: str,
     split: str = "train",
     data_dir: str | Path | None = None,
-    val_size: int = 0,
+    val_size: int | None = 0,
     val_seed: int = 0,
     mmap: bool = False,
     lazy: bool = False,
+    channels: int | None = None,
+    image_size: int | None = None,
 ) -> Dataset:
-    """Load a data set by name (`mnist`, `binarized-mnist`, ...) or path (`.npy`, `.npz`, image folder).
+    """Load a data set by name (`mnist`, `cifar10`, `binarized-mnist`, ...) or path (`.npy`, `.npz`, image folder).
 
-    `split` is "train", "test" or "val". With `val_size > 0`, "train" and "val" are a fixed-seed
-    partition of the training images; user arrays and folders have no test split. With `mmap`, a
-    uint8 `.npy` is memory-mapped instead of read: batches page in only the images they index; with
-    `lazy`, a folder of images is read by index, by background threads, instead of all at once.
+    `split` is "train", "test", "val" or "all" (a user file or folder, whole). With `val_size > 0`,
+    "train" and "val" are a fixed-seed partition of the training images; `val_size=None` means 0 for
+    a built-in set and 5% (at most 5,000) for user data without a test split. A folder laid out as
+    `train/`, `test/` (and `val/`) has those splits; other user data has no test split. With `mmap`,
+    a uint8 `.npy` is memory-mapped instead of read; with `lazy`, a folder of images is read by
+    index, by background threads, instead of all at once. `channels` and `image_size` convert and
+    resize the images of a folder (data/folders.py).
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     base, binarized = _parse_name(name)
-    file_split = "test" if split == "test" else "train"
     labels: Tensor | None
+    by_split = split_folders(Path(base)) if base not in BUILTIN else {}
     if base in BUILTIN:
-        images, labels = idx.load_builtin(BUILTIN[base], file_split, data_dir)
+        if split == "all":
+            raise DataError(f"{name!r} is built in: use split train or test, not all")
+        images, labels = BUILTIN[base].load("test" if split == "test" else "train", data_dir)
+        val_size = val_size or 0
+    elif by_split:
+        folder = by_split.get(split, by_split["train"] if split in ("val", "all") else None)
+        if folder is None:
+            raise DataError(f"{name!r} has no {split}/ folder (it has {', '.join(by_split)}/)")
+        if split == "val" and "val" in by_split:
+            val_size = 0  # the val/ folder is the validation split
+        elif val_size is None:
+            val_size = 0 if "test" in by_split or "val" in by_split else None
+        images, labels = load_user_data(folder, mmap, lazy, channels, image_size)
+        split = "train" if split == "all" else split
     else:
         if split == "test":
-            raise DataError(f"{name!r} is user data and has no test split; pass the test set as its own file")
-        images, labels = load_user_data(Path(base), mmap, lazy)
+            raise DataError(
+                f"{name!r} is user data and has no test split; score it whole (split all), pass the test set as its "
+                "own file, or lay the folder out as train/ and test/"
+            )
+        images, labels = load_user_data(Path(base), mmap, lazy, channels, image_size)
     _check_images(images, name)
+    if val_size is None:  # user data with no held-out split of its own
+        n = int(images.shape[0])
+        val_size = min(AUTO_VAL_MAX, round(AUTO_VAL_FRACTION * n)) if n >= 20 else 0
     data = Dataset(name=name, split=split, images=images, labels=labels)
-    if split != "test" and val_size > 0:
-        data = _carve_validation(data, split, val_size, val_seed)
-    elif split == "val":
+    if split in ("train", "val") and val_size > 0:
+        data = replace(_carve_validation(data, split, val_size, val_seed), val_size=val_size)
+    elif split == "val" and not (by_split and "val" in by_split):
         raise DataError("split 'val' needs val_size > 0 (config key data.val_size)")
     if binarized:
         data = _binarize(data)
     return data
 
 
+def has_split(name: str, split: str) -> bool:
+    """Whether data set `name` has `split` of its own (a built-in set or a folder laid out by split)."""
+    base = name.removeprefix("binarized-")
+    if base in BUILTIN:
+        return split in ("train", "test")
+    return split in split_folders(Path(base)) or split in ("train", "all")
+
+
 def list_datasets() -> list[dict[str, object]]:
     """Built-in data sets and where their files were found (None when they are not on disk)."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for name, spec in BUILTIN.items():
-        folder = idx.find_folder(spec, None)
+        folder = spec.find(None)
         for prefix in ("", "binarized-"):
             rows.append(
                 {
                     "name": prefix + name,
-                    "shape": [1, 28, 28],
-                    "train": 60000,
-                    "test": 10000,
+                    "shape": list(spec.shape),
+                    "train": spec.sizes[0],
+                    "test": spec.sizes[1],
                     "found": str(folder) if folder else None,
+                    "note": spec.note,
                 }
             )
     return rows
@@ -173,14 +254,18 @@ def _check_images(images: Tensor, name: str) -> None:
         raise DataError(f"{name!r} holds no images")
 
 
-def load_user_data(path: Path, mmap: bool = False, lazy: bool = False) -> tuple[Tensor, Tensor | None]:
+def load_user_data(
+    path: Path, mmap: bool = False, lazy: bool = False, channels: int | None = None, image_size: int | None = None
+) -> tuple[Tensor, Tensor | None]:
     """A `.npy`/`.npz` array, an IDX images file or a folder of images as uint8 (N, C, H, W), labels if any."""
     if not path.exists():
         raise DataError(f"data file or folder {str(path)!r} not found; check the path")
     if path.is_dir() and lazy:
-        return LazyImageFolder(path), None  # type: ignore[return-value]  # indexes like a uint8 tensor
+        lazy_folder = LazyImageFolder(path, channels=channels, size=image_size)
+        return lazy_folder, lazy_folder.labels  # type: ignore[return-value]  # indexes like a uint8 tensor
     if path.is_dir():
-        return _load_image_folder(path), None
+        array, labels = load_folder(path, channels, image_size)
+        return array_to_images(array, str(path)), labels
     if path.suffix == ".npy" and mmap:
         return _memory_map(path), None
     if path.suffix == ".npy":
@@ -252,12 +337,10 @@ def array_to_images(array: np.ndarray, name: str) -> Tensor:
     return torch.from_numpy(np.rint(values).astype(np.uint8))
 
 
-def _load_image_folder(folder: Path) -> Tensor:
-    arrays = [read_image(f) for f in image_files(folder)]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"images in {str(folder)!r} differ in size ({sorted(shapes)[:3]}); resize them to one size")
-    return array_to_images(np.stack(arrays), str(folder))
+def load_image_folder(folder: Path, channels: int | None = None, image_size: int | None = None) -> Tensor:
+    """All images of a folder as uint8 (N, C, H, W) (data/folders.py's policy for sizes and modes)."""
+    array, _ = load_folder(folder, channels, image_size)
+    return array_to_images(array, str(folder))
 
 
 def _memory_map(path: Path) -> Tensor:

@@ -92,17 +92,26 @@ FASHION_MNIST = IdxSpec(
 
 def search_folders(spec: IdxSpec, data_dir: str | Path | None) -> list[Path]:
     """Where a built-in set's files are looked for, in order (DESIGN.md, "Data")."""
+    return search_folders_for(spec.name, data_dir)
+
+
+def search_folders_for(name: str, data_dir: str | Path | None) -> list[Path]:
+    """--data-dir alone when given; else $VAEKIT_DATA/<name>, the repo's data/<name>, the cache, /usr/share/datasets."""
     if data_dir is not None:
         return [Path(data_dir)]
     folders = []
     if os.environ.get("VAEKIT_DATA"):
-        folders.append(Path(os.environ["VAEKIT_DATA"]) / spec.name)
-    folders += [REPO_DATA / spec.name, cache_folder(spec), Path("/usr/share/datasets") / spec.name]
+        folders.append(Path(os.environ["VAEKIT_DATA"]) / name)
+    folders += [REPO_DATA / name, cache_folder_for(name), Path("/usr/share/datasets") / name]
     return folders
 
 
 def cache_folder(spec: IdxSpec) -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vaekit" / spec.name
+    return cache_folder_for(spec.name)
+
+
+def cache_folder_for(name: str) -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vaekit" / name
 
 
 def find_folder(spec: IdxSpec, data_dir: str | Path | None) -> Path | None:
@@ -183,7 +192,7 @@ def download(spec: IdxSpec, target: Path) -> None:
             last_error: Exception | None = None
             for mirror in spec.mirrors:
                 try:
-                    _fetch(mirror + file.name, target / file.name, file.gz_md5)
+                    fetch(mirror + file.name, target / file.name, file.gz_md5)
                     break
                 except (OSError, DataError) as exc:
                     last_error = exc
@@ -191,7 +200,8 @@ def download(spec: IdxSpec, target: Path) -> None:
                 raise DataError(f"could not fetch {file.name}: {last_error}")
 
 
-def _fetch(url: str, dest: Path, md5: str) -> None:
+def fetch(url: str, dest: Path, md5: str) -> None:
+    """Download `url` to `dest` through a temp file, checking its MD5; nothing is left on failure."""
     digest = hashlib.md5()
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
         try:

@@ -48,7 +48,7 @@ class TopDownVAE(VAE):
         self.cfg = cfg
         self.shape = (c, h, w)
         self.likelihood = build_likelihood(self.shape, cfg)
-        self.net = BLOCKS.get(cfg.block)(self.shape, cfg, c * self.likelihood.params_per_channel)
+        self.net = BLOCKS.get(cfg.block)(self.shape, cfg, self.likelihood.param_channels(c))
         self.group_dims = self.net.group_dims
         self.latent_dim = sum(self.group_dims)
         self.context_dim = 0

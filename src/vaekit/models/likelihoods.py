@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
+from vaekit.errors import ConfigError
 from vaekit.models.distributions import LOG_2PI, bernoulli_log_prob
 from vaekit.registry import Registry
 
@@ -36,6 +37,10 @@ class PixelDistribution(Protocol):
 
 class Likelihood(nn.Module):
     params_per_channel: int = 1
+
+    def param_channels(self, channels: int) -> int:
+        """Decoder output channels this likelihood reads, for images of `channels` channels."""
+        return channels * self.params_per_channel
 
     def forward(self, params: Tensor) -> PixelDistribution:  # pragma: no cover - interface
         raise NotImplementedError
@@ -222,6 +227,105 @@ class LogisticMixture(Likelihood):
         k, c = self.components, self.channels
         logits, loc, log_scale = params.unflatten(-3, (3, k, c)).unbind(-5)  # (..., 3KC, H, W) -> 3 x (..., K, C, H, W)
         return LogisticMixturePixels(logits, loc, log_scale.clamp(min=-7.0))
+
+
+@dataclass(frozen=True)
+class RGBMixturePixels:
+    """PixelCNN++'s mixture of K discretized logistics over a whole RGB pixel (Salimans et al. 2017, Sec. 2.2).
+
+    The K components are shared by the three channels of a pixel, and within a component the means
+    of G and B depend linearly on the channels before them:
+        mu_R = m_R,  mu_G = m_G + alpha * x_R,  mu_B = m_B + beta * x_R + gamma * x_G   (x on [-1, 1])
+    so log p(pixel) = logsumexp_k [log pi_k + sum_c log p(x_c | x_<c, k)], exact over 256^3 values.
+    logits (..., K, H, W); loc, log_scale (..., K, 3, H, W); coeffs (..., K, 3, H, W) = (alpha, beta, gamma), tanh'd.
+    """
+
+    logits: Tensor
+    loc: Tensor
+    log_scale: Tensor
+    coeffs: Tensor
+
+    def _means(self, xs: Tensor) -> Tensor:
+        """Per-component channel means given the pixel values xs (..., 1, 3, H, W) on [-1, 1]."""
+        alpha, beta, gamma = self.coeffs.unbind(-3)
+        r, g = xs[..., 0, :, :], xs[..., 1, :, :]
+        m_r, m_g, m_b = self.loc.unbind(-3)
+        return torch.stack(torch.broadcast_tensors(m_r, m_g + alpha * r, m_b + beta * r + gamma * g), dim=-3)
+
+    def _channel_log_probs(self, x: Tensor) -> Tensor:
+        """log p(x_c | x_<c, k) per component and channel, (..., K, 3, H, W)."""
+        xs = (x * 2 - 1).unsqueeze(-4)  # (..., 1, 3, H, W)
+        return _bin_log_prob(xs, self._means(xs), self.log_scale)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        per_channel = self._channel_log_probs(x)  # (..., K, 3, H, W)
+        log_p = torch.logsumexp(F.log_softmax(self.logits, dim=-3) + per_channel.sum(-3), dim=-3)  # (..., H, W)
+        return log_p.flatten(-2).sum(-1)
+
+    @property
+    def mean(self) -> Tensor:
+        """E[x] per channel, (..., 3, H, W) in [0, 1]: each component's means chained through its coefficients."""
+        weights = torch.softmax(self.logits, dim=-3).unsqueeze(-3)  # (..., K, 1, H, W)
+        m = self.loc.clamp(-1, 1)
+        alpha, beta, gamma = self.coeffs.unbind(-3)
+        mu_r = m[..., 0, :, :]
+        mu_g = m[..., 1, :, :] + alpha * mu_r
+        mu_b = m[..., 2, :, :] + beta * mu_r + gamma * mu_g
+        means = torch.stack([mu_r, mu_g, mu_b], dim=-3).clamp(-1, 1)
+        return ((weights * (means + 1) / 2).sum(-4)).clamp(0, 1)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """One draw (..., 3, H, W) in [0, 1], channel by channel within the picked component."""
+        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device).clamp(1e-10, 1 - 1e-10)
+        pick = (self.logits - torch.log(-torch.log(u))).argmax(-3, keepdim=True)  # (..., 1, H, W)
+        index = pick.unsqueeze(-3).expand(*pick.shape[:-2], 3, *pick.shape[-2:])  # (..., 1, 3, H, W)
+        loc, log_scale, coeffs = (t.gather(-4, index).squeeze(-4) for t in (self.loc, self.log_scale, self.coeffs))
+        alpha, beta, gamma = coeffs.unbind(-3)
+        m, s = loc.unbind(-3), log_scale.unbind(-3)
+        r = _logistic_sample(m[0], s[0], generator)
+        g = _logistic_sample(m[1] + alpha * (2 * r - 1), s[1], generator)
+        b = _logistic_sample(m[2] + beta * (2 * r - 1) + gamma * (2 * g - 1), s[2], generator)
+        values = [r, g, b]
+        return torch.stack(values, dim=-3)
+
+    def channel_bin_probs(self, x: Tensor, channel: int) -> Tensor:
+        """P(x_c = v | x_<c) for v = 0..255, (..., H, W, 256), given the true earlier channels of x; for coding.
+
+        The component weights are the posterior given the earlier channels, pi_k p(x_<c | k) normalized,
+        so coding R, then G, then B costs exactly -log p(pixel).
+        """
+        xs = (x * 2 - 1).unsqueeze(-4)
+        means = self._means(xs)  # uses only channels before each one
+        log_w = F.log_softmax(self.logits, dim=-3)
+        if channel > 0:
+            earlier = _bin_log_prob(xs, means, self.log_scale)[..., :channel, :, :].sum(-3)  # (..., K, H, W)
+            log_w = torch.log_softmax(log_w + earlier, dim=-3)
+        probs = _bin_probs(means[..., channel, :, :], self.log_scale[..., channel, :, :])  # (..., K, H, W, 256)
+        return (torch.exp(log_w)[..., None] * probs).sum(-4)
+
+
+@LIKELIHOODS.register("rgb-logistic-mixture")
+class RGBLogisticMixture(Likelihood):
+    """PixelCNN++'s channel-dependent mixture for RGB images, `model.mixture_components` components per pixel."""
+
+    def __init__(self, shape: tuple[int, int, int], cfg: ModelConfig) -> None:
+        super().__init__()
+        if shape[0] != 3:
+            raise ConfigError(
+                f"model.likelihood=rgb-logistic-mixture is for RGB images; these have {shape[0]} channel(s): "
+                "use logistic-mixture"
+            )
+        self.components = cfg.mixture_components
+
+    def param_channels(self, channels: int) -> int:
+        return 10 * self.components  # per component: 1 logit, 3 locations, 3 log-scales, 3 coefficients
+
+    def forward(self, params: Tensor) -> RGBMixturePixels:
+        k = self.components
+        logits = params[..., :k, :, :]  # (..., K, H, W)
+        rest = params[..., k:, :, :].unflatten(-3, (3, k, 3))  # (..., 3, K, 3, H, W)
+        loc, log_scale, coeffs = rest.unbind(-5)
+        return RGBMixturePixels(logits, loc, log_scale.clamp(min=-7.0), torch.tanh(coeffs))
 
 
 def build_likelihood(shape: tuple[int, int, int], cfg: ModelConfig) -> Likelihood:

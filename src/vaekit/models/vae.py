@@ -71,7 +71,7 @@ class VAE(nn.Module):
         encoder_out = 2 * cfg.latent_dim + self.context_dim
         self.encoder = ENCODERS.get(cfg.encoder)(self.shape, cfg.hidden, encoder_out, cfg.activation)
         self.decoder = DECODERS.get(cfg.decoder)(
-            self.shape, decoder_hidden, cfg.latent_dim, cfg.activation, c * self.likelihood.params_per_channel
+            self.shape, decoder_hidden, cfg.latent_dim, cfg.activation, self.likelihood.param_channels(c)
         )
         self.prior = build_prior(cfg.latent_dim, cfg, self.shape)
 

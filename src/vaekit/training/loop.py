@@ -24,7 +24,7 @@ from tqdm import tqdm
 from vaekit.apps.report import write_report
 from vaekit.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from vaekit.config import Config
-from vaekit.data.datasets import BUILTIN, Dataset, load_dataset
+from vaekit.data.datasets import Dataset, has_split, load_dataset
 from vaekit.data.folders import LazyImageFolder
 from vaekit.errors import Preempted, TrainingDiverged, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
@@ -53,11 +53,15 @@ class TrainResult:
 def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
     """(train, val or None, test or None) as the config's data section asks."""
     d = cfg.data
-    train_set = load_dataset(d.name, "train", d.data_dir, d.val_size, d.val_seed, mmap=d.mmap, lazy=d.lazy)
-    val_set = load_dataset(d.name, "val", d.data_dir, d.val_size, d.val_seed) if d.val_size else None
-    base = d.name.removeprefix("binarized-")
-    test_set = load_dataset(d.name, "test", d.data_dir) if base in BUILTIN else None
-    return train_set, val_set, test_set
+    def split(name: str, **extra: Any) -> Dataset:
+        return load_dataset(
+            d.name, name, d.data_dir, d.val_size, d.val_seed, channels=d.channels, image_size=d.image_size, **extra
+        )
+
+    train_set = split("train", mmap=d.mmap, lazy=d.lazy)
+    val_set = split("val") if train_set.val_size or has_split(d.name, "val") else None
+    test_set = split("test") if has_split(d.name, "test") else None
+    return replace(train_set, hflip=d.hflip), val_set, test_set
 
 
 @dataclass
@@ -158,7 +162,8 @@ def _train(
     model = state.eval_model()
     final = None
     if main:
-        final = evaluate(model, test_set, cfg.train.eval_batch_size) if test_set is not None else None
+        held_out = test_set if test_set is not None else val_set  # user data: its validation split
+        final = evaluate(model, held_out, cfg.train.eval_batch_size) if held_out is not None else None
         export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
         write_report(run_dir)
         tracker.images("samples", model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed)), state.step)

@@ -16,7 +16,7 @@ import numpy as np
 from vaekit.apps.compress import bbans
 from vaekit.apps.compress.container import Container, parse
 from vaekit.data import idx
-from vaekit.data.datasets import _load_image_folder
+from vaekit.data.datasets import load_image_folder
 from vaekit.data.folders import IMAGE_SUFFIXES
 from vaekit.errors import DataError, VaekitError
 from vaekit.models.vae import load_model
@@ -41,7 +41,7 @@ def read_images(source: Path) -> tuple[np.ndarray, str, list[str], str]:
         names = sorted(p.name for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if any(not n.lower().endswith(".png") for n in names):
             raise DataError(f"{str(source)!r}: only PNG folders compress losslessly (JPEG is already lossy)")
-        return _load_image_folder(source).numpy(), "png", names, "NCHW"
+        return load_image_folder(source).numpy(), "png", names, "NCHW"
     if not source.is_file():
         raise DataError(f"{str(source)!r} not found; give an IDX file, a uint8 .npy or a folder of PNG images")
     if source.suffix == ".npy":
