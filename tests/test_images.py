@@ -240,3 +240,100 @@ def test_rgb_mixture_coding_probabilities_multiply_to_the_pixel_probability() ->
     torch.testing.assert_close(chained, px.log_prob(x)[0], rtol=1e-4, atol=1e-4)
     for c in range(3):
         torch.testing.assert_close(px.channel_bin_probs(x, c).sum(-1), torch.ones(1, 1, 1))
+
+
+def _colour_model(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from vaekit.config import load_config
+    from vaekit.models.vae import VAE
+
+    torch.manual_seed(0)
+    cfg = load_config("cifar", ["model.input_shape=[3, 8, 8]", "model.hidden=[8]", "model.res_blocks=1",
+                                "model.latent_dim=4", "model.mixture_components=2"])
+    model = VAE(cfg.model)
+    model.save_pretrained(tmp_path / "m")
+    return model
+
+
+def test_colour_png_folder_and_nhwc_array_compress_bit_exactly(tmp_path: Path) -> None:
+    from vaekit.apps.compress.files import compress_file, decompress_file
+
+    _colour_model(tmp_path)
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    (tmp_path / "pngs").mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / "pngs" / f"c{i}.png")
+    np.save(tmp_path / "a.npy", images)
+    for source, restored in (("pngs", "pngs-back"), ("a.npy", "b.npy")):
+        stats = compress_file(tmp_path / "m", tmp_path / source, tmp_path / f"{source}.vkz", verify=True)
+        assert stats["verified"] and stats["n"] == 3
+        decompress_file(tmp_path / f"{source}.vkz", tmp_path / restored)
+    for i, im in enumerate(images):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "pngs-back" / f"c{i}.png")), im)
+    back = np.load(tmp_path / "b.npy")
+    assert back.shape == images.shape and back.dtype == np.uint8 and np.array_equal(back, images)
+
+
+def test_colour_code_length_tracks_the_negative_elbo(tmp_path: Path) -> None:
+    from vaekit.apps.compress import bbans
+
+    model = _colour_model(tmp_path)
+    images = np.random.default_rng(6).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
+    words = bbans.encode_images(model, images, bbans.KIND_8BIT)
+    with torch.no_grad():
+        x = torch.from_numpy(images).float() / 255
+        nats = model.elbo(x, n_samples=64).neg_elbo_per_example.mean().item()
+    bits = (words.size - bbans.SEED_WORDS) * 32 / len(images)
+    assert abs(bits - nats / np.log(2)) / (nats / np.log(2)) < 0.05, (bits, nats / np.log(2))
+    assert np.array_equal(bbans.decode_images(model, words, bbans.KIND_8BIT, images.shape), images)
+
+
+def test_your_own_encoder_and_decoder_train_save_and_reload(tmp_path: Path) -> None:
+    from torch import nn
+
+    from vaekit.config import load_config
+    from vaekit.errors import ConfigError
+    from vaekit.models.vae import VAE
+    from vaekit.training.loop import train
+
+    def nets() -> tuple[nn.Module, nn.Module]:
+        torch.manual_seed(0)
+        enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))  # 2 x latent_dim 4
+        dec = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 64), nn.Unflatten(1, (1, 8, 8)))
+        return enc, dec
+
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).integers(0, 256, (100, 8, 8), dtype=np.uint8))
+    cfg = load_config(None, [f"data.name={tmp_path / 'd.npy'}", "model.latent_dim=4", "train.steps=20",
+                             "train.batch_size=16", "train.tensorboard=false"])
+    result = train(cfg, tmp_path / "run", quiet=True, encoder=nets()[0], decoder=nets()[1])
+    assert result.model.cfg.encoder == "custom" and result.test is not None
+    with pytest.raises(ConfigError, match=r"built with your own encoder .*from_pretrained\(folder, encoder=\.\.\.\)"):
+        VAE.from_pretrained(tmp_path / "run")
+    loaded = VAE.from_pretrained(tmp_path / "run", encoder=nets()[0], decoder=nets()[1])
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(loaded.reconstruct(x), result.model.reconstruct(x))
+    wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    with pytest.raises(ConfigError, match=r"encoder maps images \(2, 1, 8, 8\) to \(2, 5\); it must give \(2, 8\)"):
+        VAE(load_config(None, ["model.latent_dim=4", "model.input_shape=[1, 8, 8]"]).model, encoder=wrong)
+
+
+@pytest.mark.parametrize("preset", ["cifar", "cifar-hvae"])
+def test_colour_presets_train_a_few_steps_and_sample_in_colour(preset: str, tmp_path: Path) -> None:
+    from vaekit.config import load_config
+    from vaekit.training.loop import train
+
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "c.npy", rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8))
+    small = ["model.hidden=[8, 8, 8]", "model.res_blocks=1", "model.mixture_components=2"]
+    if preset == "cifar-hvae":
+        small = ["model.width=8", "model.groups=[2, 2]", "model.group_scales=[4, 2]", "model.mixture_components=2"]
+    cfg = load_config(preset, [f"data.name={tmp_path / 'c.npy'}", "train.steps=6", "train.batch_size=16",
+                               "train.samples=4", "train.eval_batch_size=20", *small])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result.test is not None and np.isfinite(result.test.neg_elbo) and result.test.split == "val"
+    assert result.test.bits_per_dim < 9.0  # below the ~9-10 bits/dim of an untrained model
+    samples = result.model.sample(4, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (4, 3, 32, 32)
+    assert (tmp_path / "run" / "samples" / "samples.png").is_file()
+    with Image.open(tmp_path / "run" / "samples" / "samples.png") as grid:
+        assert grid.mode == "RGB"

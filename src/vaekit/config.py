@@ -37,8 +37,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: Literal["mlp", "conv"] = "mlp"
-    decoder: Literal["mlp", "conv"] = "mlp"
+    encoder: Literal["mlp", "conv", "resnet", "custom"] = "mlp"  # custom: your own nn.Module (VAE(cfg, encoder=...))
+    decoder: Literal["mlp", "conv", "resnet", "custom"] = "mlp"
     hidden: list[int] = field(default_factory=lambda: [400])  # encoder widths (mlp) / channels (conv)
     decoder_hidden: list[int] | None = None  # None mirrors `hidden`
     activation: Literal["relu", "tanh", "elu", "silu", "leaky_relu"] = "relu"
@@ -62,7 +62,7 @@ class ModelConfig:
     group_hidden: list[int] = field(default_factory=lambda: [100, 100])  # mlp: widths between two groups
     group_scales: list[int] = field(default_factory=list)  # resconv: downsampling factor per group, top first
     width: int = 64  # resconv: channels of the residual stream
-    res_blocks: int = 2  # resconv: residual blocks per resolution
+    res_blocks: int = 2  # resconv and resnet: residual blocks per resolution
     input_shape: list[int] | None = None  # (C, H, W); filled in from the data at train time
 
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
-from vaekit.models.nets import ACTIVATIONS, mlp
+from vaekit.models.nets import ACTIVATIONS, ResBlock, mlp, res_stack
 from vaekit.registry import Registry
 
 Shape = tuple[int, int, int]
@@ -112,29 +112,6 @@ class MLPTopDown(TopDownNet):
         return self.out(s).view(-1, *self.out_shape)  # (N, K*C, H, W)
 
 
-class ResBlock(nn.Module):
-    """x + conv(act(conv(act(x)))), 3x3, no normalization (nothing leaks across the batch).
-
-    The second convolution starts scaled by `scale` (1/sqrt(number of blocks), as VDVAE scales its
-    residual branches), so a deep stack starts close to the identity.
-    """
-
-    def __init__(self, width: int, activation: str, scale: float) -> None:
-        super().__init__()
-        self.act = ACTIVATIONS[activation]()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        with torch.no_grad():
-            self.conv2.weight.mul_(scale)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(self.act(self.conv1(self.act(x))))
-
-
-def _res_stack(n: int, width: int, activation: str, scale: float) -> nn.Sequential:
-    return nn.Sequential(*(ResBlock(width, activation, scale) for _ in range(n)))
-
-
 @BLOCKS.register("resconv")
 class ResConvTopDown(TopDownNet):
     """Residual convolutions over a resolution pyramid, groups placed at `group_scales` (VDVAE/NVAE-style).
@@ -157,8 +134,8 @@ class ResConvTopDown(TopDownNet):
         width, act, r = cfg.width, cfg.activation, cfg.res_blocks
         scale = 1 / math.sqrt(max(1, 2 * r * levels + len(cfg.groups)))
         self.stem = nn.Conv2d(c, width, 3, padding=1)
-        self.up = nn.ModuleList(_res_stack(r, width, act, scale) for _ in range(levels))
-        self.down = nn.ModuleList(_res_stack(r, width, act, scale) for _ in range(levels))  # top-down, per level
+        self.up = nn.ModuleList(res_stack(r, width, act, scale) for _ in range(levels))
+        self.down = nn.ModuleList(res_stack(r, width, act, scale) for _ in range(levels))  # top-down, per level
         self.level = [int(math.log2(f)) for f in cfg.group_scales]  # per group, top first
         self.state = nn.Parameter(torch.zeros(1, width, h // top, w // top))
         chans = list(cfg.groups)

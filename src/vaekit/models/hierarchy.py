@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
+from vaekit.errors import ConfigError
 from vaekit.models.blocks import BLOCKS
 from vaekit.models.distributions import DiagonalGaussian, soft_clamp
 from vaekit.models.likelihoods import PixelDistribution, build_likelihood
@@ -42,7 +43,11 @@ def _repeat(t: Tensor, s: int) -> Tensor:
 class TopDownVAE(VAE):
     """`model.kind: hierarchical`: groups of `model.groups` (top first) over the `model.block` network."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> None:
+        if encoder is not None or decoder is not None:
+            raise ConfigError(
+                "your own encoder and decoder plug into one-group models (model.kind=vae), not hierarchies"
+            )
         super(VAE, self).__init__()  # nn.Module's: the one-group layers are not built
         c, h, w = self._check_shape(cfg)
         self.cfg = cfg
@@ -52,6 +57,7 @@ class TopDownVAE(VAE):
         self.group_dims = self.net.group_dims
         self.latent_dim = sum(self.group_dims)
         self.context_dim = 0
+        self.likelihood_channels = self.likelihood.param_channels(c)
         self.flow = None
         self.prior = build_prior(self.group_dims[0], cfg, self.shape)
 

@@ -57,23 +57,82 @@ class VAE(nn.Module):
         kind = KINDS.get(cfg.kind) if cls is VAE and cfg is not None and cfg.kind != "vae" else cls
         return super().__new__(kind)
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> None:
+        """Build the nets `cfg` names, or use your own: `encoder` maps x (B, C, H, W) to (B, 2 * latent_dim),
+        `decoder` maps z (N, latent_dim) to the likelihood's parameters (N, P, H, W) (P: `likelihood_channels`).
+        """
         super().__init__()
         c, h, w = self._check_shape(cfg)
+        if encoder is not None or decoder is not None:
+            cfg = dataclasses.replace(
+                cfg,
+                encoder="custom" if encoder is not None else cfg.encoder,
+                decoder="custom" if decoder is not None else cfg.decoder,
+            )
         self.cfg = cfg
         self.shape = (c, h, w)
         self.latent_dim = cfg.latent_dim
         self.group_dims = (cfg.latent_dim,)
         self.likelihood = build_likelihood(self.shape, cfg)
+        self.likelihood_channels = self.likelihood.param_channels(c)
         self.flow = build_flow(cfg.latent_dim, cfg)
         self.context_dim = self.flow.context_dim if self.flow is not None else 0
         decoder_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else cfg.hidden[::-1]
         encoder_out = 2 * cfg.latent_dim + self.context_dim
-        self.encoder = ENCODERS.get(cfg.encoder)(self.shape, cfg.hidden, encoder_out, cfg.activation)
-        self.decoder = DECODERS.get(cfg.decoder)(
-            self.shape, decoder_hidden, cfg.latent_dim, cfg.activation, self.likelihood.param_channels(c)
+        extra = {"blocks": cfg.res_blocks} if cfg.encoder == "resnet" else {}
+        self.encoder = (
+            encoder
+            if encoder is not None
+            else self._net(cfg.encoder, ENCODERS, "encoder")(
+                self.shape, cfg.hidden, encoder_out, cfg.activation, **extra
+            )
         )
+        extra = {"blocks": cfg.res_blocks} if cfg.decoder == "resnet" else {}
+        self.decoder = (
+            decoder
+            if decoder is not None
+            else self._net(cfg.decoder, DECODERS, "decoder")(
+                self.shape, decoder_hidden, cfg.latent_dim, cfg.activation, self.likelihood_channels, **extra
+            )
+        )
+        if encoder is not None or decoder is not None:
+            self._check_own_nets(encoder_out)
         self.prior = build_prior(cfg.latent_dim, cfg, self.shape)
+
+    @staticmethod
+    def _net(name: str, registry: Registry[Any], role: str) -> Any:
+        if name == "custom":
+            raise ConfigError(
+                f"this model was built with your own {role} (model.{role}=custom): pass it again, "
+                f"VAE(cfg, {role}=...) or VAE.from_pretrained(folder, {role}=...)"
+            )
+        return registry.get(name)
+
+    @torch.no_grad()
+    def _check_own_nets(self, encoder_out: int) -> None:
+        """One line naming the mismatch when a user's encoder or decoder does not fit the model's shapes."""
+        c, h, w = self.shape
+        try:
+            out = self.encoder(torch.zeros(2, c, h, w))
+        except Exception as exc:
+            raise ConfigError(f"your encoder fails on images (2, {c}, {h}, {w}): {type(exc).__name__}: {exc}") from None
+        if tuple(out.shape) != (2, encoder_out):
+            raise ConfigError(
+                f"your encoder maps images (2, {c}, {h}, {w}) to {tuple(out.shape)}; it must give (2, {encoder_out}): "
+                f"a mean and a log-variance per latent dimension (model.latent_dim={self.latent_dim})"
+            )
+        try:
+            params = self.decoder(torch.zeros(2, self.latent_dim))
+        except Exception as exc:
+            raise ConfigError(
+                f"your decoder fails on latents (2, {self.latent_dim}): {type(exc).__name__}: {exc}"
+            ) from None
+        want = (2, self.likelihood_channels, h, w)
+        if tuple(params.shape) != want:
+            raise ConfigError(
+                f"your decoder maps latents (2, {self.latent_dim}) to {tuple(params.shape)}; it must give {want} "
+                f"({self.likelihood_channels} channels: what the {self.cfg.likelihood!r} likelihood reads)"
+            )
 
     @staticmethod
     def _check_shape(cfg: ModelConfig) -> tuple[int, int, int]:
@@ -170,9 +229,15 @@ class VAE(nn.Module):
         save_model(self, folder)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> VAE:
-        """Load a model written by `save_pretrained` (or a run directory's `model/`)."""
-        return load_model(folder, map_location)
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        map_location: str = "cpu",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ) -> VAE:
+        """Load a model written by `save_pretrained` (or a run directory's `model/`), with its own nets if any."""
+        return load_model(folder, map_location, encoder, decoder)
 
 
 KINDS.register("vae")(VAE)
@@ -188,7 +253,9 @@ def save_model(model: VAE, folder: str | Path) -> None:
     atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
 
-def load_model(folder: str | Path, map_location: str = "cpu") -> VAE:
+def load_model(
+    folder: str | Path, map_location: str = "cpu", encoder: nn.Module | None = None, decoder: nn.Module | None = None
+) -> VAE:
     """The model saved in `folder` (an exported model or a run directory), its weights' hash checked."""
     folder = Path(folder)
     if (folder / "model").is_dir() and not (folder / "config.json").is_file():
@@ -214,6 +281,6 @@ def load_model(folder: str | Path, map_location: str = "cpu") -> VAE:
         raise CheckpointError(
             f"{str(folder)!r}: model.safetensors does not belong to this config.json (weights hash differs)"
         )
-    model = VAE(cfg.model)
+    model = VAE(cfg.model, encoder, decoder) if encoder is not None or decoder is not None else VAE(cfg.model)
     load_state(model, tensors, str(folder))
     return model.to(map_location)

@@ -96,9 +96,17 @@ class _Run:
         return torch.randperm(len(self.train_set), generator=gen)
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
-    """Train a VAE as `cfg` says, writing the run directory of DESIGN.md; returns the test score.
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    quiet: bool = False,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
+) -> TrainResult:
+    """Train a VAE as `cfg` says, writing the run directory of DESIGN.md; returns the held-out score.
 
+    `encoder` / `decoder`: your own networks in place of the ones `cfg.model` names (see `VAE`).
     Under torchrun every process calls this; rank 0 alone writes the run directory.
     """
     if cfg.train.threads:
@@ -107,7 +115,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, quiet: bool = 
     cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)))
     topology = setup(cfg.train.device, cfg.train.batch_size)
     try:
-        return _train(cfg, Path(run_dir), resume, quiet, topology, splits)
+        return _train(cfg, Path(run_dir), resume, quiet, topology, splits, (encoder, decoder))
     finally:
         teardown(topology)
 
@@ -119,10 +127,12 @@ def _train(
     quiet: bool,
     topology: Topology,
     splits: tuple[Dataset, Dataset | None, Dataset | None],
+    nets: tuple[torch.nn.Module | None, torch.nn.Module | None],
 ) -> TrainResult:
     train_set, val_set, test_set = splits
     torch.manual_seed(cfg.train.seed)
-    state = build_state(cfg, topology)
+    state = build_state(cfg, topology, nets)
+    cfg = replace(cfg, model=state.model.cfg)  # own nets are recorded as model.encoder/decoder=custom
     has_checkpoints = bool(list_checkpoints(run_dir / "checkpoints"))
     if has_checkpoints and not resume:
         raise VaekitError(f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or a new --run-dir")

@@ -210,11 +210,16 @@ def _autocast(precision: str, device_type: str) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def build_state(cfg: Config, topology: Topology | None = None) -> TrainState:
+def build_state(
+    cfg: Config,
+    topology: Topology | None = None,
+    nets: tuple[torch.nn.Module | None, torch.nn.Module | None] = (None, None),
+) -> TrainState:
+    """The model (with `nets`, a user's own (encoder, decoder), where given), fused Adam, EMA, DDP, scaler, compile."""
     device = topology.device if topology else torch.device("cpu")
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
-    model = VAE(cfg.model).to(device)
+    model = (VAE(cfg.model, *nets) if any(n is not None for n in nets) else VAE(cfg.model)).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=cfg.optim.lr,

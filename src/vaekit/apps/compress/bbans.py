@@ -22,7 +22,12 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
-from vaekit.models.likelihoods import BernoulliPixels, DiscretizedLogisticPixels, LogisticMixturePixels
+from vaekit.models.likelihoods import (
+    BernoulliPixels,
+    DiscretizedLogisticPixels,
+    LogisticMixturePixels,
+    RGBMixturePixels,
+)
 from vaekit.models.vae import VAE
 
 LATENT_BITS = 12  # K = 4096 buckets per latent dimension
@@ -61,7 +66,7 @@ def kind_for(model: VAE) -> int:
     name = model.cfg.likelihood
     if name == "bernoulli":
         return KIND_BINARY
-    if name in ("discretized-logistic", "logistic-mixture"):
+    if name in ("discretized-logistic", "logistic-mixture", "rgb-logistic-mixture"):
         return KIND_8BIT
     raise VaekitError(
         f"a {name!r} likelihood cannot code pixels exactly; train with model.likelihood=bernoulli "
@@ -103,6 +108,14 @@ def _pixel_model(px: object, kind: int) -> tuple[object, np.ndarray]:
     return constriction.stream.model.Categorical(perfect=False), probs.numpy()
 
 
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+def _channel_probs(px: RGBMixturePixels, x: Tensor, channel: int) -> np.ndarray:
+    """P(level | earlier channels) of one channel's pixels, (H*W, 256) float64."""
+    return px.channel_bin_probs(x, channel).double().reshape(-1, 256).clamp(min=0).numpy()
+
+
 def encode_images(model: VAE, images: np.ndarray, kind: int) -> np.ndarray:
     """Compress uint8 symbols (N, C, H, W) (0/1 when binary, 0..255 when 8-bit) into ANS words (uint32)."""
     buckets = _Buckets(LATENT_BITS)
@@ -117,8 +130,14 @@ def encode_images(model: VAE, images: np.ndarray, kind: int) -> np.ndarray:
             q = model.encode(x)
             idx = coder.decode(q_model, buckets.posterior_probs(q.mean[0], q.std[0]))  # borrow bits: z ~ q(z|x)
             z = buckets.centres[idx].float()[None]
-            family, params = _pixel_model(model.decode(z), kind)
-            coder.encode_reverse(image.reshape(-1).astype(np.int32), family, params)
+            px = model.decode(z)
+            if isinstance(px, RGBMixturePixels):  # B, then G, then R on the stack: decoding pops R first
+                for c in (2, 1, 0):
+                    probs = _channel_probs(px, x, c)
+                    coder.encode_reverse(image[c].reshape(-1).astype(np.int32), _CATEGORICAL, probs)
+            else:
+                family, params = _pixel_model(px, kind)
+                coder.encode_reverse(image.reshape(-1).astype(np.int32), family, params)
             coder.encode_reverse(idx.astype(np.int32), prior)
     return coder.get_compressed()
 
@@ -136,9 +155,17 @@ def decode_images(model: VAE, words: np.ndarray, kind: int, shape: tuple[int, in
         for i in reversed(range(n)):
             idx = coder.decode(prior, model.latent_dim)
             z = buckets.centres[idx].float()[None]
-            family, params = _pixel_model(model.decode(z), kind)
-            symbols = np.asarray(coder.decode(family, params))
-            image = symbols.astype(np.uint8).reshape(c, h, w)
+            px = model.decode(z)
+            if isinstance(px, RGBMixturePixels):  # each channel's probabilities read only the channels before it
+                x = torch.zeros(1, c, h, w)
+                for channel in range(3):
+                    values = np.asarray(coder.decode(_CATEGORICAL, _channel_probs(px, x, channel)))
+                    x[0, channel] = torch.from_numpy(values.astype(np.float32).reshape(h, w) / 255.0)
+                image = (x[0].numpy() * 255.0).round().astype(np.uint8)
+            else:
+                family, params = _pixel_model(px, kind)
+                symbols = np.asarray(coder.decode(family, params))
+                image = symbols.astype(np.uint8).reshape(c, h, w)
             q = model.encode(_to_model_input(image, kind))
             coder.encode_reverse(idx.astype(np.int32), q_model, buckets.posterior_probs(q.mean[0], q.std[0]))
             out[i] = image
