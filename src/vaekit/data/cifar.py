@@ -51,6 +51,7 @@ class _ArraysOnly(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how a protocol-2 pickle written by Python 3 carries bytes: str -> bytes, no code
     }
 
     def find_class(self, module: str, name: str) -> Any:

@@ -163,21 +163,24 @@ def _train(
         quiet or not main,
         topology,
     )
-    if not has_checkpoints:
-        run.checkpoint()  # step 0: a rollback always has somewhere to go
-    t0 = time.perf_counter()
+    # SIGTERM / SIGINT are caught from before the first checkpoint to the end: one that arrives in the loop stops
+    # it after the step in flight (Preempted); one that arrives after the last step lets the final files finish.
     with StopSignals() as signals:
         run.stop = StopCheck(signals, topology, cfg.train.checkpoint_minutes, cfg.train.log_every)
+        if not has_checkpoints:
+            run.checkpoint()  # step 0: a rollback always has somewhere to go
+        t0 = time.perf_counter()
         start_step, train_seconds = state.step, _loop(run)
-    model = state.eval_model()
-    final = None
-    if main:
-        held_out = test_set if test_set is not None else val_set  # user data: its validation split
-        final = evaluate(model, held_out, cfg.train.eval_batch_size) if held_out is not None else None
-        export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
-        write_report(run_dir)
-        tracker.images("samples", model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed)), state.step)
-        tracker.close()
+        model = state.eval_model()
+        final = None
+        if main:
+            held_out = test_set if test_set is not None else val_set  # user data: its validation split
+            final = evaluate(model, held_out, cfg.train.eval_batch_size) if held_out is not None else None
+            export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
+            write_report(run_dir)
+            samples = model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed))
+            tracker.images("samples", samples, state.step)
+            tracker.close()
     examples = (state.step - start_step) * cfg.train.batch_size
     return TrainResult(run_dir, model, final, state.step, time.perf_counter() - t0, examples / max(train_seconds, 1e-9))
 
