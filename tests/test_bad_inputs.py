@@ -197,7 +197,7 @@ CASES: dict[str, Case] = {
         "model expects",
     ),
     "user data has no test split": lambda t, r: (
-        ["eval", str(r), "--data", _npy(t, np.zeros((3, 28, 28), U8))],
+        ["eval", str(r), "--data", _npy(t, np.zeros((3, 28, 28), U8)), "--split", "test"],
         "no test split",
     ),
     # --- configs ---

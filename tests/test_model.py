@@ -17,17 +17,22 @@ from vaekit.storage import read_safetensors
 
 
 def _cfg(net: str, likelihood: str, **kw: object) -> ModelConfig:
-    hidden = [8, 16] if net == "conv" else [32]
+    hidden = [8, 16] if net in ("conv", "resnet") else [32]
     return ModelConfig(
-        encoder=net,
-        decoder=net,
+        encoder=net,  # type: ignore[arg-type]
+        decoder=net,  # type: ignore[arg-type]
         hidden=hidden,
         latent_dim=3,
-        likelihood=likelihood,  # type: ignore[arg-type]
-        input_shape=[1, 28, 28],
+        likelihood=likelihood,
+        input_shape=[_channels(likelihood), 28, 28],
+        res_blocks=1,
         gaussian_scale="pixel",
         **kw,
     )  # type: ignore[arg-type]
+
+
+def _channels(likelihood: str) -> int:
+    return 3 if likelihood == "rgb-logistic-mixture" else 1
 
 
 @pytest.mark.parametrize("net", ENCODERS.names())
@@ -35,7 +40,8 @@ def _cfg(net: str, likelihood: str, **kw: object) -> ModelConfig:
 def test_shapes_and_gradients(net: str, likelihood: str) -> None:
     torch.manual_seed(0)
     model = VAE(_cfg(net, likelihood))
-    x = torch.rand(5, 1, 28, 28)
+    c = _channels(likelihood)
+    x = torch.rand(5, c, 28, 28)
     out = model(x, n_samples=2)
     assert out.q.mean.shape == (5, 3) and out.q.logvar.shape == (5, 3)
     assert out.z.shape == (2, 5, 3)
@@ -44,8 +50,8 @@ def test_shapes_and_gradients(net: str, likelihood: str) -> None:
     assert terms.log_px.shape == (5,) and terms.kl_per_dim.shape == (5, 3)
     terms.neg_elbo().backward()
     assert all(p.grad is not None for p in model.parameters())
-    assert model.sample(4).shape == (4, 1, 28, 28)
-    assert model.reconstruct(x).shape == (5, 1, 28, 28)
+    assert model.sample(4).shape == (4, c, 28, 28)
+    assert model.reconstruct(x).shape == (5, c, 28, 28)
     assert model.log_likelihood(x, k=7, chunk=3).shape == (5,)
 
 

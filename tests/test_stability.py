@@ -46,20 +46,20 @@ def test_rollback_then_stop_with_a_diagnosis(tmp_path: Path) -> None:
 def test_rollback_recovers_with_a_lower_learning_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = step_module.guarded_update
 
-    def flaky(optimizer, params, loss, cfg: GuardConfig):  # type: ignore[no-untyped-def]
+    def flaky(optimizer, params, loss, cfg: GuardConfig, *args):  # type: ignore[no-untyped-def]
         # Updates "blow up" while the lr is above 0.6e-3, and only after step 10 (so a checkpoint exists).
         lr = optimizer.param_groups[0]["lr"]
         state_steps = [s["step"] for s in optimizer.state.values()]
         late = bool(state_steps) and float(state_steps[0]) >= 10
         return real(optimizer, params, loss, GuardConfig(**{**cfg.__dict__, "skip_grad_norm": 1e-12})
-                    if lr > 0.6e-3 and late else cfg)
+                    if lr > 0.6e-3 and late else cfg, *args)
 
     monkeypatch.setattr(step_module, "guarded_update", flaky)
     with pytest.warns(UserWarning, match="rolled back to step 8 with the learning rate x0.5"):
         result = train(_tiny(tmp_path, []), tmp_path / "run", quiet=True)
     assert result.steps == 32
-    saved = json.loads(
-        next(line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "rollback" in line))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    saved = next(r for r in rows if r["kind"] == "rollback")
     assert saved["rollbacks"] == 1 and saved["lr_scale"] == 0.5
 
 

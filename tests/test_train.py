@@ -52,6 +52,7 @@ def _tiny_cfg(data: str, extra: list[str] | None = None):  # type: ignore[no-unt
         None,
         [
             f"data.name={data}",
+            "data.val_size=0",  # all 300 images train: 10 steps per epoch
             "model.hidden=[32]",
             "model.latent_dim=4",
             "train.batch_size=32",

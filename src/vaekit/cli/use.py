@@ -31,10 +31,8 @@ def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
         data_dir = data_dir or trained.data_dir
         val_size, val_seed = trained.val_size, trained.val_seed
         channels, image_size = trained.channels, trained.image_size
-        if split == "test" and not has_split(args.data, "test"):
-            split = "val"
-    elif split == "test" and not has_split(args.data, "test"):
-        split = "all"
+    if split is None:  # not asked for: the test split, else the run's held-out images, else the whole given set
+        split = "test" if has_split(args.data, "test") else "val" if trained is not None else "all"
     data = load_dataset(args.data, split, data_dir, val_size, val_seed, channels=channels, image_size=image_size)
     check_shape(model, data.shape, args.data)
     return model, data
@@ -172,7 +170,7 @@ def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.apps.score import auroc, score
-    from vaekit.data.datasets import load_dataset
+    from vaekit.data.datasets import has_split, load_dataset
     from vaekit.storage import atomic_write_bytes
 
     model, data = model_and_data(args)
@@ -180,7 +178,8 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     if args.ood:
         from vaekit.cli.common import check_shape
 
-        ood = load_dataset(args.ood, args.split, None)
+        ood_split = data.split if has_split(args.ood, data.split) and data.split != "val" else None
+        ood = load_dataset(args.ood, ood_split or ("test" if has_split(args.ood, "test") else "all"), None)
         check_shape(model, ood.shape, args.ood)
         sets.append((args.ood, ood))
     metric = f"nll_k{args.iw_samples}" if args.iw_samples else "neg_elbo"
@@ -228,9 +227,8 @@ def data_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--split",
-        default="test",
         choices=["train", "test", "val", "all"],
-        help="default test; for user data without one: the run's validation split (no --data) or the whole set",
+        help="default: test; for user data without one, the run's validation split (no --data) or the whole set",
     )
     p.add_argument("--data-dir", help="folder holding the data set's files")
 
