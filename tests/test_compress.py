@@ -198,7 +198,8 @@ def test_cli_round_trip_and_errors(run: Path, tmp_path: Path, capsys: pytest.Cap
                  str(tmp_path / "bin.vkz"), "--verify"]) == 0
     assert "(verified)" in capsys.readouterr().out
     assert main(["decompress", str(tmp_path / "bin.vkz"), "-o", str(tmp_path / "back.npy")]) == 0  # model hint
-    assert np.array_equal(np.load(tmp_path / "back.npy")[:, 0], images)
+    back = np.load(tmp_path / "back.npy")
+    assert back.shape == images.shape and np.array_equal(back, images)  # (N, H, W) in, (N, H, W) out
     (tmp_path / "junk.vkz").write_bytes(b"VKZ1" + b"\0" * 10)
     (tmp_path / "keep.npy").write_bytes(b"precious")
     assert main(["decompress", str(tmp_path / "junk.vkz"), "-o", str(tmp_path / "keep.npy")]) == 2

@@ -284,3 +284,35 @@ def test_every_kind_trains_in_bf16_close_to_fp32(case: str, binary_digits: str, 
     val = load_dataset(binary_digits, "val", val_size=100)
     a, b = evaluate(fp32.model, val).neg_elbo, evaluate(bf16.model, val).neg_elbo
     assert math.isfinite(b) and abs(a - b) / a < 0.03, (a, b)
+
+
+# --- bits-back over every group ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", ["mlp", "resconv"])
+def test_hierarchy_codes_bit_exactly_at_about_its_negative_elbo(block: str) -> None:
+    from vaekit.apps.compress import bbans
+
+    extra = HVAE if block == "mlp" else CONTRACT["block=resconv"]
+    model = _model([*extra, "model.likelihood=logistic-mixture", "model.mixture_components=2"])
+    images = load_dataset("mnist", "test").images[:12].numpy()
+    words = bbans.encode_images(model, images, bbans.KIND_8BIT)
+    assert np.array_equal(bbans.decode_images(model, words, bbans.KIND_8BIT, images.shape), images)
+    # the first images pay for the bits the coder borrows to pick z (BB-ANS's "initial bits", ~490 latent
+    # dimensions' worth for resconv): compare what the last 8 images add to the file with their -ELBO
+    head = bbans.encode_images(model, images[:4], bbans.KIND_8BIT)
+    with torch.no_grad():
+        x = torch.from_numpy(images[4:]).float() / 255
+        nats = model.elbo(x, n_samples=64).neg_elbo_per_example.mean().item()
+    bits = (words.size - head.size) * 32 / 8
+    assert abs(bits - nats / math.log(2)) / (nats / math.log(2)) < 0.05, (bits, nats / math.log(2))
+
+
+def test_mixture_priors_and_flows_are_refused_by_the_coder_in_one_line() -> None:
+    from vaekit.apps.compress import bbans
+    from vaekit.errors import VaekitError
+
+    with pytest.raises(VaekitError, match="'vamp' prior does not factorize"):
+        bbans.kind_for(_model(["model.prior=vamp", "model.prior_components=4"]))
+    with pytest.raises(VaekitError, match="'iaf' posterior flow has no density at arbitrary z"):
+        bbans.kind_for(_model(["model.posterior=iaf"]))

@@ -19,7 +19,7 @@ ranks, resumed runs and a given `eps` all see the same stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +31,7 @@ from vaekit.models.distributions import DiagonalGaussian, soft_clamp
 from vaekit.models.likelihoods import PixelDistribution, build_likelihood
 from vaekit.models.outputs import LatentGroup, VAEOutput
 from vaekit.models.priors import build_prior
-from vaekit.models.vae import KINDS, VAE, draw_noise
+from vaekit.models.vae import KINDS, VAE, Step, draw_noise
 
 
 def _repeat(t: Tensor, s: int) -> Tensor:
@@ -118,6 +118,23 @@ class TopDownVAE(VAE):
             logvars.append(q_l.logvar)
             s = self.net.merge(level, s, q_l.mean)
         return DiagonalGaussian(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
+
+    def walk(self, x: Tensor | None = None) -> Generator[Step, Tensor, PixelDistribution]:
+        features = self.net.bottom_up(x) if x is not None else None
+        s0 = self.net.initial_state(1, x if x is not None else self.net_anchor)
+        q = self._gaussian(self.net.posterior_params(0, s0, features[0])) if features is not None else None
+        z = yield None, q
+        s = self.net.merge(0, s0, z)
+        for level in range(1, len(self.group_dims)):
+            p, q = self._lower(level, s, features[level] if features is not None else None)
+            z = yield p, q
+            s = self.net.merge(level, s, z)
+        params = self.net.output(s)
+        return self.likelihood(params)
+
+    @property
+    def net_anchor(self) -> Tensor:
+        return next(self.parameters())
 
     def decode(self, z: Tensor) -> PixelDistribution:
         """z (..., latent_dim), every group's latents top first -> p(x|z) with batch shape (...)."""

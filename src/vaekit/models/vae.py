@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from vaekit.storage import atomic_write_bytes, load_state, read_safetensors, ten
 
 MODEL_FORMAT = "vaekit-model/1"
 KINDS: Registry[type[VAE]] = Registry("model kind")  # models/hierarchy.py registers "hierarchical"
+Step = tuple[DiagonalGaussian | None, DiagonalGaussian | None]  # (prior, posterior) of one group, as `walk` yields
 
 
 def draw_noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -178,6 +179,16 @@ class VAE(nn.Module):
     def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature`."""
         return self.prior_distribution().sample(n, generator=generator, temperature=temperature).to(self.device)
+
+    def walk(self, x: Tensor | None = None) -> Generator[Step, Tensor, PixelDistribution]:
+        """The groups one at a time, top first, for coders that choose each z themselves (bits-back).
+
+        Yields (p, q) per group, (1, D_l) each: p is None for the standard normal prior, q is None
+        when x is None; receives that group's z (1, D_l) by `send`; returns p(x | every z).
+        """
+        q = self.encode(x) if x is not None else None
+        z = yield None, q
+        return self.decode(z)
 
     # --- shared by every kind -----------------------------------------------------------------
 

@@ -5,6 +5,13 @@ Decoding runs the same steps backwards, so the bits "borrowed" to pick z are ret
 expected code length is the model's -ELBO. Latents are discretized into K buckets of equal prior
 mass (so the prior over buckets is uniform); z is the prior quantile at a bucket's centre.
 
+A hierarchy codes every group the same way, top first (Kingma et al. 2019, "Bit-Swap", and
+Townsend et al. 2020, "HiLLoC", do the same with other orders): pop z_L from q(z_L | x), then each
+z_l from q(z_l | x, z_>l) on the buckets of its conditional prior p(z_l | z_>l) = N(mu, sigma^2)
+(equal mass under it: edges mu + sigma * Phi^-1(i / K)), push x, then push z_1 ... z_L, each
+uniform over its buckets. The decoder pops z_L first, so every conditional prior it needs is
+computed from groups it has already decoded.
+
 Encoder and decoder must compute bit-identical probabilities: the codec runs the networks on one
 image at a time with one thread, and the container carries a probe hash of the decoder's output.
 """
@@ -15,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Iterator
+from typing import Any
 
 import constriction
 import numpy as np
@@ -22,6 +30,7 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
+from vaekit.models.distributions import DiagonalGaussian
 from vaekit.models.likelihoods import (
     BernoulliPixels,
     DiscretizedLogisticPixels,
@@ -54,10 +63,10 @@ def check_codable(model: VAE) -> None:
             f"a {model.cfg.posterior!r} posterior flow has no density at arbitrary z, which bits-back coding needs; "
             "compress with a model trained with model.posterior=gaussian"
         )
-    if len(model.group_dims) > 1 or model.cfg.prior != "standard-normal":
+    if model.cfg.prior != "standard-normal":
         raise VaekitError(
-            "this version codes one-group models with the standard-normal prior; "
-            f"this model has {len(model.group_dims)} group(s) and a {model.cfg.prior!r} prior"
+            f"a {model.cfg.prior!r} prior does not factorize over latent dimensions, which this coder's buckets "
+            "need; compress with a model whose top group has model.prior=standard-normal"
         )
 
 
@@ -75,11 +84,25 @@ def kind_for(model: VAE) -> int:
 
 
 def probe_hash(model: VAE) -> bytes:
-    """SHA-256 of the decoder's output on fixed latents: differs where this machine's arithmetic does."""
+    """SHA-256 of the decoder's output on fixed latents (and a hierarchy's conditional priors): it differs
+    where this machine's arithmetic does."""
     with deterministic():
         z = torch.linspace(-2, 2, 4 * model.latent_dim).reshape(4, model.latent_dim)
         px = model.decode(z)
-        out = torch.cat([getattr(px, f.name).flatten() for f in dataclasses.fields(px)])  # type: ignore[arg-type]
+        parts = [getattr(px, f.name).flatten() for f in dataclasses.fields(px)]  # type: ignore[arg-type]
+        if len(model.group_dims) > 1:
+            walk, offset = model.walk(None), 0
+            step = next(walk)
+            for dims in model.group_dims:
+                p, _ = step
+                if p is not None:
+                    parts += [p.mean.flatten(), p.logvar.flatten()]
+                try:
+                    step = walk.send(z[:1, offset : offset + dims])
+                except StopIteration:
+                    break
+                offset += dims
+        out = torch.cat(parts)
     return hashlib.sha256(out.numpy().tobytes()).digest()
 
 
@@ -99,6 +122,9 @@ class _Buckets:
         return torch.diff(cdf, dim=1).clamp(min=0).numpy()
 
 
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
 def _pixel_model(px: object, kind: int) -> tuple[object, np.ndarray]:
     if kind == KIND_BINARY:
         assert isinstance(px, BernoulliPixels)
@@ -108,12 +134,46 @@ def _pixel_model(px: object, kind: int) -> tuple[object, np.ndarray]:
     return constriction.stream.model.Categorical(perfect=False), probs.numpy()
 
 
-_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
-
-
 def _channel_probs(px: RGBMixturePixels, x: Tensor, channel: int) -> np.ndarray:
     """P(level | earlier channels) of one channel's pixels, (H*W, 256) float64."""
     return px.channel_bin_probs(x, channel).double().reshape(-1, 256).clamp(min=0).numpy()
+
+
+def _standardized(q: DiagonalGaussian, p: DiagonalGaussian | None) -> tuple[Tensor, Tensor]:
+    """q's mean and std (D,) in the units of its prior's buckets: (m_q - m_p) / s_p and s_q / s_p."""
+    if p is None:
+        return q.mean[0], q.std[0]
+    sp = p.std[0].double()
+    return (q.mean[0].double() - p.mean[0].double()) / sp, q.std[0].double() / sp
+
+
+def _z(centres: Tensor, idx: np.ndarray, p: DiagonalGaussian | None) -> Tensor:
+    """The latent (1, D) at the buckets' centres: the prior's quantiles."""
+    c = centres[idx]
+    if p is None:
+        return c.float()[None]
+    return (p.mean[0].double() + p.std[0].double() * c).float()[None]
+
+
+def _push_pixels(coder: Any, px: object, x: Tensor, image: np.ndarray, kind: int) -> None:
+    if isinstance(px, RGBMixturePixels):  # B, then G, then R on the stack: decoding pops R first
+        for c in (2, 1, 0):
+            coder.encode_reverse(image[c].reshape(-1).astype(np.int32), _CATEGORICAL, _channel_probs(px, x, c))
+    else:
+        family, params = _pixel_model(px, kind)
+        coder.encode_reverse(image.reshape(-1).astype(np.int32), family, params)
+
+
+def _pop_pixels(coder: Any, px: object, kind: int, shape: tuple[int, int, int]) -> np.ndarray:
+    c, h, w = shape
+    if isinstance(px, RGBMixturePixels):  # each channel's probabilities read only the channels before it
+        x = torch.zeros(1, c, h, w)
+        for channel in range(3):
+            values = np.asarray(coder.decode(_CATEGORICAL, _channel_probs(px, x, channel)))
+            x[0, channel] = torch.from_numpy(values.astype(np.float32).reshape(h, w) / 255.0)
+        return np.asarray((x[0].numpy() * 255.0).round().astype(np.uint8))
+    family, params = _pixel_model(px, kind)
+    return np.asarray(coder.decode(family, params)).astype(np.uint8).reshape(c, h, w)
 
 
 def encode_images(model: VAE, images: np.ndarray, kind: int) -> np.ndarray:
@@ -121,24 +181,26 @@ def encode_images(model: VAE, images: np.ndarray, kind: int) -> np.ndarray:
     buckets = _Buckets(LATENT_BITS)
     seed = np.random.default_rng(0).integers(0, 2**32, SEED_WORDS, dtype=np.uint32)
     coder = constriction.stream.stack.AnsCoder(seed)
-    q_model = constriction.stream.model.Categorical(perfect=False)
     prior = constriction.stream.model.Uniform(buckets.k)
     model.eval()
     with deterministic():
         for image in images:
             x = _to_model_input(image, kind)
-            q = model.encode(x)
-            idx = coder.decode(q_model, buckets.posterior_probs(q.mean[0], q.std[0]))  # borrow bits: z ~ q(z|x)
-            z = buckets.centres[idx].float()[None]
-            px = model.decode(z)
-            if isinstance(px, RGBMixturePixels):  # B, then G, then R on the stack: decoding pops R first
-                for c in (2, 1, 0):
-                    probs = _channel_probs(px, x, c)
-                    coder.encode_reverse(image[c].reshape(-1).astype(np.int32), _CATEGORICAL, probs)
-            else:
-                family, params = _pixel_model(px, kind)
-                coder.encode_reverse(image.reshape(-1).astype(np.int32), family, params)
-            coder.encode_reverse(idx.astype(np.int32), prior)
+            walk = model.walk(x)
+            step, picked = next(walk), []
+            while True:
+                p, q = step
+                assert q is not None
+                idx = coder.decode(_CATEGORICAL, buckets.posterior_probs(*_standardized(q, p)))  # borrow: z ~ q
+                picked.append(idx)
+                try:
+                    step = walk.send(_z(buckets.centres, idx, p))
+                except StopIteration as done:
+                    px = done.value
+                    break
+            _push_pixels(coder, px, x, image, kind)
+            for idx in reversed(picked):  # bottom group first: the decoder pops the top group first
+                coder.encode_reverse(idx.astype(np.int32), prior)
     return coder.get_compressed()
 
 
@@ -147,27 +209,36 @@ def decode_images(model: VAE, words: np.ndarray, kind: int, shape: tuple[int, in
     n, c, h, w = shape
     buckets = _Buckets(LATENT_BITS)
     coder = constriction.stream.stack.AnsCoder(words)
-    q_model = constriction.stream.model.Categorical(perfect=False)
     prior = constriction.stream.model.Uniform(buckets.k)
     out = np.empty(shape, dtype=np.uint8)
     model.eval()
     with deterministic():
         for i in reversed(range(n)):
-            idx = coder.decode(prior, model.latent_dim)
-            z = buckets.centres[idx].float()[None]
-            px = model.decode(z)
-            if isinstance(px, RGBMixturePixels):  # each channel's probabilities read only the channels before it
-                x = torch.zeros(1, c, h, w)
-                for channel in range(3):
-                    values = np.asarray(coder.decode(_CATEGORICAL, _channel_probs(px, x, channel)))
-                    x[0, channel] = torch.from_numpy(values.astype(np.float32).reshape(h, w) / 255.0)
-                image = (x[0].numpy() * 255.0).round().astype(np.uint8)
-            else:
-                family, params = _pixel_model(px, kind)
-                symbols = np.asarray(coder.decode(family, params))
-                image = symbols.astype(np.uint8).reshape(c, h, w)
-            q = model.encode(_to_model_input(image, kind))
-            coder.encode_reverse(idx.astype(np.int32), q_model, buckets.posterior_probs(q.mean[0], q.std[0]))
+            walk = model.walk(None)
+            step, picked, latents = next(walk), [], []
+            for dims in model.group_dims:
+                p, _ = step
+                idx = coder.decode(prior, dims)
+                picked.append(idx)
+                latents.append(_z(buckets.centres, idx, p))
+                try:
+                    step = walk.send(latents[-1])
+                except StopIteration as done:
+                    px = done.value
+            image = _pop_pixels(coder, px, kind, (c, h, w))
+            walk = model.walk(_to_model_input(image, kind))  # the posteriors, now that x is known
+            posteriors = []
+            step = next(walk)
+            for z in latents:
+                p, q = step
+                assert q is not None
+                posteriors.append(buckets.posterior_probs(*_standardized(q, p)))
+                try:
+                    step = walk.send(z)
+                except StopIteration:
+                    break
+            for idx, probs in zip(reversed(picked), reversed(posteriors), strict=True):
+                coder.encode_reverse(idx.astype(np.int32), _CATEGORICAL, probs)  # give the borrowed bits back
             out[i] = image
     return out
 
