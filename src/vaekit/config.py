@@ -33,6 +33,7 @@ class DataConfig:
     channels: int | None = None  # image folders: 1 (grey) or 3 (RGB); null: RGB if any image is colour
     image_size: int | None = None  # image folders: resize the shorter side to this and crop the centre square
     hflip: bool = False  # random horizontal flips of training batches (never at evaluation)
+    noise: float = 0.0  # replace this fraction of training pixels by uniform noise (a background model, Ren et al.)
 
 
 @dataclass
@@ -329,6 +330,7 @@ def validate(cfg: Config) -> None:
         (cfg.model.logvar_min < cfg.model.logvar_max, "model.logvar_min must be below model.logvar_max"),
         (cfg.data.val_size is None or cfg.data.val_size >= 0, "data.val_size must be >= 0 or null"),
         (cfg.data.channels in (None, 1, 3), "data.channels must be 1, 3 or null"),
+        (0 <= cfg.data.noise < 1, "data.noise must be in [0, 1)"),
         (cfg.data.image_size is None or cfg.data.image_size >= 1, "data.image_size must be >= 1 or null"),
         (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
         (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),

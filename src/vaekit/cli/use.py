@@ -169,34 +169,45 @@ def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
-    from vaekit.apps.score import auroc, score
+    from vaekit.apps.score import auroc, ood_scores, typical_entropy
+    from vaekit.cli.common import check_shape, load_model
     from vaekit.data.datasets import has_split, load_dataset
     from vaekit.storage import atomic_write_bytes
 
     model, data = model_and_data(args)
     sets = [(args.data, data)]
     if args.ood:
-        from vaekit.cli.common import check_shape
-
         ood_split = data.split if has_split(args.ood, data.split) and data.split != "val" else None
         ood = load_dataset(args.ood, ood_split or ("test" if has_split(args.ood, "test") else "all"), None)
         check_shape(model, ood.shape, args.ood)
         sets.append((args.ood, ood))
-    metric = f"nll_k{args.iw_samples}" if args.iw_samples else "neg_elbo"
+    background, entropy = None, None
+    if args.method == "ratio" and args.background:
+        background = load_model(args.background)
+        check_shape(background, data.shape, args.background)
+    if args.method == "typicality":
+        trained = _trained_on(args.run)
+        train_set = load_dataset(trained.name, "train", trained.data_dir, trained.val_size, trained.val_seed)
+        entropy = typical_entropy(model, train_set, args.iw_samples)
+    base = f"nll_k{args.iw_samples}" if args.iw_samples else "neg_elbo"
+    metric = base if args.method == "nll" else f"{args.method}({base})"
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["dataset", "index", metric])
+    writer.writerow(["dataset", "index" if args.batch == 1 else f"batch_of_{args.batch}", metric])
     scores = []
     for name, ds in sets:
-        s = score(model, ds, iw_samples=args.iw_samples)
+        s = ood_scores(model, ds, args.method, args.iw_samples, args.compressor, background, entropy, args.batch)
         scores.append(s)
         writer.writerows([name, i, f"{v:.4f}"] for i, v in enumerate(s.tolist()))
     atomic_write_bytes(args.output, buffer.getvalue().encode())
     result: dict[str, Any] = {
         "output": args.output,
+        "method": args.method,
         "metric": metric,
         "mean": {name: float(s.mean()) for (name, _), s in zip(sets, scores, strict=True)},
     }
+    if entropy is not None:
+        result["entropy"] = entropy
     if args.ood:
         result["auroc"] = auroc(scores[0], scores[1])
     return result
@@ -276,10 +287,22 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("--npy", help="also write the decoded images (N, C, H, W) as .npy")
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("score", help="per-example -ELBO or NLL as CSV; with --ood, the AUROC of telling sets apart")
+    p = sub.add_parser(
+        "score", help="per-example OOD scores (nll, complexity, ratio, typicality) as CSV; with --ood, the AUROC"
+    )
     data_args(p)
     p.add_argument("--ood", help="a second data set, scored as out-of-distribution")
     p.add_argument("--iw-samples", type=positive, help="score with the importance-sampled NLL instead of -ELBO")
+    p.add_argument(
+        "--method",
+        default="nll",
+        choices=["nll", "complexity", "ratio", "typicality"],
+        help="nll; complexity: minus a lossless compressor's code length (Serra et al. 2020); ratio: minus a "
+        "background model's (Ren et al. 2019); typicality: distance to the training set's mean (Nalisnick et al. 2019)",
+    )
+    p.add_argument("--compressor", default="png", choices=["png", "webp"], help="for --method complexity")
+    p.add_argument("--background", help="for --method ratio: a run trained with --set data.noise=0.2")
+    p.add_argument("--batch", type=positive, default=1, help="for --method typicality: examples per tested batch")
     p.add_argument("-o", "--output", default="scores.csv")
     p.set_defaults(func=cmd_score)
 

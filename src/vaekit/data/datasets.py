@@ -87,6 +87,7 @@ class Dataset:
     labels: Tensor | None = None
     binarize: str = "none"
     hflip: bool = False  # random horizontal flips, drawn per batch (training only)
+    noise: float = 0.0  # fraction of pixels replaced by uniform noise per batch (training a background model)
     val_size: int = 0  # images carved off for the validation split (train and val splits record it)
 
     def __len__(self) -> int:
@@ -114,6 +115,10 @@ class Dataset:
         if self.hflip:  # drawn after the binarization, from the same stream: a pure function of the RNG state
             flip = torch.rand(x.shape[0], generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if self.noise > 0:  # Ren et al. 2019: each pixel is replaced with probability `noise` by a uniform level
+            hit = torch.rand(x.shape, generator=generator) < self.noise
+            level = torch.randint(0, 256, x.shape, generator=generator).float().div_(255.0)
+            x = torch.where(hit, level.round() if self.binarize == "dynamic" else level, x)
         return x
 
     def batches(

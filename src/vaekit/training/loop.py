@@ -61,7 +61,7 @@ def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
     train_set = split("train", mmap=d.mmap, lazy=d.lazy)
     val_set = split("val") if train_set.val_size or has_split(d.name, "val") else None
     test_set = split("test") if has_split(d.name, "test") else None
-    return replace(train_set, hflip=d.hflip), val_set, test_set
+    return replace(train_set, hflip=d.hflip, noise=d.noise), val_set, test_set
 
 
 @dataclass
