@@ -251,6 +251,10 @@ KIND_CASES = {
     "hierarchical resconv": CONTRACT["block=resconv"],
     "iaf": ["model.posterior=iaf"],
     "vamp": ["model.prior=vamp", "model.prior_components=8"],
+    "hierarchical stabilized": [  # every deep-model stabilizer at once
+        *HVAE, "objective.kl_balance=true", "objective.group_warmup_steps=[20, 10]", "objective.spectral_reg=0.01",
+        "model.scale_param=softplus", "model.posterior_offset_max=3.0",
+    ],
 }
 
 
@@ -316,3 +320,56 @@ def test_mixture_priors_and_flows_are_refused_by_the_coder_in_one_line() -> None
         bbans.kind_for(_model(["model.prior=vamp", "model.prior_components=4"]))
     with pytest.raises(VaekitError, match="'iaf' posterior flow has no density at arbitrary z"):
         bbans.kind_for(_model(["model.posterior=iaf"]))
+
+
+# --- deep-model stabilizers ----------------------------------------------------------------------
+
+
+def test_kl_balancing_follows_nvae() -> None:
+    from vaekit.models.objectives import ElboTerms, kl_balance_coefficients
+
+    kl = torch.tensor([[1.0, 10.0], [3.0, 30.0]])  # (B, L): group 0 carries 2 nats, group 1 20 nats
+    c = kl_balance_coefficients(kl, (4, 8))
+    raw = torch.tensor([2.01, 20.01]) / torch.tensor([1.0, 2.0]) * 22.02  # |KL| mean + 0.01, / alpha, * total
+    torch.testing.assert_close(c, raw / raw.mean())
+    terms = ElboTerms(torch.zeros(2), (kl[:, 0], kl[:, 1]), (4, 8))
+    torch.testing.assert_close(terms.neg_elbo(balance=True), (c * kl.mean(0)).sum())
+    torch.testing.assert_close(terms.neg_elbo(group_weights=[0.5, 1.0]), 0.5 * 2.0 + 20.0 * torch.ones(()))
+
+
+def test_group_warmup_ramps_each_group_and_checks_its_length() -> None:
+    from vaekit.config import ObjectiveConfig
+    from vaekit.training.schedules import group_kl_weights
+
+    cfg = ObjectiveConfig(group_warmup_steps=[100, 0, 50])
+    assert group_kl_weights(25, cfg, 3) == [0.25, 1.0, 0.5]
+    assert group_kl_weights(500, cfg, 3) == [1.0, 1.0, 1.0]
+    assert group_kl_weights(5, ObjectiveConfig(), 3) is None
+    with pytest.raises(ConfigError, match="has 3 entries; the model has 2 groups"):
+        group_kl_weights(0, cfg, 2)
+
+
+def test_spectral_penalty_estimates_the_largest_singular_values() -> None:
+    from vaekit.training.regularizers import SpectralPenalty
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Conv2d(3, 4, 3))
+    penalty = SpectralPenalty(net, 0.1)
+    for _ in range(200):
+        value = penalty()
+    exact = sum(torch.linalg.matrix_norm(p.detach().flatten(1), 2) for n, p in net.named_parameters() if "weight" in n)
+    torch.testing.assert_close(value.detach(), 0.1 * exact, rtol=1e-4, atol=1e-5)
+    value.backward()
+    assert net[0].weight.grad is not None and net[1].weight.grad is not None
+
+
+def test_softplus_scales_and_a_bounded_posterior_offset() -> None:
+    model = _model([*HVAE, "model.scale_param=softplus", "model.posterior_offset_max=0.5"])
+    assert torch.allclose(model.raw_logvar(torch.zeros(3)), torch.zeros(3), atol=1e-5)  # raw 0: unit scale
+    big = model.raw_logvar(torch.tensor([30.0]))
+    assert math.isclose(float(torch.exp(0.5 * big)), 30.5413, rel_tol=1e-3)  # linear, not exponential
+    out = model(torch.rand(4, 1, 28, 28), n_samples=2)
+    bottom = out.groups[1]
+    assert ((bottom.q.mean - bottom.p.mean).abs() < 0.5).all()
+    assert ((bottom.q.logvar - bottom.p.logvar).abs() < 0.5 + 1e-4).all()
+

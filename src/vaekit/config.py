@@ -50,6 +50,8 @@ class ModelConfig:
     min_scale: float = 1e-3  # floor of a learned Gaussian scale
     logvar_min: float = -12.0  # soft clamp of the posterior log-variance
     logvar_max: float = 8.0
+    scale_param: Literal["exp", "softplus"] = "exp"  # Gaussian scales: exp(raw / 2), or softplus(raw) (Efficient-VDVAE)
+    posterior_offset_max: float | None = None  # hierarchy: |d_mean| and |d_logvar| of q against p softly bounded
     prior: str = "standard-normal"  # registry name: standard-normal, mog, vamp (over the top group)
     prior_components: int = 10  # mog: Gaussians in the mixture; vamp: pseudo-inputs
     posterior: str = "gaussian"  # registry name: gaussian, iaf (a flow on top of the Gaussian; kind vae only)
@@ -76,6 +78,9 @@ class ObjectiveConfig:
     kl_ramp_fraction: float = 0.5  # cyclical: fraction of a cycle spent ramping up
     free_bits: float = 0.0  # nats per latent dimension (Kingma et al. 2016)
     free_bits_group: float = 0.0  # nats per latent group: its batch-mean KL is not pushed below this
+    group_warmup_steps: list[int] = field(default_factory=list)  # per group (top first): a linear KL ramp each
+    kl_balance: bool = False  # NVAE's KL balancing across groups while the KL weight is below 1
+    spectral_reg: float = 0.0  # NVAE's spectral regularization: lambda * sum of the weights' top singular values
     iw_samples: int = 1  # k > 1 trains the importance-weighted bound (Burda et al. 2016)
     estimator: Literal["standard", "dreg"] = "standard"  # IWAE encoder gradient; dreg = Tucker et al. 2019
 
@@ -335,6 +340,12 @@ def validate(cfg: Config) -> None:
         (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
         (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),
         (cfg.objective.free_bits_group >= 0, "objective.free_bits_group must be >= 0"),
+        (all(w >= 0 for w in cfg.objective.group_warmup_steps), "objective.group_warmup_steps must be >= 0"),
+        (cfg.objective.spectral_reg >= 0, "objective.spectral_reg must be >= 0"),
+        (
+            cfg.model.posterior_offset_max is None or cfg.model.posterior_offset_max > 0,
+            "model.posterior_offset_max must be > 0 or null",
+        ),
         (cfg.model.prior_components >= 1, "model.prior_components must be >= 1"),
         (cfg.model.flow_steps >= 1 and cfg.model.flow_hidden >= 1, "model.flow_steps and flow_hidden must be >= 1"),
         (cfg.model.flow_context >= 0, "model.flow_context must be >= 0"),

@@ -63,17 +63,22 @@ class TopDownVAE(VAE):
 
     def _gaussian(self, params: Tensor) -> DiagonalGaussian:
         mean, logvar = params.chunk(2, dim=-1)
-        return DiagonalGaussian(mean, soft_clamp(logvar, self.cfg.logvar_min, self.cfg.logvar_max))
+        return DiagonalGaussian(mean, self.logvar(logvar))
 
     def _lower(self, level: int, s: Tensor, feature: Tensor | None) -> tuple[DiagonalGaussian, DiagonalGaussian | None]:
         """p(z_l | z_>l) and, given the bottom-up feature, q(z_l | x, z_>l) in NVAE's residual form."""
-        mean_p, logvar_p = self.net.prior_params(level, s).chunk(2, dim=-1)
-        p = DiagonalGaussian(mean_p, soft_clamp(logvar_p, self.cfg.logvar_min, self.cfg.logvar_max))
+        mean_p, raw_p = self.net.prior_params(level, s).chunk(2, dim=-1)
+        logvar_p = self.raw_logvar(raw_p)
+        bounds = (self.cfg.logvar_min, self.cfg.logvar_max)
+        p = DiagonalGaussian(mean_p, soft_clamp(logvar_p, *bounds))
         if feature is None:
             return p, None
-        d_mean, d_logvar = self.net.posterior_params(level, s, feature).chunk(2, dim=-1)
-        q_logvar = soft_clamp(logvar_p + d_logvar, self.cfg.logvar_min, self.cfg.logvar_max)
-        return p, DiagonalGaussian(mean_p + d_mean, q_logvar)
+        d_mean, d_raw = self.net.posterior_params(level, s, feature).chunk(2, dim=-1)
+        d_logvar = self.raw_logvar(d_raw)  # log of sigma_q^2 / sigma_p^2
+        if self.cfg.posterior_offset_max is not None:  # a bounded offset from the prior: |d| < b, smoothly
+            b = self.cfg.posterior_offset_max
+            d_mean, d_logvar = b * torch.tanh(d_mean / b), b * torch.tanh(d_logvar / b)
+        return p, DiagonalGaussian(mean_p + d_mean, soft_clamp(logvar_p + d_logvar, *bounds))
 
     def _top(self, x: Tensor, features: list[Tensor]) -> tuple[DiagonalGaussian, Tensor | None]:
         s = self.net.initial_state(x.shape[0], x)

@@ -62,16 +62,26 @@ class ElboTerms:
         """(B,) nats: -log p(x|z) + KL, the unweighted bound used for reporting."""
         return self.kl - self.log_px
 
-    def neg_elbo(self, beta: float | Tensor = 1.0, free_bits: float = 0.0, free_bits_group: float = 0.0) -> Tensor:
-        """() nats per example: the training loss, -E[log p(x|z)] + beta * KL.
+    def neg_elbo(
+        self,
+        beta: float | Tensor = 1.0,
+        free_bits: float = 0.0,
+        free_bits_group: float = 0.0,
+        group_weights: list[float] | None = None,
+        balance: bool = False,
+    ) -> Tensor:
+        """() nats per example: the training loss, -E[log p(x|z)] + beta * sum_l w_l c_l KL_l.
 
         Free bits (Kingma et al. 2016, Eq. 15) act on batch means: a dimension whose mean KL is
         below `free_bits` nats contributes a constant, so its gradient is zero; a Monte Carlo group
         has no per-dimension KL and gets the same budget on its total, `free_bits * D_l`.
         `free_bits_group` does the same per group: a group below it is not pushed further down.
+        `group_weights` w_l (top first) are per-group KL weights (a per-group warm-up); `balance`
+        sets c_l by NVAE's KL balancing (`kl_balance_coefficients`), else c_l = 1.
         """
+        coeffs = kl_balance_coefficients(self.kl_per_group.detach(), self.group_dims) if balance else None
         total: Tensor | None = None
-        for kl, dims in zip(self.kl_groups, self.group_dims, strict=True):
+        for i, (kl, dims) in enumerate(zip(self.kl_groups, self.group_dims, strict=True)):
             if kl.dim() == 2:
                 per_dim = kl.mean(0)
                 if free_bits > 0:
@@ -83,9 +93,27 @@ class ElboTerms:
                     group = group.clamp(min=free_bits * dims)
             if free_bits_group > 0:
                 group = group.clamp(min=free_bits_group)
+            if group_weights is not None:
+                group = group_weights[i] * group
+            if coeffs is not None:
+                group = coeffs[i] * group
             total = group if total is None else total + group
         assert total is not None
         return -self.log_px.mean() + beta * total
+
+
+def kl_balance_coefficients(kl_per_group: Tensor, group_dims: tuple[int, ...]) -> Tensor:
+    """NVAE's KL balancing (Vahdat & Kautz 2020, App. A; their utils.kl_balancer), (L,) with mean 1.
+
+    c_l is proportional to the group's batch-mean |KL| (+ 0.01) divided by alpha_l, here the group's
+    size relative to the smallest (NVAE divides by the groups' spatial size): a group that carries
+    little is pushed down less, so the upper groups are not switched off while the KL weight ramps.
+    """
+    c = kl_per_group.abs().mean(0) + 0.01  # (L,)
+    alpha = torch.tensor(group_dims, dtype=c.dtype, device=c.device)
+    alpha = alpha / alpha.min()
+    c = c / alpha * c.sum()
+    return c / c.mean()
 
 
 def group_kl(group: LatentGroup) -> Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaekit.config import Config, ModelConfig
@@ -33,6 +34,7 @@ from vaekit.registry import Registry
 from vaekit.storage import atomic_write_bytes, load_state, read_safetensors, tensors_digest, write_safetensors
 
 MODEL_FORMAT = "vaekit-model/1"
+SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) = 1
 KINDS: Registry[type[VAE]] = Registry("model kind")  # models/hierarchy.py registers "hierarchical"
 Step = tuple[DiagonalGaussian | None, DiagonalGaussian | None]  # (prior, posterior) of one group, as `walk` yields
 
@@ -195,8 +197,20 @@ class VAE(nn.Module):
     def _posterior(self, x: Tensor) -> tuple[DiagonalGaussian, Tensor | None]:
         out = self.encoder(x)  # (B, 2D + context)
         mean, logvar, context = out.split([self.latent_dim, self.latent_dim, self.context_dim], dim=-1)
-        q = DiagonalGaussian(mean, soft_clamp(logvar, self.cfg.logvar_min, self.cfg.logvar_max))
+        q = DiagonalGaussian(mean, self.logvar(logvar))
         return q, (context if self.context_dim else None)
+
+    def raw_logvar(self, raw: Tensor) -> Tensor:
+        """A network's scale output as a log-variance: raw itself (exp: std = exp(raw / 2)), or with
+        `model.scale_param=softplus` std = softplus(raw + 0.5413), smooth and linear for large raw instead of
+        exponential (Efficient-VDVAE, Hazami et al. 2022); raw = 0 is a unit scale either way."""
+        if self.cfg.scale_param == "softplus":
+            return 2 * torch.log(F.softplus(raw + SOFTPLUS_ONE) + 1e-6)
+        return raw
+
+    def logvar(self, raw: Tensor) -> Tensor:
+        """`raw_logvar`, softly clamped to [model.logvar_min, model.logvar_max]."""
+        return soft_clamp(self.raw_logvar(raw), self.cfg.logvar_min, self.cfg.logvar_max)
 
     def top_posterior(self) -> Callable[[Tensor], DiagonalGaussian]:
         """Images -> the top group's Gaussian posterior: what the VampPrior pushes its pseudo-inputs through."""

@@ -42,3 +42,19 @@ def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
     progress = min(1.0, (step - cfg.lr_warmup_steps) / span)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine
+
+
+def group_kl_weights(step: int, cfg: ObjectiveConfig, n_groups: int) -> list[float] | None:
+    """Per-group KL weights (top first) from `objective.group_warmup_steps`: a linear ramp 0 -> 1 per group.
+
+    None when no per-group warm-up is set. A group with 0 steps has weight 1 from the start.
+    """
+    if not cfg.group_warmup_steps:
+        return None
+    if len(cfg.group_warmup_steps) != n_groups:
+        from vaekit.errors import ConfigError
+
+        raise ConfigError(
+            f"objective.group_warmup_steps has {len(cfg.group_warmup_steps)} entries; the model has {n_groups} groups"
+        )
+    return [1.0 if w == 0 else min(1.0, step / w) for w in cfg.group_warmup_steps]

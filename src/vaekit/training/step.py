@@ -20,11 +20,13 @@ from torch import Tensor
 from vaekit.config import Config
 from vaekit.errors import VaekitError
 from vaekit.models.objectives import elbo_terms, iwae_loss
+from vaekit.models.outputs import VAEOutput
 from vaekit.models.vae import VAE
 from vaekit.storage import load_state
 from vaekit.training.distributed import Topology
 from vaekit.training.guards import EMA, NormHistory, StepReport, guarded_update
-from vaekit.training.schedules import kl_weight, lr_factor
+from vaekit.training.regularizers import SpectralPenalty
+from vaekit.training.schedules import group_kl_weights, kl_weight, lr_factor
 
 
 @dataclass
@@ -44,6 +46,7 @@ class TrainState:
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     compiled: Callable[..., tuple[Tensor, Tensor]] | None = None  # train.compile: the torch.compile'd loss
     beta: Tensor = field(default_factory=lambda: torch.zeros(()))  # the compiled loss's KL weight, refilled per step
+    spectral: SpectralPenalty | None = None  # objective.spectral_reg > 0
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -58,6 +61,7 @@ class TrainState:
             "lr_scale": self.lr_scale,
             "clip_scale": self.clip_scale,
             "norm_history": self.history.state_dict(),
+            "spectral": self.spectral.state_dict() if self.spectral is not None else None,
             "rollbacks": self.rollbacks,
             "rng": torch.get_rng_state(),
             # on CUDA the reparameterization noise comes from the device's generator
@@ -82,6 +86,8 @@ class TrainState:
         self.clip_scale = float(state.get("clip_scale", 1.0))
         if state.get("norm_history") is not None:  # checkpoints of vaekit 0.1 have none: start the history afresh
             self.history.load_state_dict(state["norm_history"])
+        if self.spectral is not None and state.get("spectral") is not None:
+            self.spectral.load_state_dict(state["spectral"])
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -122,12 +128,9 @@ def train_step(
     else:
         with _autocast(cfg.train.precision, device.type):
             out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps)
-        terms = elbo_terms(out, x)
-        if cfg.objective.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
-            loss = iwae_loss(out, x, dreg=cfg.objective.estimator == "dreg")
-        else:
-            loss = terms.neg_elbo(beta, cfg.objective.free_bits, cfg.objective.free_bits_group)
-        neg_elbo = terms.neg_elbo_per_example.detach()
+        loss, neg_elbo = _loss(state, out, x, beta, cfg)
+    if state.spectral is not None:
+        loss = loss + state.spectral()
     report = _backward_and_update(state, loss, cfg)
     if state.ema is not None:
         state.ema.update(state.model, report.skipped)
@@ -136,6 +139,19 @@ def train_step(
     state.streak = (state.streak + 1) * report.skipped  # stays on the device: no sync per step
     state.step += 1
     return report, neg_elbo
+
+
+def _loss(state: TrainState, out: VAEOutput, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor]:
+    """The training loss (IWAE bound, or the ELBO with its schedules) and -ELBO (B,) of one forward pass."""
+    terms = elbo_terms(out, x)
+    obj = cfg.objective
+    if obj.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
+        loss = iwae_loss(out, x, dreg=obj.estimator == "dreg")
+    else:
+        weights = group_kl_weights(state.step, obj, len(out.groups))
+        balance = obj.kl_balance and beta < obj.beta  # NVAE balances only while the KL weight ramps up
+        loss = terms.neg_elbo(beta, obj.free_bits, obj.free_bits_group, weights, balance)
+    return loss, terms.neg_elbo_per_example.detach()
 
 
 def _elbo_loss(
@@ -237,10 +253,15 @@ def build_state(
         state.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.train.precision == "fp16":
         state.scaler = torch.amp.GradScaler("cuda")
+    if cfg.objective.spectral_reg > 0:
+        state.spectral = SpectralPenalty(model, cfg.objective.spectral_reg)
     if cfg.train.compile:
-        if state.net is not None or cfg.objective.iw_samples > 1:
+        obj = cfg.objective
+        if state.net is not None or obj.iw_samples > 1 or obj.group_warmup_steps or obj.kl_balance:
             warnings.warn(
-                "train.compile applies to single-process, single-sample training; running uncompiled", stacklevel=2
+                "train.compile applies to single-process, single-sample training without per-group KL weights; "
+                "running uncompiled",
+                stacklevel=2,
             )
         else:
             state.compiled = torch.compile(_elbo_loss, dynamic=False)
