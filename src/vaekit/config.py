@@ -66,6 +66,8 @@ class ModelConfig:
     group_scales: list[int] = field(default_factory=list)  # resconv: downsampling factor per group, top first
     width: int = 64  # resconv: channels of the residual stream
     res_blocks: int = 2  # resconv and resnet: residual blocks per resolution
+    conditional: bool = False  # a conditional VAE (Sohn et al. 2015): encoder and decoder also see the class label
+    num_classes: int | None = None  # conditional: filled in from the data's labels at train time
     input_shape: list[int] | None = None  # (C, H, W); filled in from the data at train time
 
 
@@ -392,6 +394,13 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_hierarchy(m: ModelConfig) -> None:
+    if m.conditional and m.kind != "vae":
+        raise ConfigError(
+            "model.conditional=true conditions one-group models (any encoder and decoder: mlp, conv, resnet, "
+            "your own); hierarchies are not conditional yet"
+        )
+    if m.num_classes is not None and m.num_classes < 2:
+        raise ConfigError("model.num_classes must be >= 2 or null")
     if m.kind == "vae":
         if m.groups:
             raise ConfigError("model.groups is set but model.kind is vae; set model.kind=hierarchical or drop groups")

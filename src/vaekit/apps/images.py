@@ -57,5 +57,7 @@ def save_reconstructions(model: VAE, data: Dataset, n: int, path: str | Path) ->
     """The first `n` images of `data` (rounded down to full rows of 8) above their reconstructions."""
     n = min(n, len(data))
     per_row = min(8, n)
-    x = data.batch(torch.arange(n - n % per_row))
-    return save_grid(side_by_side(x, model.reconstruct(x), per_row), path, nrow=per_row), int(x.shape[0])
+    index = torch.arange(n - n % per_row)
+    x = data.batch(index)
+    y = data.labels[index] if model.num_classes and data.labels is not None else None
+    return save_grid(side_by_side(x, model.reconstruct(x, y), per_row), path, nrow=per_row), int(x.shape[0])

@@ -86,7 +86,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     model, data = model_and_data(args)
     # evaluate draws its noise on the CPU, so the score is the same on any device
     model = model.to(resolve_device(args.device, "--device"))
-    result = evaluate(model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None)
+    classify = args.classify_k if model.num_classes else None
+    result = evaluate(
+        model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None, classify_k=classify
+    )
     text = (
         f"{args.data} {result.split} ({result.n} examples): "
         f"-ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
@@ -100,6 +103,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if result.binarization_seed is not None:
         text += f"\nbinarized {result.split} split: one fixed draw, seed {result.binarization_seed}"
     text += "\n" + describe_groups(result)
+    if result.class_accuracy is not None:
+        text += (
+            f"\ngenerative classifier argmax_y log p(x | y) (k={result.classify_k} per class): "
+            f"accuracy {100 * result.class_accuracy:.2f}%"
+        )
     _emit(args, result.to_dict(), text)
 
 
@@ -121,11 +129,23 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from vaekit.apps.images import save_grid
 
     model = load_model(args.run)
-    images = model.sample(args.n, temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed))
-    path = save_grid(images, args.output)
+    labels, nrow = None, None
+    if (args.label is not None or args.per_class) and not model.num_classes:
+        raise VaekitError("--label and --per-class need a conditional model (trained with model.conditional=true)")
+    if args.label is not None:
+        if not 0 <= args.label < model.num_classes:
+            raise VaekitError(f"--label {args.label}: the model's classes are 0..{model.num_classes - 1}")
+        labels = torch.full((args.n,), args.label)
+    elif args.per_class:  # one row per class
+        labels = torch.arange(model.num_classes).repeat_interleave(args.per_class)
+        nrow = args.per_class
+    n = len(labels) if labels is not None else args.n
+    gen = torch.Generator().manual_seed(args.seed)
+    images = model.sample(n, temperature=args.temperature, generator=gen, labels=labels)
+    path = save_grid(images, args.output, nrow=nrow)
     if args.npy:
         save_npy(images.numpy(), args.npy)
-    _emit(args, {"output": str(path), "n": args.n, "npy": args.npy}, f"wrote {args.n} samples to {path}")
+    _emit(args, {"output": str(path), "n": n, "npy": args.npy}, f"wrote {n} samples to {path}")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
@@ -189,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
     p.add_argument("--iw-samples", type=_positive, default=1000, help="importance samples for --nll (default 1000)")
     p.add_argument("--batch-size", type=_positive, default=500)
+    p.add_argument(
+        "--classify-k",
+        type=_positive,
+        default=10,
+        help="a conditional model: importance samples per class for the generative classifier's accuracy (default 10)",
+    )
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to score (default auto: a GPU if any)")
     _common(p)
     p.set_defaults(func=cmd_eval)
@@ -200,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="samples.png", help="PNG path (default samples.png)")
     p.add_argument("--npy", help="also write the images as a float32 .npy (N, C, H, W)")
+    p.add_argument("--label", type=int, help="a conditional model: draw this class")
+    p.add_argument("--per-class", type=_positive, help="a conditional model: a grid of this many per class, a row each")
     _common(p)
     p.set_defaults(func=cmd_sample)
 

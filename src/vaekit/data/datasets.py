@@ -130,6 +130,15 @@ class Dataset:
         for start in range(0, n, batch_size):
             yield self.batch(order[start : start + batch_size], generator)
 
+    def labelled_batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """(x, labels or None) over the whole set in order: `batches` with the labels beside (same RNG use)."""
+        n = len(self)
+        for start in range(0, n, batch_size):
+            index = torch.arange(start, min(start + batch_size, n))
+            yield self.batch(index, generator), (self.labels[index] if self.labels is not None else None)
+
     def subset(self, index: Tensor, split: str | None = None) -> Dataset:
         labels = self.labels[index] if self.labels is not None else None
         return replace(self, images=self.images[index], labels=labels, split=split or self.split)

@@ -39,6 +39,8 @@ class EvalResult:
     nll_bits_per_dim: float | None = None
     iw_samples: int | None = None
     binarization_seed: int | None = None  # the one fixed draw of a binarized held-out split, when there is one
+    class_accuracy: float | None = None  # a conditional model's argmax_y log p(x | y) against the labels
+    classify_k: int | None = None  # importance samples per class for class_accuracy
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -49,28 +51,41 @@ MI_EXAMPLES = 2000  # posteriors used for I(x; z): O(N^2) pairs; the estimate's 
 
 @torch.no_grad()
 def evaluate(
-    model: VAE, data: Dataset, batch_size: int = 1000, iw_samples: int | None = None, seed: int = EVAL_SEED
+    model: VAE,
+    data: Dataset,
+    batch_size: int = 1000,
+    iw_samples: int | None = None,
+    seed: int = EVAL_SEED,
+    classify_k: int | None = None,
 ) -> EvalResult:
-    """Score every example of `data`; with `iw_samples = k` also estimate -log p(x) with k samples."""
+    """Score every example of `data`; with `iw_samples = k` also estimate -log p(x) with k samples.
+
+    A conditional model is scored given each example's label; with `classify_k` it is also used as a
+    generative classifier, argmax_y log p(x | y) with `classify_k` importance samples per class.
+    """
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     neg_elbo, log_px, kl_groups, means, top_q, nll = [], [], [], [], [], []
     closed: tuple[bool, ...] = ()
     device = next(model.parameters()).device
-    for x in data.batches(batch_size, generator=gen):
+    hits = []
+    for x, labels in data.labelled_batches(batch_size, generator=gen):
         x = x.to(device)
-        out = model(x, generator=gen)
+        y = labels if model.num_classes else None
+        out = model(x, generator=gen, y=y)
         terms = elbo_terms(out, x)
         closed = terms.closed_form
         neg_elbo.append(terms.neg_elbo_per_example)
         log_px.append(terms.log_px)
         kl_groups.append([kl if kl.dim() == 2 else kl[:, None] for kl in terms.kl_groups])
         # posterior means: a hierarchy's along its mean path (each group given the means above)
-        means.append((out.groups[0].posterior_mean if len(out.groups) == 1 else model.encode(x).mean).float())
+        means.append((out.groups[0].posterior_mean if len(out.groups) == 1 else model.encode(x, y).mean).float())
         top_q.append(out.groups[0].q)
         if iw_samples:
-            nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen))
+            nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen, y=y))
+        if classify_k and y is not None:
+            hits.append((model.classify(x, classify_k, gen).cpu() == y).float())
     model.train(was_training)
     ne, mean = torch.cat(neg_elbo), torch.cat(means)
     per_group = [torch.cat(parts) for parts in zip(*kl_groups, strict=True)]  # (N, D_l) or (N, 1) Monte Carlo
@@ -87,9 +102,11 @@ def evaluate(
         )
         mi = mutual_information(q_sub, gen)
     extra: dict[str, Any] = {}
+    if hits:
+        extra = {"class_accuracy": torch.cat(hits).mean().item(), "classify_k": classify_k}
     if iw_samples:
         nl = torch.cat(nll)
-        extra = {
+        extra |= {
             "nll": nl.mean().item(),
             "nll_se": _se(nl),
             "iw_samples": iw_samples,

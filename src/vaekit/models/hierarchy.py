@@ -88,12 +88,17 @@ class TopDownVAE(VAE):
         return lambda u: self._top(u, self.net.bottom_up(u))[0]
 
     def forward(
-        self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, eps: Tensor | None = None
+        self,
+        x: Tensor,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+        eps: Tensor | None = None,
+        y: Tensor | None = None,  # hierarchies are not conditional (config refuses it): y is unused
     ) -> VAEOutput:
         features = self.net.bottom_up(x)  # top first, (B, ...)
         b = x.shape[0]
         if eps is None:
-            eps = draw_noise((n_samples, b, self.latent_dim), features[0], generator)
+            eps = draw_noise((n_samples, b, self.latent_dim), x, generator)  # x: float32 even under autocast
         n = eps.shape[0]
         noise = eps.split(list(self.group_dims), dim=-1)  # top first, (S, B, D_l)
         q, s0 = self._top(x, features)
@@ -110,7 +115,7 @@ class TopDownVAE(VAE):
         params = self.net.output(s)  # (S*B, K*C, H, W): after the bottom group's merge, s is a tensor
         return VAEOutput(groups=tuple(groups), px=self.likelihood(params.view(n, b, *params.shape[1:])))
 
-    def encode(self, x: Tensor) -> DiagonalGaussian:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
         """The posterior along its mean path, (B, latent_dim): each group's q given the means of the groups above."""
         features = self.net.bottom_up(x)
         q, s0 = self._top(x, features)
@@ -141,7 +146,7 @@ class TopDownVAE(VAE):
     def net_anchor(self) -> Tensor:
         return next(self.parameters())
 
-    def decode(self, z: Tensor) -> PixelDistribution:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> PixelDistribution:
         """z (..., latent_dim), every group's latents top first -> p(x|z) with batch shape (...)."""
         flat = z.reshape(-1, self.latent_dim)
         s = self.net.initial_state(flat.shape[0], flat)

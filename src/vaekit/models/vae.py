@@ -54,6 +54,8 @@ class VAE(nn.Module):
 
     group_dims: tuple[int, ...]
     prior: Prior
+    num_classes: int = 0
+    label_in: nn.Linear | None = None
 
     def __new__(cls, cfg: ModelConfig | None = None, *args: Any, **kwargs: Any) -> VAE:
         # VAE(cfg) builds the kind cfg.kind names; copy.deepcopy calls __new__ with no config
@@ -82,6 +84,8 @@ class VAE(nn.Module):
         self.context_dim = self.flow.context_dim if self.flow is not None else 0
         decoder_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else cfg.hidden[::-1]
         encoder_out = 2 * cfg.latent_dim + self.context_dim
+        self.num_classes = self._classes(cfg)
+        decoder_in = cfg.latent_dim + self.num_classes  # a conditional decoder reads cat(z, one-hot y)
         extra = {"blocks": cfg.res_blocks} if cfg.encoder == "resnet" else {}
         self.encoder = (
             encoder
@@ -95,12 +99,32 @@ class VAE(nn.Module):
             decoder
             if decoder is not None
             else self._net(cfg.decoder, DECODERS, "decoder")(
-                self.shape, decoder_hidden, cfg.latent_dim, cfg.activation, self.likelihood_channels, **extra
+                self.shape, decoder_hidden, decoder_in, cfg.activation, self.likelihood_channels, **extra
             )
         )
+        # a conditional encoder adds W y to its output: q(z | x, y) = f(x) + W y, for any encoder network
+        self.label_in = nn.Linear(self.num_classes, encoder_out, bias=False) if self.num_classes else None
         if encoder is not None or decoder is not None:
             self._check_own_nets(encoder_out)
         self.prior = build_prior(cfg.latent_dim, cfg, self.shape)
+
+    @staticmethod
+    def _classes(cfg: ModelConfig) -> int:
+        if not cfg.conditional:
+            return 0
+        if cfg.num_classes is None:
+            raise ConfigError("model.conditional=true needs model.num_classes; training fills it in from the labels")
+        return cfg.num_classes
+
+    def onehot(self, y: Tensor | None, n: int) -> Tensor:
+        """One-hot labels (n, K) of a conditional model; a missing or bad y is a one-line error."""
+        if y is None:
+            raise ConfigError(
+                f"this model is conditional on the class label: pass y, {n} labels in 0..{self.num_classes - 1}"
+            )
+        if y.shape != (n,) or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)):
+            raise ConfigError(f"labels y must be ({n},) integers in 0..{self.num_classes - 1}, got {tuple(y.shape)}")
+        return F.one_hot(y.long().to(self.device), self.num_classes).float()
 
     @staticmethod
     def _net(name: str, registry: Registry[Any], role: str) -> Any:
@@ -125,7 +149,7 @@ class VAE(nn.Module):
                 f"a mean and a log-variance per latent dimension (model.latent_dim={self.latent_dim})"
             )
         try:
-            params = self.decoder(torch.zeros(2, self.latent_dim))
+            params = self.decoder(torch.zeros(2, self.latent_dim + self.num_classes))
         except Exception as exc:
             raise ConfigError(
                 f"your decoder fails on latents (2, {self.latent_dim}): {type(exc).__name__}: {exc}"
@@ -155,20 +179,29 @@ class VAE(nn.Module):
 
     # --- the kind-specific part: every kind overrides these four -------------------------------
 
-    def encode(self, x: Tensor) -> DiagonalGaussian:
-        """x (B, C, H, W) in [0, 1] -> q(z|x) with mean, logvar (B, D) (a flow's Gaussian base)."""
-        return self._posterior(x)[0]
+    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
+        """x (B, C, H, W) in [0, 1] (and labels y (B,) if conditional) -> q(z|x) with mean, logvar (B, D)."""
+        return self._posterior(x, y)[0]
 
-    def decode(self, z: Tensor) -> PixelDistribution:
-        """z (..., D) -> p(x|z) with batch shape (...)."""
-        params = self.decoder(z.reshape(-1, self.latent_dim))  # (N, K*C, H, W)
+    def decode(self, z: Tensor, y: Tensor | None = None) -> PixelDistribution:
+        """z (..., D) (and labels y, one per z, if conditional) -> p(x|z) with batch shape (...)."""
+        flat = z.reshape(-1, self.latent_dim)
+        if self.num_classes:  # y (B,) for z (S, B, D): the same label for every sample of an example
+            labels = y if y is None or y.numel() == flat.shape[0] else y.repeat(flat.shape[0] // max(y.numel(), 1))
+            flat = torch.cat([flat, self.onehot(labels, flat.shape[0])], dim=-1)
+        params = self.decoder(flat)  # (N, K*C, H, W)
         return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
 
     def forward(
-        self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, eps: Tensor | None = None
+        self,
+        x: Tensor,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+        eps: Tensor | None = None,
+        y: Tensor | None = None,
     ) -> VAEOutput:
-        """Per group q, p and S samples z, and p(x|z); `eps` (S, B, latent_dim) may be given."""
-        q, context = self._posterior(x)
+        """Per group q, p and S samples z, and p(x|z); `eps` (S, B, latent_dim) may be given; `y` (B,) labels."""
+        q, context = self._posterior(x, y)
         z = q.mean + q.std * eps if eps is not None else q.rsample(n_samples, generator)  # (S, B, D)
         log_q = None
         if self.flow is not None:
@@ -176,7 +209,7 @@ class VAE(nn.Module):
             z, log_det = self.flow(z0, context)
             log_q = q.log_prob(z0) - log_det  # change of variables: log q(z_T) = log q(z_0) - log|det|
         group = LatentGroup(q=q, p=self.prior_distribution(), z=z, log_q=log_q)
-        return VAEOutput(groups=(group,), px=self.decode(z))
+        return VAEOutput(groups=(group,), px=self.decode(z, y))
 
     def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature`."""
@@ -194,8 +227,10 @@ class VAE(nn.Module):
 
     # --- shared by every kind -----------------------------------------------------------------
 
-    def _posterior(self, x: Tensor) -> tuple[DiagonalGaussian, Tensor | None]:
+    def _posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[DiagonalGaussian, Tensor | None]:
         out = self.encoder(x)  # (B, 2D + context)
+        if self.label_in is not None:
+            out = out + self.label_in(self.onehot(y, x.shape[0]))
         mean, logvar, context = out.split([self.latent_dim, self.latent_dim, self.context_dim], dim=-1)
         q = DiagonalGaussian(mean, self.logvar(logvar))
         return q, (context if self.context_dim else None)
@@ -220,13 +255,20 @@ class VAE(nn.Module):
         """The top group's prior for this forward pass (a VampPrior runs its pseudo-inputs through the encoder)."""
         return self.prior.distribution(self.top_posterior())
 
-    def elbo(self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> ElboTerms:
-        """The ELBO's terms for x (B, C, H, W); `neg_elbo_per_example` is (B,) nats."""
-        return elbo_terms(self(x, n_samples, generator), x)
+    def elbo(
+        self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> ElboTerms:
+        """The ELBO's terms for x (B, C, H, W) (labels y if conditional); `neg_elbo_per_example` is (B,) nats."""
+        return elbo_terms(self(x, n_samples, generator, y=y), x)
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: Tensor, k: int = 1000, chunk: int = 100, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        k: int = 1000,
+        chunk: int = 100,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
     ) -> Tensor:
         """Importance-sampled log p(x), (B,) nats, with q(z|x) as proposal (Burda et al. 2016, App. D).
 
@@ -235,19 +277,43 @@ class VAE(nn.Module):
         """
         total = torch.full((x.shape[0],), -math.inf, device=x.device)
         for start in range(0, k, chunk):
-            log_w = log_weights(self(x, min(chunk, k - start), generator), x)  # (S, B)
+            log_w = log_weights(self(x, min(chunk, k - start), generator, y=y), x)  # (S, B)
             total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         return total - math.log(k)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """n images (n, C, H, W): the likelihood's mean at z drawn from the prior at `temperature`."""
-        return self.decode(self.sample_latents(n, temperature, generator)).mean.clamp(0, 1)
+    def sample(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """n images (n, C, H, W): the likelihood's mean at z drawn from the prior at `temperature`.
+
+        A conditional model draws class `labels` (n,); without them, classes 0, 1, ... in turn.
+        """
+        if self.num_classes and labels is None:
+            labels = torch.arange(n) % self.num_classes
+        return self.decode(self.sample_latents(n, temperature, generator), labels).mean.clamp(0, 1)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The likelihood's mean at the posterior mean, (B, C, H, W), on x's device (the model may be on a GPU)."""
-        return self.decode(self.encode(x.to(self.device)).mean).mean.clamp(0, 1).to(x.device)
+        return self.decode(self.encode(x.to(self.device), y).mean, y).mean.clamp(0, 1).to(x.device)
+
+    @torch.no_grad()
+    def classify(self, x: Tensor, k: int = 10, generator: torch.Generator | None = None) -> Tensor:
+        """A conditional model as a generative classifier: argmax_y log p(x | y), (B,), importance-sampled (k)."""
+        if not self.num_classes:
+            raise ConfigError("classify needs a conditional model (model.conditional=true)")
+        scores = torch.stack(
+            [
+                self.log_likelihood(x, k, generator=generator, y=torch.full((x.shape[0],), c))
+                for c in range(self.num_classes)
+            ]
+        )  # (K, B)
+        return scores.argmax(0)
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write `config.json` + `model.safetensors` (no pickle) to `folder`."""

@@ -113,11 +113,26 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     splits = load_splits(cfg)
     cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)))
+    if cfg.model.conditional:
+        cfg = replace(cfg, model=replace(cfg.model, num_classes=_num_classes(splits[0], cfg.model.num_classes)))
     topology = setup(cfg.train.device, cfg.train.batch_size)
     try:
         return _train(cfg, Path(run_dir), resume, quiet, topology, splits, (encoder, decoder))
     finally:
         teardown(topology)
+
+
+def _num_classes(data: Dataset, given: int | None) -> int:
+    """The class count of a conditional model: `model.num_classes`, else 1 + the largest training label."""
+    if data.labels is None:
+        raise VaekitError(
+            f"model.conditional=true needs class labels, and {data.name!r} has none; use a built-in set, a folder "
+            "with one subfolder per class, or an .npz with a 'labels' array"
+        )
+    found = int(data.labels.max()) + 1
+    if given is not None and given < found:
+        raise VaekitError(f"model.num_classes={given}, but {data.name!r} has labels up to {found - 1}")
+    return max(given or found, 2)
 
 
 def _train(
@@ -175,7 +190,8 @@ def _train(
         final = None
         if main:
             held_out = test_set if test_set is not None else val_set  # user data: its validation split
-            final = evaluate(model, held_out, cfg.train.eval_batch_size) if held_out is not None else None
+            k = 10 if cfg.model.conditional else None  # the generative classifier's accuracy, at the end only
+            final = evaluate(model, held_out, cfg.train.eval_batch_size, classify_k=k) if held_out else None
             export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
             write_report(run_dir)
             samples = model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed))
@@ -202,7 +218,8 @@ def _loop(run: _Run) -> float:
         epoch, first = divmod(state.step, run.steps_per_epoch)
         for index, x in _epoch_batches(run, epoch, first):  # x: the global batch; under DDP a rank keeps its rows
             rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
-            report, neg_elbo = train_step(state, x, cfg, run.total, rows)
+            y = run.train_set.labels[index] if cfg.model.conditional and run.train_set.labels is not None else None
+            report, neg_elbo = train_step(state, x, cfg, run.total, rows, y)
             running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
             bar.update(1)
             if state.step % cfg.train.log_every == 0 or state.step == run.total:

@@ -104,9 +104,10 @@ class TrainState:
 
 
 def train_step(
-    state: TrainState, x: Tensor, cfg: Config, total_steps: int, rows: slice | None = None
+    state: TrainState, x: Tensor, cfg: Config, total_steps: int, rows: slice | None = None, y: Tensor | None = None
 ) -> tuple[StepReport, Tensor]:
-    """One guarded update on batch x (B, C, H, W); returns the report and -ELBO (B,) nats.
+    """One guarded update on batch x (B, C, H, W) (labels y (B,) for a conditional model); returns the
+    report and -ELBO (B,) nats.
 
     With `rows` (DDP), x is the global batch: this rank keeps its rows, and the reparameterization
     noise is drawn for the whole global batch so every rank's slice matches a single-process run.
@@ -119,6 +120,7 @@ def train_step(
     if rows is not None:
         eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
         x = x[rows]
+        y = y[rows] if y is not None else None
     x = x.to(device, non_blocking=True)
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
     compiled = state.compiled is not None and x.shape[0] == cfg.train.batch_size
@@ -127,7 +129,7 @@ def train_step(
         loss, neg_elbo = fused
     else:
         with _autocast(cfg.train.precision, device.type):
-            out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps)
+            out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps, y=y)
         loss, neg_elbo = _loss(state, out, x, beta, cfg)
     if state.spectral is not None:
         loss = loss + state.spectral()
@@ -257,7 +259,13 @@ def build_state(
         state.spectral = SpectralPenalty(model, cfg.objective.spectral_reg)
     if cfg.train.compile:
         obj = cfg.objective
-        if state.net is not None or obj.iw_samples > 1 or obj.group_warmup_steps or obj.kl_balance:
+        if (
+            state.net is not None
+            or obj.iw_samples > 1
+            or obj.group_warmup_steps
+            or obj.kl_balance
+            or cfg.model.conditional
+        ):
             warnings.warn(
                 "train.compile applies to single-process, single-sample training without per-group KL weights; "
                 "running uncompiled",

@@ -63,6 +63,11 @@ def check_codable(model: VAE) -> None:
             f"a {model.cfg.posterior!r} posterior flow has no density at arbitrary z, which bits-back coding needs; "
             "compress with a model trained with model.posterior=gaussian"
         )
+    if model.num_classes:
+        raise VaekitError(
+            "a conditional model (model.conditional=true) codes an image only given its label; compress with an "
+            "unconditional model"
+        )
     if model.cfg.prior != "standard-normal":
         raise VaekitError(
             f"a {model.cfg.prior!r} prior does not factorize over latent dimensions, which this coder's buckets "
