@@ -133,7 +133,7 @@ class TopDownVAE(VAE):
         features = self.net.bottom_up(x) if x is not None else None
         s0 = self.net.initial_state(1, x if x is not None else self.net_anchor)
         q = self._gaussian(self.net.posterior_params(0, s0, features[0])) if features is not None else None
-        z = yield None, q
+        z = yield self.top_prior_for_coding(), q
         s = self.net.merge(0, s0, z)
         for level in range(1, len(self.group_dims)):
             p, q = self._lower(level, s, features[level] if features is not None else None)

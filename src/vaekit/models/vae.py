@@ -36,7 +36,8 @@ from vaekit.storage import atomic_write_bytes, load_state, read_safetensors, ten
 MODEL_FORMAT = "vaekit-model/1"
 SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) = 1
 KINDS: Registry[type[VAE]] = Registry("model kind")  # models/hierarchy.py registers "hierarchical"
-Step = tuple[DiagonalGaussian | None, DiagonalGaussian | None]  # (prior, posterior) of one group, as `walk` yields
+# (prior, posterior) of one group, as `walk` yields: prior None = standard normal, or a mixture for the top group
+Step = tuple[DiagonalGaussian | GaussianMixture | None, DiagonalGaussian | None]
 
 
 def draw_noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -218,12 +219,18 @@ class VAE(nn.Module):
     def walk(self, x: Tensor | None = None) -> Generator[Step, Tensor, PixelDistribution]:
         """The groups one at a time, top first, for coders that choose each z themselves (bits-back).
 
-        Yields (p, q) per group, (1, D_l) each: p is None for the standard normal prior, q is None
-        when x is None; receives that group's z (1, D_l) by `send`; returns p(x | every z).
+        Yields (p, q) per group, (1, D_l) each: p is None for the standard normal prior (a
+        `GaussianMixture` for a mixture prior), q is None when x is None; receives that group's z
+        (1, D_l) by `send`; returns p(x | every z).
         """
         q = self.encode(x) if x is not None else None
-        z = yield None, q
+        z = yield self.top_prior_for_coding(), q
         return self.decode(z)
+
+    def top_prior_for_coding(self) -> GaussianMixture | None:
+        """The top group's prior as `walk` yields it: None for N(0, I), else the mixture."""
+        dist = self.prior_distribution()
+        return dist if isinstance(dist, GaussianMixture) else None
 
     # --- shared by every kind -----------------------------------------------------------------
 

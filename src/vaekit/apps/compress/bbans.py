@@ -5,6 +5,11 @@ Decoding runs the same steps backwards, so the bits "borrowed" to pick z are ret
 expected code length is the model's -ELBO. Latents are discretized into K buckets of equal prior
 mass (so the prior over buckets is uniform); z is the prior quantile at a bucket's centre.
 
+A mixture prior (`mog`, `vamp`) does not factorize over dimensions, so its component k is coded as
+one more latent (bits-back with an auxiliary variable): pop k from q(k | x) = p(k | z = E_q[z]),
+then z on the buckets of component k's Gaussian; push z uniform on them, then k with the mixture
+weights. The cost over the -ELBO is KL(q(k | x) || p(k | z)), small when the components are apart.
+
 A hierarchy codes every group the same way, top first (Kingma et al. 2019, "Bit-Swap", and
 Townsend et al. 2020, "HiLLoC", do the same with other orders): pop z_L from q(z_L | x), then each
 z_l from q(z_l | x, z_>l) on the buckets of its conditional prior p(z_l | z_>l) = N(mu, sigma^2)
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +36,7 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
-from vaekit.models.distributions import DiagonalGaussian
+from vaekit.models.distributions import DiagonalGaussian, GaussianMixture
 from vaekit.models.likelihoods import (
     BernoulliPixels,
     DiscretizedLogisticPixels,
@@ -68,11 +74,6 @@ def check_codable(model: VAE) -> None:
             "a conditional model (model.conditional=true) codes an image only given its label; compress with an "
             "unconditional model"
         )
-    if model.cfg.prior != "standard-normal":
-        raise VaekitError(
-            f"a {model.cfg.prior!r} prior does not factorize over latent dimensions, which this coder's buckets "
-            "need; compress with a model whose top group has model.prior=standard-normal"
-        )
 
 
 def kind_for(model: VAE) -> int:
@@ -95,6 +96,9 @@ def probe_hash(model: VAE) -> bytes:
         z = torch.linspace(-2, 2, 4 * model.latent_dim).reshape(4, model.latent_dim)
         px = model.decode(z)
         parts = [getattr(px, f.name).flatten() for f in dataclasses.fields(px)]  # type: ignore[arg-type]
+        top = model.top_prior_for_coding()
+        if top is not None:  # a mixture prior's components are part of the code
+            parts += [top.mean.flatten(), top.logvar.flatten(), top.log_weights.flatten()]
         if len(model.group_dims) > 1:
             walk, offset = model.walk(None), 0
             step = next(walk)
@@ -152,6 +156,25 @@ def _standardized(q: DiagonalGaussian, p: DiagonalGaussian | None) -> tuple[Tens
     return (q.mean[0].double() - p.mean[0].double()) / sp, q.std[0].double() / sp
 
 
+def _component_probs(mixture: GaussianMixture, q: DiagonalGaussian) -> np.ndarray:
+    """q(k | x) = p(k | z = E_q[z]), (1, K) float64: which mixture component the posterior sits in."""
+    logits = mixture.log_weights.double() + _component_log_probs(mixture, q.mean[0].double())
+    return torch.softmax(logits, dim=0).clamp(min=0).numpy()[None]
+
+
+def _component_log_probs(mixture: GaussianMixture, z: Tensor) -> Tensor:
+    mean, logvar = mixture.mean.double(), mixture.logvar.double()
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z[None] - mean) ** 2 * torch.exp(-logvar)).sum(-1)  # (K,)
+
+
+def _component(mixture: GaussianMixture, k: int) -> DiagonalGaussian:
+    return DiagonalGaussian(mixture.mean[k : k + 1], mixture.logvar[k : k + 1])
+
+
+def _weights(mixture: GaussianMixture) -> np.ndarray:
+    return torch.softmax(mixture.log_weights.double(), dim=0).clamp(min=0).numpy()[None]
+
+
 def _z(centres: Tensor, idx: np.ndarray, p: DiagonalGaussian | None) -> Tensor:
     """The latent (1, D) at the buckets' centres: the prior's quantiles."""
     c = centres[idx]
@@ -196,16 +219,23 @@ def encode_images(model: VAE, images: np.ndarray, kind: int) -> np.ndarray:
             while True:
                 p, q = step
                 assert q is not None
+                k = None
+                if isinstance(p, GaussianMixture):  # the component first, as one more latent
+                    k = int(coder.decode(_CATEGORICAL, _component_probs(p, q))[0])
+                    p = _component(p, k)
                 idx = coder.decode(_CATEGORICAL, buckets.posterior_probs(*_standardized(q, p)))  # borrow: z ~ q
-                picked.append(idx)
+                picked.append((k, idx, step[0]))
                 try:
                     step = walk.send(_z(buckets.centres, idx, p))
                 except StopIteration as done:
                     px = done.value
                     break
             _push_pixels(coder, px, x, image, kind)
-            for idx in reversed(picked):  # bottom group first: the decoder pops the top group first
+            for k, idx, prior_l in reversed(picked):  # bottom group first: the decoder pops the top group first
                 coder.encode_reverse(idx.astype(np.int32), prior)
+                if k is not None:
+                    assert isinstance(prior_l, GaussianMixture)
+                    coder.encode_reverse(np.array([k], dtype=np.int32), _CATEGORICAL, _weights(prior_l))
     return coder.get_compressed()
 
 
@@ -223,8 +253,12 @@ def decode_images(model: VAE, words: np.ndarray, kind: int, shape: tuple[int, in
             step, picked, latents = next(walk), [], []
             for dims in model.group_dims:
                 p, _ = step
+                k = None
+                if isinstance(p, GaussianMixture):
+                    k = int(coder.decode(_CATEGORICAL, _weights(p))[0])
+                    p = _component(p, k)
                 idx = coder.decode(prior, dims)
-                picked.append(idx)
+                picked.append((k, idx))
                 latents.append(_z(buckets.centres, idx, p))
                 try:
                     step = walk.send(latents[-1])
@@ -234,16 +268,24 @@ def decode_images(model: VAE, words: np.ndarray, kind: int, shape: tuple[int, in
             walk = model.walk(_to_model_input(image, kind))  # the posteriors, now that x is known
             posteriors = []
             step = next(walk)
-            for z in latents:
+            for (k, _), z in zip(picked, latents, strict=True):
                 p, q = step
                 assert q is not None
-                posteriors.append(buckets.posterior_probs(*_standardized(q, p)))
+                component = None
+                if isinstance(p, GaussianMixture):
+                    assert k is not None
+                    component = _component_probs(p, q)
+                    p = _component(p, k)
+                posteriors.append((buckets.posterior_probs(*_standardized(q, p)), component))
                 try:
                     step = walk.send(z)
                 except StopIteration:
                     break
-            for idx, probs in zip(reversed(picked), reversed(posteriors), strict=True):
+            for (k, idx), (probs, component) in zip(reversed(picked), reversed(posteriors), strict=True):
                 coder.encode_reverse(idx.astype(np.int32), _CATEGORICAL, probs)  # give the borrowed bits back
+                if k is not None:
+                    assert component is not None
+                    coder.encode_reverse(np.array([k], dtype=np.int32), _CATEGORICAL, component)
             out[i] = image
     return out
 
