@@ -193,6 +193,8 @@ def load_dataset(
             )
         images, labels = load_user_data(Path(base), mmap, lazy, channels, image_size)
     _check_images(images, name)
+    if val_size is None and (mmap or lazy):
+        val_size = 0  # carving would copy a memory-mapped or lazy set into memory: ask for it with data.val_size
     if val_size is None:  # user data with no held-out split of its own
         n = int(images.shape[0])
         val_size = min(AUTO_VAL_MAX, round(AUTO_VAL_FRACTION * n)) if n >= 20 else 0
