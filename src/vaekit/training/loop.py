@@ -24,7 +24,7 @@ from tqdm import tqdm
 from vaekit.apps.report import write_report
 from vaekit.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from vaekit.config import Config
-from vaekit.data.datasets import Dataset, has_split, load_dataset
+from vaekit.data.datasets import Dataset
 from vaekit.data.folders import LazyImageFolder
 from vaekit.errors import Preempted, TrainingDiverged, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
@@ -36,6 +36,7 @@ from vaekit.training.guards import StepReport
 from vaekit.training.preempt import StopCheck, StopSignals
 from vaekit.training.rundir import MetricsLog, export
 from vaekit.training.schedules import kl_weight
+from vaekit.training.splits import load_splits, num_classes
 from vaekit.training.step import TrainState, build_state, train_step
 from vaekit.training.tracking import Tracker
 
@@ -48,20 +49,6 @@ class TrainResult:
     steps: int
     seconds: float
     examples_per_s: float
-
-
-def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
-    """(train, val or None, test or None) as the config's data section asks."""
-    d = cfg.data
-    def split(name: str, **extra: Any) -> Dataset:
-        return load_dataset(
-            d.name, name, d.data_dir, d.val_size, d.val_seed, channels=d.channels, image_size=d.image_size, **extra
-        )
-
-    train_set = split("train", mmap=d.mmap, lazy=d.lazy)
-    val_set = split("val") if train_set.val_size or has_split(d.name, "val") else None
-    test_set = split("test") if has_split(d.name, "test") else None
-    return replace(train_set, hflip=d.hflip, noise=d.noise), val_set, test_set
 
 
 @dataclass
@@ -114,25 +101,12 @@ def train(
     splits = load_splits(cfg)
     cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)))
     if cfg.model.conditional:
-        cfg = replace(cfg, model=replace(cfg.model, num_classes=_num_classes(splits[0], cfg.model.num_classes)))
+        cfg = replace(cfg, model=replace(cfg.model, num_classes=num_classes(splits[0], cfg.model.num_classes)))
     topology = setup(cfg.train.device, cfg.train.batch_size)
     try:
         return _train(cfg, Path(run_dir), resume, quiet, topology, splits, (encoder, decoder))
     finally:
         teardown(topology)
-
-
-def _num_classes(data: Dataset, given: int | None) -> int:
-    """The class count of a conditional model: `model.num_classes`, else 1 + the largest training label."""
-    if data.labels is None:
-        raise VaekitError(
-            f"model.conditional=true needs class labels, and {data.name!r} has none; use a built-in set, a folder "
-            "with one subfolder per class, or an .npz with a 'labels' array"
-        )
-    found = int(data.labels.max()) + 1
-    if given is not None and given < found:
-        raise VaekitError(f"model.num_classes={given}, but {data.name!r} has labels up to {found - 1}")
-    return max(given or found, 2)
 
 
 def _train(
