@@ -127,7 +127,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, loss terms in fp32; fp16 CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = None  # torch intra-op threads; None = leave torch's default
-    compile: bool = False  # torch.compile the loss (falls back to eager, with a warning, if compiling fails)
+    # torch.compile the whole step (forward, backward, guards, Adam): true, false, or auto (on for runs long
+    # enough to pay for the compilation); falls back to eager, with a warning, if compiling fails
+    compile: Literal["auto", True, False] = "auto"
     samples: int = 64  # images in the sample grid written at the end
     tensorboard: bool = True  # also write TensorBoard events when the tensorboard package is installed
 
@@ -299,7 +301,7 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, path)
     if origin is Literal:
-        if value not in args:
+        if not any(value == a and type(value) is type(a) for a in args):  # 1 is not True
             raise ConfigError(f"config key {path!r} is {value!r}; valid: {', '.join(map(str, args))}")
         return value
     if origin is list:

@@ -45,6 +45,13 @@ class NormHistory:
         self.log_norms = torch.zeros(window, device=device)
         self.count = torch.zeros((), dtype=torch.long, device=device)  # finite norms seen so far
 
+    @classmethod
+    def over(cls, log_norms: Tensor, count: Tensor) -> NormHistory:
+        """A history over existing tensors (the compiled step passes them in as its inputs)."""
+        history = cls.__new__(cls)
+        history.log_norms, history.count = log_norms, count
+        return history
+
     def limit(self, outlier: float, warmup: int) -> Tensor:
         window = self.log_norms.shape[0]
         filled = torch.arange(window, device=self.count.device) < self.count.clamp(max=window)

@@ -68,6 +68,7 @@ class _Run:
     topology: Topology = field(default_factory=lambda: Topology(0, 1, torch.device("cpu")))
     warned: bool = False
     stop: StopCheck | None = None
+    train_seconds: float = 0.0  # in training steps so far in this process, evaluation excluded (eval rows log it)
 
     def checkpoint(self) -> None:
         if self.stop is not None:
@@ -119,8 +120,12 @@ def _train(
     nets: tuple[torch.nn.Module | None, torch.nn.Module | None],
 ) -> TrainResult:
     train_set, val_set, test_set = splits
+    # Several processes drop the last, partial batch: every rank needs an equal slice.
+    per_epoch = len(train_set) // cfg.train.batch_size if topology.world > 1 else None
+    steps_per_epoch = per_epoch or math.ceil(len(train_set) / cfg.train.batch_size)
+    total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     torch.manual_seed(cfg.train.seed)
-    state = build_state(cfg, topology, nets)
+    state = build_state(cfg, topology, nets, total)
     cfg = replace(cfg, model=state.model.cfg)  # own nets are recorded as model.encoder/decoder=custom
     has_checkpoints = bool(list_checkpoints(run_dir / "checkpoints"))
     if has_checkpoints and not resume:
@@ -136,9 +141,6 @@ def _train(
         atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
     tracker = Tracker(run_dir, cfg.train.tensorboard and main)
     log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume else -1, tracker, enabled=main)
-    # Several processes drop the last, partial batch: every rank needs an equal slice.
-    per_epoch = len(train_set) // cfg.train.batch_size if topology.world > 1 else None
-    steps_per_epoch = per_epoch or math.ceil(len(train_set) / cfg.train.batch_size)
     run = _Run(
         cfg,
         run_dir,
@@ -148,7 +150,7 @@ def _train(
         test_set,
         log,
         steps_per_epoch,
-        cfg.train.steps or cfg.train.epochs * steps_per_epoch,
+        total,
         quiet or not main,
         topology,
     )
@@ -217,10 +219,12 @@ def _loop(run: _Run) -> float:
                 break
         else:
             paused = time.perf_counter()
+            run.train_seconds = paused - t_train
             _end_of_epoch(run, epoch, bar)
             t_train += time.perf_counter() - paused  # logged throughput counts training steps only
             continue
         if state.step >= run.total:
+            run.train_seconds = time.perf_counter() - t_train
             _end_of_epoch(run, epoch, bar)
     bar.close()
     return time.perf_counter() - t_train
@@ -365,6 +369,7 @@ def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
                 "skipped": int(run.state.skipped.item()),
                 "grad_norm": float(run.state.grad_norm),
                 "rollbacks": run.state.rollbacks,
+                "train_seconds": round(run.train_seconds, 4),
                 "warnings": found,
                 **result.to_dict(),
             }

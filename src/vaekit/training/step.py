@@ -2,15 +2,15 @@
 
 `TrainState` holds everything a resumed run needs; `train_step` applies one update to it with the
 KL schedule, learning-rate schedule, autocast, guards and EMA; `build_state` makes the model,
-fused Adam, EMA, DDP wrapper, fp16 scaler and (with `train.compile`) the compiled loss.
+fused Adam, EMA, DDP wrapper, fp16 scaler and (with `train.compile`) the compiled whole step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import os
+import shutil
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +23,16 @@ from vaekit.models.objectives import elbo_terms, iwae_loss
 from vaekit.models.outputs import VAEOutput
 from vaekit.models.vae import VAE
 from vaekit.storage import load_state
+from vaekit.training.compiled import WholeStep, autocast, supported
 from vaekit.training.distributed import Topology
 from vaekit.training.guards import EMA, NormHistory, StepReport, guarded_update
 from vaekit.training.regularizers import SpectralPenalty
 from vaekit.training.schedules import group_kl_weights, kl_weight, lr_factor
+
+# `train.compile: auto` compiles runs of at least this many full steps: the measured break-even of the
+# compiled step on this project's 2-core CPU, with the compile cache warm (bench/compile_break_even.py,
+# bench/RESULTS.md "Compiled whole step").
+AUTO_COMPILE_STEPS = 20_000
 
 
 @dataclass
@@ -44,8 +50,7 @@ class TrainState:
     grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
     net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
     scaler: torch.amp.GradScaler | None = None  # fp16 only
-    compiled: Callable[..., tuple[Tensor, Tensor]] | None = None  # train.compile: the torch.compile'd loss
-    beta: Tensor = field(default_factory=lambda: torch.zeros(()))  # the compiled loss's KL weight, refilled per step
+    compiled: WholeStep | None = None  # train.compile: forward, backward, guards and Adam as one compiled graph
     spectral: SpectralPenalty | None = None  # objective.spectral_reg > 0
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
@@ -123,17 +128,17 @@ def train_step(
         y = y[rows] if y is not None else None
     x = x.to(device, non_blocking=True)
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
-    compiled = state.compiled is not None and x.shape[0] == cfg.train.batch_size
-    fused = _compiled_loss(state, x, beta, cfg) if compiled else None
-    if fused is not None:
-        loss, neg_elbo = fused
+    whole = state.compiled is not None and x.shape[0] == cfg.train.batch_size
+    done = _compiled_update(state, x, beta, cfg) if whole else None
+    if done is not None:
+        report, neg_elbo = done
     else:
-        with _autocast(cfg.train.precision, device.type):
+        with autocast(cfg.train.precision, device.type):
             out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps, y=y)
         loss, neg_elbo = _loss(state, out, x, beta, cfg)
-    if state.spectral is not None:
-        loss = loss + state.spectral()
-    report = _backward_and_update(state, loss, cfg)
+        if state.spectral is not None:
+            loss = loss + state.spectral()
+        report = _backward_and_update(state, loss, cfg)
     if state.ema is not None:
         state.ema.update(state.model, report.skipped)
     state.skipped += report.skipped
@@ -156,37 +161,13 @@ def _loss(state: TrainState, out: VAEOutput, x: Tensor, beta: float, cfg: Config
     return loss, terms.neg_elbo_per_example.detach()
 
 
-def _elbo_loss(
-    model: VAE,
-    x: Tensor,
-    eps: Tensor,
-    beta: Tensor,
-    free_bits: tuple[float, float],
-    precision: str,
-    device_type: str,
-) -> tuple[Tensor, Tensor]:
-    """The single-sample training loss and -ELBO (B,), as one function for `torch.compile` to fuse."""
-    with _autocast(precision, device_type):
-        out = model(x, eps=eps)
-    terms = elbo_terms(out, x)
-    return terms.neg_elbo(beta, *free_bits), terms.neg_elbo_per_example.detach()
-
-
-def _compiled_loss(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor] | None:
-    """The compiled loss, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
+def _compiled_update(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tuple[StepReport, Tensor] | None:
+    """The whole step compiled, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
     assert state.compiled is not None
     eps = torch.randn(1, x.shape[0], state.model.latent_dim, device=x.device)  # the stream eager rsample draws
-    state.beta.fill_(beta)  # a tensor input, so a changing beta neither recompiles nor allocates
+    lr = state.optimizer.param_groups[0]["lr"]
     try:
-        return state.compiled(
-            state.model,
-            x,
-            eps,
-            state.beta,
-            (cfg.objective.free_bits, cfg.objective.free_bits_group),
-            cfg.train.precision,
-            x.device.type,
-        )
+        return state.compiled(x, eps, beta, lr, state.clip_scale)
     except Exception as err:  # any compiler failure: train on, uncompiled
         first_line = (str(err).splitlines() or [""])[0][:200]
         warnings.warn(
@@ -220,18 +201,11 @@ def _backward_and_update(state: TrainState, loss: Tensor, cfg: Config) -> StepRe
     return report
 
 
-def _autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        return torch.autocast(device_type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def build_state(
     cfg: Config,
     topology: Topology | None = None,
     nets: tuple[torch.nn.Module | None, torch.nn.Module | None] = (None, None),
+    total_steps: int = 0,
 ) -> TrainState:
     """The model (with `nets`, a user's own (encoder, decoder), where given), fused Adam, EMA, DDP, scaler, compile."""
     device = topology.device if topology else torch.device("cpu")
@@ -248,7 +222,7 @@ def build_state(
     )
     ema = EMA(model, cfg.guard.ema_decay) if cfg.guard.ema_decay > 0 else None
     state = TrainState(model=model, optimizer=optimizer, ema=ema, history=NormHistory(cfg.guard.skip_window, device))
-    for name in ("skipped", "streak", "grad_norm", "beta"):
+    for name in ("skipped", "streak", "grad_norm"):
         setattr(state, name, getattr(state, name).to(device))
     if topology is not None and topology.world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -257,20 +231,26 @@ def build_state(
         state.scaler = torch.amp.GradScaler("cuda")
     if cfg.objective.spectral_reg > 0:
         state.spectral = SpectralPenalty(model, cfg.objective.spectral_reg)
-    if cfg.train.compile:
-        obj = cfg.objective
-        if (
-            state.net is not None
-            or obj.iw_samples > 1
-            or obj.group_warmup_steps
-            or obj.kl_balance
-            or cfg.model.conditional
-        ):
-            warnings.warn(
-                "train.compile applies to single-process, single-sample training without per-group KL weights; "
-                "running uncompiled",
-                stacklevel=2,
-            )
-        else:
-            state.compiled = torch.compile(_elbo_loss, dynamic=False)
+    if compile_whole_step(cfg, total_steps, state.net is not None, state.spectral is not None, device):
+        state.compiled = WholeStep(model, optimizer, state.history, cfg)
     return state
+
+
+def compile_whole_step(cfg: Config, total_steps: int, distributed: bool, spectral: bool, device: torch.device) -> bool:
+    """Whether this run compiles its step: `train.compile` true, or `auto` on a run long enough to pay.
+
+    `auto` compiles on the CPU and CUDA when the run has at least `AUTO_COMPILE_STEPS` full steps and a
+    C++ compiler is there (inductor needs one on the CPU); a run it cannot compile stays eager silently.
+    `true` on an unsupported run warns and stays eager.
+    """
+    setting = cfg.train.compile
+    if setting is False:
+        return False
+    reason = supported(cfg, distributed, spectral)
+    if setting is True:
+        if reason is not None:
+            warnings.warn(f"train.compile does not apply to {reason}; running uncompiled", stacklevel=3)
+        return reason is None
+    if reason is not None or device.type not in ("cpu", "cuda") or total_steps < AUTO_COMPILE_STEPS:
+        return False
+    return device.type == "cuda" or shutil.which(os.environ.get("CXX", "g++")) is not None

@@ -1,0 +1,119 @@
+"""The compiled whole step (train.compile): same updates as eager, skips without a sync, exact resume, auto."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.config import load_config
+from vaekit.errors import ConfigError
+from vaekit.training.loop import train
+from vaekit.training.step import AUTO_COMPILE_STEPS, build_state, compile_whole_step, train_step
+
+
+def _data(tmp_path: Path) -> str:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npy"
+    np.save(path, (rng.random((256, 8, 8)) < 0.3).astype(np.uint8) * 255)
+    return str(path)
+
+
+def _cfg(extra: list[str]):  # type: ignore[no-untyped-def]
+    cfg = load_config(None, ["model.hidden=[32]", "model.latent_dim=4", "train.batch_size=32", *extra])
+    return replace(cfg, model=replace(cfg.model, input_shape=[1, 8, 8]))
+
+
+def _adam_state(state):  # type: ignore[no-untyped-def]
+    return [
+        {k: v.clone() for k, v in state.optimizer.state[p].items()} for p in state.model.parameters()
+    ]
+
+
+def test_whole_step_skips_a_nan_batch_without_touching_weights_or_moments() -> None:
+    cfg = _cfg(["train.compile=true"])
+    torch.manual_seed(0)
+    state = build_state(cfg, total_steps=100)
+    assert state.compiled is not None
+    x = (torch.rand(32, 1, 8, 8) < 0.3).float()
+    for _ in range(3):
+        report, _ = train_step(state, x, cfg, 100)
+        assert not bool(report.skipped)
+    assert state.compiled is not None, "compiling failed: the test would only check eager"
+    weights = {k: v.clone() for k, v in state.model.state_dict().items()}
+    moments = _adam_state(state)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    report, _ = train_step(state, bad, cfg, 100)
+    assert bool(report.skipped) and int(state.skipped) == 1 and int(state.streak) == 1
+    for k, v in state.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    for before, p in zip(moments, state.model.parameters(), strict=True):
+        for k, v in state.optimizer.state[p].items():
+            assert torch.equal(v, before[k]), k
+    report, _ = train_step(state, x, cfg, 100)  # a good batch trains again, and the streak ends
+    assert not bool(report.skipped) and int(state.streak) == 0
+    assert any(not torch.equal(v, weights[k]) for k, v in state.model.state_dict().items())
+
+
+def test_whole_step_follows_eager_adam_and_the_norm_history() -> None:
+    # The same 12 updates eagerly and compiled, from the same weights and noise: Adam's moments, its step
+    # count, the weights and the outlier rule's history agree up to float reassociation.
+    x = (torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    states = {}
+    for mode in ("false", "true"):
+        cfg = _cfg([f"train.compile={mode}", "guard.clip_grad_norm=5"])  # clipping active on most steps
+        torch.manual_seed(0)
+        state = build_state(cfg, total_steps=100)
+        for _ in range(12):
+            train_step(state, x, cfg, 100)
+        assert (state.compiled is not None) == (mode == "true")
+        states[mode] = state
+    eager, compiled = states["false"], states["true"]
+    for (k, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+    for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(compiled.optimizer.state[q][key], eager.optimizer.state[p][key], rtol=1e-3,
+                                       atol=1e-7, msg=key)
+    assert int(compiled.history.count) == int(eager.history.count) == 12
+    torch.testing.assert_close(compiled.history.log_norms, eager.history.log_norms, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_run_resumes_exactly(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    base = [f"data.name={data}", "data.val_size=0", "model.hidden=[32]", "model.latent_dim=4",
+            "train.batch_size=32", "train.epochs=2", "train.checkpoint_every=5", "train.compile=true"]
+    full = train(load_config(None, base), tmp_path / "full", quiet=True)
+    train(load_config(None, [*base, "train.steps=11"]), tmp_path / "part", quiet=True)
+    resumed = train(load_config(None, base), tmp_path / "part", resume=True, quiet=True)
+    assert full.steps == resumed.steps == 16
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_auto_compiles_only_long_supported_runs() -> None:
+    cpu = torch.device("cpu")
+    auto = _cfg(["train.compile=auto"])
+    assert not compile_whole_step(auto, AUTO_COMPILE_STEPS - 1, False, False, cpu)
+    assert compile_whole_step(auto, AUTO_COMPILE_STEPS, False, False, cpu)
+    assert not compile_whole_step(auto, 10**7, True, False, cpu)  # DDP
+    assert not compile_whole_step(auto, 10**7, False, True, cpu)  # spectral regularization
+    assert not compile_whole_step(_cfg(["objective.iw_samples=5"]), 10**7, False, False, cpu)
+    assert not compile_whole_step(_cfg(["train.compile=false"]), 10**7, False, False, cpu)
+    assert not compile_whole_step(auto, 10**7, False, False, torch.device("mps"))
+    with pytest.warns(UserWarning, match="does not apply to importance-weighted"):
+        assert not compile_whole_step(_cfg(["train.compile=true", "objective.iw_samples=5"]), 10, False, False, cpu)
+    assert compile_whole_step(_cfg(["train.compile=true"]), 10, False, False, cpu)
+
+
+def test_compile_setting_is_true_false_or_auto() -> None:
+    assert load_config(None, []).train.compile == "auto"
+    assert load_config(None, ["train.compile=true"]).train.compile is True
+    with pytest.raises(ConfigError, match="train.compile"):
+        load_config(None, ["train.compile=1"])
+    with pytest.raises(ConfigError, match="train.compile"):
+        load_config(None, ["train.compile=sometimes"])
