@@ -170,6 +170,27 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_zoo(args: argparse.Namespace) -> None:
+    from vaekit import zoo
+
+    if args.name:
+        entry = zoo.card(args.name)
+        _emit(args, entry, "\n".join(f"{k}: {v}" for k, v in entry.items()))
+        return
+    cards = [zoo.card(name) for name in zoo.names()]
+    lines = [f"{'name':<16} {'data':<18} {'test -ELBO':>12} {'test NLL':>16} {'size':>8}  trained"]
+    for c in cards:
+        test = c["test"]
+        nll = f"{test['nll']:.2f} (k={test['iw_samples']})" if test.get("nll") is not None else "-"
+        lines.append(
+            f"{c['name']:<16} {c['data']:<18} {test['neg_elbo']:>12.2f} {nll:>16} {c['bytes'] / 2**20:>6.2f} MB"
+            f"  {c['training_minutes']:.1f} min"
+        )
+    text = "\n".join(lines) if cards else "the zoo is empty"
+    hint = "\nuse a name wherever a run goes: vaekit sample NAME, VAE.from_pretrained(NAME)"
+    _emit(args, {"models": cards}, text + hint)
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     from vaekit.config import load_config, preset_names
 
@@ -220,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="draw images from the prior and write a PNG grid")
-    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("run", help="run directory, exported model folder, or zoo model name (vaekit zoo)")
     p.add_argument("--n", type=_positive, default=64, help="number of samples (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's std (default 1.0)")
     p.add_argument("--seed", type=int, default=0)
@@ -243,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list built-in data sets and where their files are")
     _common(p)
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("zoo", help="list the pretrained models shipped with vaekit, or print one's model card")
+    p.add_argument("name", nargs="?", help="a zoo model: print its card")
+    _common(p)
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("config", help="print a resolved config (preset or file plus --set overrides)")
     p.add_argument("config", nargs="?", help="preset name or YAML file (default: built-in defaults)")

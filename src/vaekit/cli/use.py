@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-from pathlib import Path
 from typing import Any
 
 from vaekit.errors import VaekitError
@@ -40,9 +39,10 @@ def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _trained_on(run: str) -> Any:
     """The data section of the run directory's config.yaml (a run directory, or its model/ folder), else mnist's."""
+    from vaekit import zoo
     from vaekit.config import DataConfig, load_config
 
-    folder = Path(run)
+    folder = zoo.resolve(run)
     for path in (folder / "config.yaml", folder.parent / "config.yaml"):
         if path.is_file():
             return load_config(str(path)).data
@@ -232,7 +232,7 @@ def cmd_decompress(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("run", help="run directory, exported model folder, or zoo model name (vaekit zoo)")
     p.add_argument(
         "--data", help="data set name or path (default: the one the run trained on, from its config.yaml; else mnist)"
     )
@@ -281,7 +281,7 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode latents from a .npy (N, D) into a PNG grid")
-    p.add_argument("run", help="run directory or exported model folder")
+    p.add_argument("run", help="run directory, exported model folder, or zoo model name (vaekit zoo)")
     p.add_argument("latents", help=".npy file of float latents (N, D)")
     p.add_argument("-o", "--output", default="decoded.png")
     p.add_argument("--npy", help="also write the decoded images (N, C, H, W) as .npy")
@@ -315,7 +315,7 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="run directory or exported model (Bernoulli for binary images, discretized-logistic for 8-bit)",
+        help="run directory, exported model or zoo name (Bernoulli for binary images, discretized-logistic for 8-bit)",
     )
     p.add_argument("-o", "--output", required=True, help="the .vkz file to write")
     p.add_argument("--verify", action="store_true", help="decode again and compare before writing")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaekit import zoo
 from vaekit.config import Config, ModelConfig
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models.distributions import DiagonalGaussian, GaussianMixture, StandardNormal, soft_clamp
@@ -334,7 +335,8 @@ class VAE(nn.Module):
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
     ) -> VAE:
-        """Load a model written by `save_pretrained` (or a run directory's `model/`), with its own nets if any."""
+        """Load a model written by `save_pretrained`, a run directory's `model/`, or a zoo model by name
+        (`vaekit zoo` lists them), with its own nets if any."""
         return load_model(folder, map_location, encoder, decoder)
 
 
@@ -354,8 +356,11 @@ def save_model(model: VAE, folder: str | Path) -> None:
 def load_model(
     folder: str | Path, map_location: str = "cpu", encoder: nn.Module | None = None, decoder: nn.Module | None = None
 ) -> VAE:
-    """The model saved in `folder` (an exported model or a run directory), its weights' hash checked."""
-    folder = Path(folder)
+    """The model saved in `folder` (an exported model, a run directory or a zoo name), its weights' hash checked.
+
+    Weights stored in lower precision (the zoo's fp16) are loaded into the model's fp32 parameters.
+    """
+    folder = zoo.resolve(folder)
     if (folder / "model").is_dir() and not (folder / "config.json").is_file():
         folder = folder / "model"  # a run directory
     config_path = folder / "config.json"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vaekit import zoo
 from vaekit.apps.compress import bbans
 from vaekit.apps.compress.container import Container, parse
 from vaekit.data import idx
@@ -75,7 +76,7 @@ def compress_file(
     model_dir: str | Path, source: str | Path, output: str | Path, verify: bool = False
 ) -> dict[str, Any]:
     """Compress `source` into `output` (.vkz); with `verify`, decode it again and compare first."""
-    model_dir, source = Path(model_dir), Path(source)
+    model_dir, source = zoo.resolve(model_dir), Path(source)
     model = load_model(model_dir)
     images, fmt, names, layout = read_images(source)
     if images.shape[1:] != tuple(model.shape):
@@ -141,7 +142,8 @@ def decompress_file(path: str | Path, output: str | Path, model_dir: str | Path 
     except OSError as exc:
         raise DataError(f"cannot read {str(path)!r} ({exc.strerror or exc})") from None
     container = parse(data, str(path))
-    if model_dir is not None and not Path(model_dir).exists():
+    model_dir = zoo.resolve(model_dir) if model_dir is not None else None
+    if model_dir is not None and not model_dir.exists():
         raise DataError(f"model folder {str(model_dir)!r} not found; pass the run the file was compressed with")
     model_dir = Path(model_dir) if model_dir is not None else Path(container.model_hint)
     if not model_dir.exists():
