@@ -92,7 +92,8 @@ def train(
     encoder: torch.nn.Module | None = None,
     decoder: torch.nn.Module | None = None,
 ) -> TrainResult:
-    """Train a VAE as `cfg` says, writing the run directory of DESIGN.md; returns the held-out score.
+    """Train a VAE as `cfg` says, writing its run directory (config, metrics, checkpoints, model, samples, report);
+    returns the held-out score.
 
     `encoder` / `decoder`: your own networks in place of the ones `cfg.model` names (see `VAE`).
     Under torchrun every process calls this; rank 0 alone writes the run directory.
