@@ -12,7 +12,13 @@ import torch
 from vaekit.config import load_config
 from vaekit.errors import ConfigError
 from vaekit.training.loop import train
-from vaekit.training.step import AUTO_COMPILE_STEPS, build_state, compile_whole_step, train_step
+from vaekit.training.step import (
+    AUTO_COMPILE_STEPS,
+    AUTO_COMPILE_STEPS_WARM,
+    build_state,
+    compile_whole_step,
+    train_step,
+)
 
 
 def _data(tmp_path: Path) -> str:
@@ -95,7 +101,8 @@ def test_compiled_run_resumes_exactly(tmp_path: Path) -> None:
         assert torch.equal(a, b), k
 
 
-def test_auto_compiles_only_long_supported_runs() -> None:
+def test_auto_compiles_only_long_supported_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))  # nothing compiled yet: cold
     cpu = torch.device("cpu")
     auto = _cfg(["train.compile=auto"])
     assert not compile_whole_step(auto, AUTO_COMPILE_STEPS - 1, False, False, cpu)
@@ -108,6 +115,22 @@ def test_auto_compiles_only_long_supported_runs() -> None:
     with pytest.warns(UserWarning, match="does not apply to importance-weighted"):
         assert not compile_whole_step(_cfg(["train.compile=true", "objective.iw_samples=5"]), 10, False, False, cpu)
     assert compile_whole_step(_cfg(["train.compile=true"]), 10, False, False, cpu)
+
+
+def test_auto_compiles_shorter_runs_once_the_graph_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A compiled run marks its graph warm in the cache; the next run of the same graph pays only the tracing.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    cpu = torch.device("cpu")
+    cfg = _cfg(["train.compile=auto"])
+    steps = AUTO_COMPILE_STEPS_WARM
+    assert not compile_whole_step(cfg, steps, False, False, cpu)
+    torch.manual_seed(0)
+    state = build_state(_cfg(["train.compile=true"]), total_steps=steps)
+    train_step(state, (torch.rand(32, 1, 8, 8) < 0.3).float(), cfg, steps)
+    assert state.compiled is not None
+    assert compile_whole_step(cfg, steps, False, False, cpu)
+    other = _cfg(["train.compile=auto", "model.latent_dim=5"])  # another graph is still cold
+    assert not compile_whole_step(other, steps, False, False, cpu)
 
 
 def test_compile_setting_is_true_false_or_auto() -> None:

@@ -16,6 +16,9 @@ network on a machine pays the compilation, later processes load it (the graph is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import math
 import os
 from collections.abc import Callable
@@ -45,6 +48,31 @@ def use_persistent_cache() -> None:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
 
 
+def graph_key(cfg: Config, device: torch.device) -> str:
+    """What the compiled graph depends on: the model, the loss and guard settings, precision, batch, torch, device."""
+    parts = {
+        "model": dataclasses.asdict(cfg.model),
+        "objective": [cfg.objective.free_bits, cfg.objective.free_bits_group],
+        "guard": dataclasses.asdict(cfg.guard),
+        "optim": [cfg.optim.betas, cfg.optim.eps, cfg.optim.weight_decay],
+        "train": [cfg.train.precision, cfg.train.batch_size, cfg.train.channels_last],
+        "torch": torch.__version__,
+        "device": device.type,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def is_warm(key: str) -> bool:
+    """Has this machine compiled this graph before (its kernels are in the on-disk cache)?"""
+    return (cache_dir() / "vaekit-warm" / key).is_file()
+
+
+def _mark_warm(key: str) -> None:
+    with contextlib.suppress(OSError):
+        (cache_dir() / "vaekit-warm").mkdir(parents=True, exist_ok=True)
+        (cache_dir() / "vaekit-warm" / key).touch()
+
+
 def autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "bf16":
         return torch.autocast(device_type, dtype=torch.bfloat16)
@@ -62,6 +90,7 @@ class WholeStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         device = self.params[0].device
         self.knobs = torch.zeros(3, device=device)  # beta, lr, clip norm (inf: no clipping)
+        self.key, self.warmed = graph_key(cfg, device), False
         use_persistent_cache()
         self.compiled: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]] = torch.compile(
             self._step, dynamic=False
@@ -89,6 +118,9 @@ class WholeStep:
             self.params, m, v, t, self.history.log_norms, self.history.count, x, eps, self.knobs
         )
         del loss
+        if not self.warmed:  # compiled and ran: the next run of this graph on this machine starts warm
+            self.warmed = True
+            _mark_warm(self.key)
         return StepReport(grad_norm=grad_norm, skipped=skip), neg_elbo
 
     def _step(

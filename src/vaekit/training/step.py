@@ -23,16 +23,17 @@ from vaekit.models.objectives import elbo_terms, iwae_loss
 from vaekit.models.outputs import VAEOutput
 from vaekit.models.vae import VAE
 from vaekit.storage import load_state
-from vaekit.training.compiled import WholeStep, autocast, supported
+from vaekit.training.compiled import WholeStep, autocast, graph_key, is_warm, supported
 from vaekit.training.distributed import Topology
 from vaekit.training.guards import EMA, NormHistory, StepReport, guarded_update
 from vaekit.training.regularizers import SpectralPenalty
 from vaekit.training.schedules import group_kl_weights, kl_weight, lr_factor
 
-# `train.compile: auto` compiles runs of at least this many full steps: the measured break-even of the
-# compiled step on this project's 2-core CPU, with the compile cache warm (bench/compile_break_even.py,
-# bench/RESULTS.md "Compiled whole step").
-AUTO_COMPILE_STEPS = 20_000
+# `train.compile: auto` compiles a run of at least this many full steps, the measured break-even of the compiled
+# step on this project's 2-core CPU (bench/compile_break_even.py, bench/RESULTS.md "Compiled whole step"): with an
+# empty compile cache 4,600-13,700 steps (20-33 s of compiling), with this graph already in the cache 900-1,900.
+AUTO_COMPILE_STEPS = 15_000
+AUTO_COMPILE_STEPS_WARM = 2_000
 
 
 @dataclass
@@ -127,6 +128,8 @@ def train_step(
         x = x[rows]
         y = y[rows] if y is not None else None
     x = x.to(device, non_blocking=True)
+    if cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
     whole = state.compiled is not None and x.shape[0] == cfg.train.batch_size
     done = _compiled_update(state, x, beta, cfg) if whole else None
@@ -212,6 +215,8 @@ def build_state(
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
     model = (VAE(cfg.model, *nets) if any(n is not None for n in nets) else VAE(cfg.model)).to(device)
+    if cfg.train.channels_last:  # before the optimizer: Adam's moments take the parameters' layout
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=cfg.optim.lr,
@@ -239,8 +244,9 @@ def build_state(
 def compile_whole_step(cfg: Config, total_steps: int, distributed: bool, spectral: bool, device: torch.device) -> bool:
     """Whether this run compiles its step: `train.compile` true, or `auto` on a run long enough to pay.
 
-    `auto` compiles on the CPU and CUDA when the run has at least `AUTO_COMPILE_STEPS` full steps and a
-    C++ compiler is there (inductor needs one on the CPU); a run it cannot compile stays eager silently.
+    `auto` compiles on the CPU and CUDA when the run has at least `AUTO_COMPILE_STEPS` full steps
+    (`AUTO_COMPILE_STEPS_WARM` when this machine has compiled the same graph before, so its kernels are cached)
+    and a C++ compiler is there (inductor needs one on the CPU); a run it cannot compile stays eager silently.
     `true` on an unsupported run warns and stays eager.
     """
     setting = cfg.train.compile
@@ -251,6 +257,8 @@ def compile_whole_step(cfg: Config, total_steps: int, distributed: bool, spectra
         if reason is not None:
             warnings.warn(f"train.compile does not apply to {reason}; running uncompiled", stacklevel=3)
         return reason is None
-    if reason is not None or device.type not in ("cpu", "cuda") or total_steps < AUTO_COMPILE_STEPS:
+    if reason is not None or device.type not in ("cpu", "cuda"):
+        return False
+    if total_steps < (AUTO_COMPILE_STEPS_WARM if is_warm(graph_key(cfg, device)) else AUTO_COMPILE_STEPS):
         return False
     return device.type == "cuda" or shutil.which(os.environ.get("CXX", "g++")) is not None
