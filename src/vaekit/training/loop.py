@@ -347,6 +347,7 @@ def _train_row(
         "beta": kl_weight(state.step - 1, cfg.objective, total),
         "lr": state.optimizer.param_groups[0]["lr"],
         "examples_per_s": (state.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9),
+        "compiled": state.compiled is not None,  # train.compile (auto decides per run)
     }
 
 
