@@ -130,6 +130,7 @@ class TrainConfig:
     # torch.compile the whole step (forward, backward, guards, Adam): true, false, or auto (on for runs long
     # enough to pay for the compilation); falls back to eager, with a warning, if compiling fails
     compile: Literal["auto", True, False] = "auto"
+    channels_last: bool = False  # NHWC memory format for convolutional models (bench/model_speed.py: where it pays)
     samples: int = 64  # images in the sample grid written at the end
     tensorboard: bool = True  # also write TensorBoard events when the tensorboard package is installed
 
