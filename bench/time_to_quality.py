@@ -217,8 +217,9 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         secs = [r["seconds"] for r in runs]
         epochs = statistics.median(r["epoch"] for r in runs)
         best = statistics.median(r["best"] for r in runs)
+        ratio = f"{ref / med[name]:.2f}x" if med[name] < float("inf") else "not reached"
         lines.append(f"| {name} | {med[name]:.1f} | {min(secs):.1f}-{max(secs):.1f} | {epochs:g} | {best:.2f} | "
-                     f"{len(runs)} | {ref / med[name]:.2f}x |")
+                     f"{len(runs)} | {ratio} |")
     extra, _ = CANDIDATES[BEST]
     body = [f"Command: `.venv/bin/python bench/time_to_quality.py --repeats {args.repeats}` "
             f"({time.strftime('%Y-%m-%d')}). 784-400-20, Bernoulli, MNIST grey levels; test -ELBO after every epoch; "

@@ -125,3 +125,15 @@ def test_compile_failure_falls_back_to_eager(tmp_path: Path, monkeypatch: pytest
     with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
         fallback = train(_tiny_cfg(data, ["train.steps=20", "train.compile=true"]), tmp_path / "a", quiet=True)
     assert fallback.steps == 20 and all(torch.isfinite(p).all() for p in fallback.model.parameters())
+
+
+def test_channels_last_trains_the_same_model(tmp_path: Path) -> None:
+    # NHWC is a memory layout, not a different computation: the same conv run, to float rounding.
+    data = _tiny_data(tmp_path)
+    conv = ["model.encoder=conv", "model.decoder=conv", "model.hidden=[8,16]", "train.steps=15"]
+    plain = train(_tiny_cfg(data, conv), tmp_path / "a", quiet=True)
+    nhwc = train(_tiny_cfg(data, [*conv, "train.channels_last=true"]), tmp_path / "b", quiet=True)
+    weights = [p for p in nhwc.model.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    for key, value in plain.model.state_dict().items():
+        torch.testing.assert_close(nhwc.model.state_dict()[key], value, rtol=1e-3, atol=1e-4, msg=key)
