@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from results import update_section
-from throughput import matmul_gflops
+from throughput import ceilings_line, matmul_gflops
 
 SHAPES = {"mnist": [1, 28, 28], "binarized-mnist": [1, 28, 28], "cifar10": [3, 32, 32], "cifar10-jpeg": [3, 32, 32]}
 MODELS = ["mlp", "conv", "hvae", "vamp", "iaf", "lvae", "cifar", "cifar-hvae"]
@@ -81,6 +81,10 @@ def measure(preset: str, rounds: int, seconds: float) -> dict[str, object]:
     if preset in CONV:
         variants["vaekit fp32 channels_last"] = vaekit_variant(["train.channels_last=true"])
         variants["vaekit bf16 channels_last"] = vaekit_variant(["train.precision=bf16", "train.channels_last=true"])
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:  # products and convolutions of one step, forward and backward
+        variants["plain eager PyTorch"]()
     for step in variants.values():  # warm-up: first-call allocations, oneDNN primitive caches
         for _ in range(3):
             step()
@@ -92,7 +96,8 @@ def measure(preset: str, rounds: int, seconds: float) -> dict[str, object]:
                 step()
                 n += 1
             speeds[name].append(n * batch / (time.perf_counter() - t))
-    return {"batch": batch, "speeds": {k: statistics.median(v) for k, v in speeds.items()},
+    return {"batch": batch, "flops": counter.get_total_flops(),
+            "speeds": {k: statistics.median(v) for k, v in speeds.items()},
             "profile": profile(variants["vaekit fp32"])}
 
 
@@ -145,7 +150,8 @@ def main() -> None:
         print(preset, results[preset]["speeds"], flush=True)
     gflops = matmul_gflops()
     speed_lines = ["| preset | batch | plain eager | vaekit fp32 | vaekit bf16 | fp32 channels_last | "
-                   "bf16 channels_last | best vaekit / plain |", "|---|---|---|---|---|---|---|---|"]
+                   "bf16 channels_last | best vaekit / plain | fp32 / fp32 ceiling | best bf16 / bf16 ceiling |",
+                   "|---|---|---|---|---|---|---|---|---|---|"]
     prof_lines = ["| preset | ms per step (fp32, profiled) | matmul / conv | their backward | element-wise | "
                   "optimizer and clipping | Python and the rest |", "|---|---|---|---|---|---|---|"]
     for preset, r in results.items():
@@ -153,8 +159,12 @@ def main() -> None:
         cells = [s.get(k) for k in ("plain eager PyTorch", "vaekit fp32", "vaekit bf16", "vaekit fp32 channels_last",
                                     "vaekit bf16 channels_last")]
         best = max(v for k, v in s.items() if k.startswith("vaekit"))
+        flop_rate = r["flops"] / r["batch"]  # FLOPs per example
+        bf16 = max(v for k, v in s.items() if "bf16" in k)
         speed_lines.append(f"| `{preset}` | {r['batch']} | " + " | ".join(f"{c:,.0f}" if c else "" for c in cells)
-                           + f" | {best / s['plain eager PyTorch']:.2f}x |")
+                           + f" | {best / s['plain eager PyTorch']:.2f}x | "
+                           f"{s['vaekit fp32'] * flop_rate / (gflops['fp32_square'] * 1e9):.1%} | "
+                           f"{bf16 * flop_rate / (gflops['square'] * 1e9):.1%} |")
         p = r["profile"]
         prof_lines.append(f"| `{preset}` | {p['ms per step']:.1f} | {p['matmul / conv']:.0%} | "
                           f"{p['matmul / conv backward']:.0%} | {p['element-wise and reductions']:.0%} | "
@@ -165,9 +175,9 @@ def main() -> None:
             "torch.optim.Adam over the same `VAE` module.", "", *speed_lines, "",
             "Where vaekit's fp32 step goes (`torch.profiler`, self CPU time over 10 steps, as shares of the wall "
             "time; backward kernels of products and convolutions are counted where the profiler names them):", "",
-            *prof_lines, "",
-            f"Matrix multiplies measured in the same run: fp32 {gflops['fp32_square']:.0f} GFLOP/s, bf16 "
-            f"{gflops['square']:.0f} GFLOP/s (square 2048 products)."]
+            *prof_lines, "", ceilings_line(gflops) + " Fractions of the ceiling: the step's matrix-product and "
+            "convolution FLOPs (forward and backward, `torch.utils.flop_counter`) times steps per second, over the "
+            "square-product speed of the same precision."]
     update_section("model-speed", "\n".join(body))
     print("\n".join(body))
 

@@ -64,6 +64,13 @@ def matmul_gflops() -> dict[str, float]:
     return out
 
 
+def ceilings_line(gflops: dict[str, float]) -> str:
+    """The sentence every speed table ends with: this machine's matmul speeds, measured in the same run."""
+    return (f"Matrix multiplies measured in the same run: fp32 {gflops['fp32_square']:.0f} GFLOP/s on a square 2048 "
+            f"product, {gflops['fp32_network']:.0f} on the 784-400 MLP's shapes at batch 512; bf16 "
+            f"{gflops['square']:.0f} and {gflops['network']:.0f}.")
+
+
 def ensure_pythae() -> Path:
     python = PYTHAE_VENV / "bin" / "python"
     if not python.exists():

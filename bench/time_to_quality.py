@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from results import update_section
-from throughput import ensure_pythae, matmul_gflops, mnist_npz
+from throughput import ceilings_line, ensure_pythae, matmul_gflops, mnist_npz
 
 BENCH = Path(__file__).resolve().parent
 TARGET = 105.5
@@ -228,10 +228,7 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
             f"`{' '.join('--set ' + e for e in extra) or '(defaults)'}` over {CANDIDATES[BEST][1]} epochs; "
             "best eager = "
             f"`{' '.join('--set ' + e for e in CANDIDATES[BEST_EAGER][0])}` over {CANDIDATES[BEST_EAGER][1]} epochs. "
-            "Unreached = inf.", "", *lines, "",
-            f"Matrix multiplies measured in the same run: bf16 {gflops['square']:.0f} GFLOP/s (square 2048), "
-            f"{gflops['network']:.0f} on this network's shapes; fp32 {gflops['fp32_square']:.0f} and "
-            f"{gflops['fp32_network']:.0f}."]
+            "Unreached = inf.", "", *lines, "", ceilings_line(gflops)]
     update_section("time-to-quality", "\n".join(body))
     print("\n".join(body))
 

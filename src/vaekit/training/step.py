@@ -216,7 +216,7 @@ def build_state(
         raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
     model = (VAE(cfg.model, *nets) if any(n is not None for n in nets) else VAE(cfg.model)).to(device)
     if cfg.train.channels_last:  # before the optimizer: Adam's moments take the parameters' layout
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=cfg.optim.lr,
