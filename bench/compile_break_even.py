@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 
 from results import update_section
+from throughput import ceilings_line, matmul_gflops
 
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "mlp default (fp32, batch 128)": ("mlp", []),
@@ -107,7 +108,7 @@ def main() -> None:
     body = [f"Command: `.venv/bin/python bench/compile_break_even.py --steps {args.steps} --repeats {args.repeats}` "
             f"({time.strftime('%Y-%m-%d')}). Fresh processes per cell, medians of {args.repeats}; `train_step` on "
             "real training batches; cold = an empty inductor cache, warm = the cache the cold process filled.", "",
-            *lines]
+            *lines, "", ceilings_line(matmul_gflops())]
     update_section("compile-break-even", "\n".join(body))
     print("\n".join(body))
 
