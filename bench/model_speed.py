@@ -41,7 +41,7 @@ def measure(preset: str, rounds: int, seconds: float) -> dict[str, object]:
     from vaekit.models.objectives import elbo_terms
     from vaekit.training.step import build_state, train_step
 
-    base = vaekit.load_config(preset, ["train.compile=false"])
+    base = vaekit.load_config(preset, ["train.compile=false", "train.channels_last=false"])  # NCHW unless asked
     base = replace(base, model=replace(base.model, input_shape=SHAPES[base.data.name]))
     batch = base.train.batch_size
     gen = torch.Generator().manual_seed(0)
