@@ -61,6 +61,12 @@ def test_sigterm_checkpoints_the_step_says_how_to_resume_and_resumes_exactly(tmp
         code, err = term_and_resume(data, run, random.Random(trial))
         if code == 0:
             continue  # finished before the signal: nothing to interrupt
+        if code == -signal.SIGTERM:
+            # The signal came after the last step, once the final files were written and the handlers put back
+            # (they cover the first checkpoint to the end), while the process was exiting: nothing was interrupted.
+            assert "stopped by SIGTERM" not in err and '"kind": "preempted"' not in (run / "metrics.jsonl").read_text()
+            assert _same_weights(tmp_path / "ref", run)
+            continue
         assert code == 143, err
         match = re.search(r"stopped by SIGTERM at step (\d+); .*resume with: vaekit train .* --resume", err)
         assert match, err
