@@ -90,9 +90,10 @@ class WholeStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         device = self.params[0].device
         self.knobs = torch.zeros(3, device=device)  # beta, lr, clip norm (inf: no clipping)
+        self.host_knobs = torch.zeros(3)  # filled per step and copied over: no allocation in the step
         self.key, self.warmed = graph_key(cfg, device), False
         use_persistent_cache()
-        self.compiled: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]] = torch.compile(
+        self.compiled: Callable[..., tuple[Tensor, Tensor, Tensor]] = torch.compile(
             self._step, dynamic=False
         )
 
@@ -112,12 +113,13 @@ class WholeStep:
 
     def __call__(self, x: Tensor, eps: Tensor, beta: float, lr: float, clip_scale: float) -> tuple[StepReport, Tensor]:
         clip = self.cfg.guard.clip_grad_norm
-        self.knobs.copy_(torch.tensor([beta, lr, clip * clip_scale if clip is not None else math.inf]))
+        for i, value in enumerate((beta, lr, clip * clip_scale if clip is not None else math.inf)):
+            self.host_knobs[i] = value
+        self.knobs.copy_(self.host_knobs)
         m, v, t = self._adam_state()
-        grad_norm, skip, loss, neg_elbo = self.compiled(
+        grad_norm, skip, neg_elbo = self.compiled(
             self.params, m, v, t, self.history.log_norms, self.history.count, x, eps, self.knobs
         )
-        del loss
         if not self.warmed:  # compiled and ran: the next run of this graph on this machine starts warm
             self.warmed = True
             _mark_warm(self.key)
@@ -134,7 +136,7 @@ class WholeStep:
         x: Tensor,
         eps: Tensor,
         knobs: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         cfg, guard, optim = self.cfg, self.cfg.guard, self.cfg.optim
         beta, lr, clip = knobs[0], knobs[1], knobs[2]
         free_bits = (cfg.objective.free_bits, cfg.objective.free_bits_group)
@@ -176,7 +178,7 @@ class WholeStep:
                 m.copy_(torch.where(keep, m_new, m))
                 v.copy_(torch.where(keep, v_new, v))
                 t.copy_(torch.where(keep, t_new, t))
-        return grad_norm.detach(), skip, loss.detach(), neg_elbo
+        return grad_norm.detach(), skip, neg_elbo
 
 
 def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:
