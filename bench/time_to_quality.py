@@ -90,8 +90,9 @@ def vaekit_curve(extra: list[str], epochs: int) -> list[dict[str, float]]:
             for r in rows if r["kind"] == "eval" and r.get("split") == "test"]
 
 
-def pythae_curve(python: Path, data: Path, epochs: int, lr: float, batch: int) -> list[dict[str, float]]:
-    cmd = [str(python), str(BENCH / "pythae_run.py"), str(data), str(epochs), "--curve", "--lr", str(lr),
+def pythae_curve(python: Path, data: Path, epochs: int, lr: float, batch: int,
+                 device: str = "cpu") -> list[dict[str, float]]:
+    cmd = [str(python), str(BENCH / "pythae_run.py"), str(data), str(epochs), device, "--curve", "--lr", str(lr),
            "--batch", str(batch)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["curve"]

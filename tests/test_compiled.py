@@ -40,7 +40,7 @@ def _adam_state(state):  # type: ignore[no-untyped-def]
 
 
 def test_whole_step_skips_a_nan_batch_without_touching_weights_or_moments() -> None:
-    cfg = _cfg(["train.compile=true"])
+    cfg = _cfg(["train.compile=true", "guard.ema_decay=0.9"])
     torch.manual_seed(0)
     state = build_state(cfg, total_steps=100)
     assert state.compiled is not None
@@ -50,6 +50,8 @@ def test_whole_step_skips_a_nan_batch_without_touching_weights_or_moments() -> N
         assert not bool(report.skipped)
     assert state.compiled is not None, "compiling failed: the test would only check eager"
     weights = {k: v.clone() for k, v in state.model.state_dict().items()}
+    assert state.ema is not None
+    shadow = {k: v.clone() for k, v in state.ema.shadow.items()}
     moments = _adam_state(state)
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
@@ -57,30 +59,43 @@ def test_whole_step_skips_a_nan_batch_without_touching_weights_or_moments() -> N
     assert bool(report.skipped) and int(state.skipped) == 1 and int(state.streak) == 1
     for k, v in state.model.state_dict().items():
         assert torch.equal(v, weights[k]), k
+        assert torch.equal(state.ema.shadow[k], shadow[k]), k
+    train_step(state, bad, cfg, 100)
+    assert int(state.skipped) == 2 and int(state.streak) == 2
     for before, p in zip(moments, state.model.parameters(), strict=True):
         for k, v in state.optimizer.state[p].items():
             assert torch.equal(v, before[k]), k
     report, _ = train_step(state, x, cfg, 100)  # a good batch trains again, and the streak ends
-    assert not bool(report.skipped) and int(state.streak) == 0
+    assert not bool(report.skipped) and int(state.streak) == 0 and int(state.skipped) == 2
     assert any(not torch.equal(v, weights[k]) for k, v in state.model.state_dict().items())
 
 
-def test_whole_step_follows_eager_adam_and_the_norm_history() -> None:
-    # The same 12 updates eagerly and compiled, from the same weights and noise: Adam's moments, its step
-    # count, the weights and the outlier rule's history agree up to float reassociation.
+def test_whole_step_follows_eager_adam_and_the_norm_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same 12 updates eagerly and compiled, from the same weights and noise, with a KL warm-up and a cosine
+    # learning rate (the compiled step reads them from blocks of 5 steps here, so it crosses blocks): Adam's
+    # moments, its step count, the weights, the EMA, the counters and the outlier rule's history agree up to
+    # float reassociation.
+    monkeypatch.setattr("vaekit.training.compiled.KNOB_BLOCK", 5)
     x = (torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) < 0.3).float()
     states = {}
     for mode in ("false", "true"):
-        cfg = _cfg([f"train.compile={mode}", "guard.clip_grad_norm=5"])  # clipping active on most steps
+        cfg = _cfg([f"train.compile={mode}", "guard.clip_grad_norm=5", "guard.ema_decay=0.8",
+                    "objective.kl_schedule=linear", "objective.kl_warmup_steps=10", "optim.lr_schedule=cosine"])
         torch.manual_seed(0)
-        state = build_state(cfg, total_steps=100)
+        state = build_state(cfg, total_steps=12)
         for _ in range(12):
-            train_step(state, x, cfg, 100)
+            train_step(state, x, cfg, 12)
         assert (state.compiled is not None) == (mode == "true")
         states[mode] = state
     eager, compiled = states["false"], states["true"]
     for (k, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+    assert eager.ema is not None and compiled.ema is not None
+    for k, a in eager.ema.shadow.items():
+        torch.testing.assert_close(compiled.ema.shadow[k], a, rtol=1e-4, atol=1e-5, msg=k)
+    assert not torch.equal(compiled.ema.shadow[k], compiled.model.state_dict()[k])  # it averages, not copies
+    assert int(compiled.skipped) == int(eager.skipped) == 0 and int(compiled.streak) == 0
+    torch.testing.assert_close(compiled.grad_norm, eager.grad_norm, rtol=1e-4, atol=1e-5)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
         for key in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(compiled.optimizer.state[q][key], eager.optimizer.state[p][key], rtol=1e-3,
@@ -140,3 +155,24 @@ def test_compile_setting_is_true_false_or_auto() -> None:
         load_config(None, ["train.compile=1"])
     with pytest.raises(ConfigError, match="train.compile"):
         load_config(None, ["train.compile=sometimes"])
+
+
+def test_knob_rows_follow_the_schedules_across_blocks_and_rollbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The compiled step reads (KL weight, lr, clip norm) from blocks of schedule rows kept on the device: each step
+    # must get its own row, a new block past the end of one, and a fresh block when a rollback changes the scales.
+    monkeypatch.setattr("vaekit.training.compiled.KNOB_BLOCK", 4)
+    state = build_state(_cfg(["train.compile=true"]), total_steps=100)
+    whole = state.compiled
+    assert whole is not None
+    evaluated: list[int] = []
+
+    def knobs(step: int, scale: float) -> tuple[float, float, float]:
+        evaluated.append(step)
+        return step / 10, scale * step / 100, 7.0 * scale
+
+    for step in [*range(10), 3, 4]:  # 3 and 4 again: a rollback to step 3 with the same scales
+        whole.knob_row(step, lambda s: knobs(s, 1.0), (1.0, 1.0))
+        assert whole.knobs.tolist() == pytest.approx([step / 10, step / 100, 7.0]), step
+    assert evaluated[:12] == list(range(12))  # blocks [0, 4), [4, 8), [8, 12)
+    whole.knob_row(5, lambda s: knobs(s, 0.5), (0.5, 0.5))  # a rollback halves the scales: recomputed
+    assert whole.knobs.tolist() == pytest.approx([0.5, 0.025, 3.5])

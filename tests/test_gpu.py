@@ -35,11 +35,12 @@ def _tiny(tmp_path: Path, extra: list[str]):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "fp32-compiled", "bf16-compiled"])
 def test_cuda_resume_is_exact(tmp_path: Path, precision: str) -> None:
     # The reparameterization noise comes from the CUDA generator and fp16 carries a loss scale:
     # both must be in the checkpoint for the resumed run to end where the uninterrupted one does.
-    extra = [f"train.precision={precision}"]
+    # Compiled, the step is a CUDA graph replayed over the same tensors (counters and EMA included).
+    extra = [f"train.precision={precision.split('-')[0]}", f"train.compile={'-compiled' in precision}".lower()]
     full = train(_tiny(tmp_path, extra), tmp_path / "full", quiet=True)
     train(_tiny(tmp_path, [*extra, "train.steps=14"]), tmp_path / "part", quiet=True)
     resumed = train(_tiny(tmp_path, extra), tmp_path / "part", resume=True, quiet=True)
@@ -101,3 +102,55 @@ def test_more_processes_than_gpus_is_a_clear_error(tmp_path: Path) -> None:
     out = _torchrun(tmp_path, "run", torch.cuda.device_count() + 1, "cuda")
     assert out.returncode != 0
     assert "NCCL needs one per process" in out.stderr, out.stderr[-2000:]
+
+
+def test_the_set_on_the_gpu_and_pinned_copies_train_the_same_run(tmp_path: Path) -> None:
+    # Both placements convert on the GPU with the CUDA generator's draws (flips here), in the same order.
+    runs = {}
+    for placement in ("device", "pinned"):
+        cfg = _tiny(tmp_path, ["data.hflip=true", "train.steps=20", f"train.data_placement={placement}"])
+        runs[placement] = train(cfg, tmp_path / placement, quiet=True).model.state_dict()
+    for key, value in runs["device"].items():
+        assert torch.equal(runs["pinned"][key], value), key
+
+
+def test_auto_places_a_small_set_on_the_gpu() -> None:
+    from vaekit.data.feed import Feed
+
+    data = load_dataset("binarized-mnist", "train")
+    feed = Feed(data, torch.device("cuda"))
+    assert feed.placement == "device"
+    _, x, y = next(feed.epoch(torch.randperm(len(data)), 256, 0, 3))
+    assert x.device.type == "cuda" and x.shape == (256, 1, 28, 28) and y is not None and y.device.type == "cuda"
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("preset", ["lvae", "cifar-hvae"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_hierarchies_train_on_the_gpu_and_resume_exactly(tmp_path: Path, preset: str, precision: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # conv backward without atomics
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    shape = (64, 32, 32, 3) if preset == "cifar-hvae" else (64, 28, 28)
+    path = tmp_path / "d.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8))
+    base = [f"data.name={path}", "data.val_size=0", "train.batch_size=16", "train.epochs=2", "train.device=cuda",
+            f"train.precision={precision}", "train.checkpoint_every=3", "train.keep_checkpoints=20",
+            "train.tensorboard=false", "train.samples=4"]
+    full = train(load_config(preset, base), tmp_path / "full", quiet=True)
+    train(load_config(preset, [*base, "train.steps=5"]), tmp_path / "part", quiet=True)
+    resumed = train(load_config(preset, base), tmp_path / "part", resume=True, quiet=True)
+    assert full.steps == resumed.steps == 8
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.isfinite(a).all(), k
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=k)
+
+
+def test_a_conditional_model_trains_on_the_gpu(tmp_path: Path) -> None:
+    path = tmp_path / "l.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=(rng.random((200, 8, 8)) * 255).astype(np.uint8), labels=rng.integers(0, 4, 200))
+    cfg = load_config(None, [f"data.name={path}", "model.hidden=[32]", "model.latent_dim=4", "model.conditional=true",
+                             "train.steps=20", "train.batch_size=32", "train.device=cuda", "train.tensorboard=false"])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result.test is not None and np.isfinite(result.test.neg_elbo)

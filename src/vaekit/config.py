@@ -131,6 +131,9 @@ class TrainConfig:
     # enough to pay for the compilation); falls back to eager, with a warning, if compiling fails
     compile: Literal["auto", True, False] = "auto"
     channels_last: bool = False  # NHWC memory format for convolutional models (bench/model_speed.py: where it pays)
+    # where the uint8 training images live (data/feed.py): device (copied once; batches gathered there), pinned
+    # (double-buffered asynchronous copies), host, or auto (device on a GPU when the set fits, else pinned; host on CPU)
+    data_placement: Literal["auto", "device", "pinned", "host"] = "auto"
     samples: int = 64  # images in the sample grid written at the end
     tensorboard: bool = True  # also write TensorBoard events when the tensorboard package is installed
 

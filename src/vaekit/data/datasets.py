@@ -108,16 +108,17 @@ class Dataset:
         return self.convert(self.images[index], generator)
 
     def convert(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """uint8 (B, C, H, W) as read from `images` -> the float32 batch the model sees."""
+        """uint8 (B, C, H, W) as read from `images` -> the float32 batch the model sees, on `raw`'s device
+        (the random draws too: from `generator`, or that device's default generator)."""
         x = raw.to(torch.float32).div_(255.0)
         if self.binarize == "dynamic":
             x = torch.bernoulli(x, generator=generator)
         if self.hflip:  # drawn after the binarization, from the same stream: a pure function of the RNG state
-            flip = torch.rand(x.shape[0], generator=generator) < 0.5
+            flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.noise > 0:  # Ren et al. 2019: each pixel is replaced with probability `noise` by a uniform level
-            hit = torch.rand(x.shape, generator=generator) < self.noise
-            level = torch.randint(0, 256, x.shape, generator=generator).float().div_(255.0)
+            hit = torch.rand(x.shape, generator=generator, device=x.device) < self.noise
+            level = torch.randint(0, 256, x.shape, generator=generator, device=x.device).float().div_(255.0)
             x = torch.where(hit, level.round() if self.binarize == "dynamic" else level, x)
         return x
 

@@ -1,16 +1,18 @@
 """The whole training step as one compiled graph (`train.compile`).
 
 Forward, backward (`torch.func.grad_and_value`, so autograd is traced into the same graph), gradient
-clipping, the guards' skip decision, Adam and the skip counters all run inside one
+clipping, the guards' skip decision, Adam, the skip counters and the EMA all run inside one
 `torch.compile`'d function, with no host sync. The step reads and writes the very tensors eager
 training uses (the parameters, `torch.optim.Adam`'s `exp_avg`, `exp_avg_sq` and `step`, the norm
-history, the counters), so checkpoints are the same files either way and a run can resume eagerly
-from a compiled one. A skipped update leaves weights and moments as they were, as the eager
-fused-Adam path does (`torch.where` on every tensor it would change).
+history, the counters, the EMA shadow), so checkpoints are the same files either way and a run can
+resume eagerly from a compiled one. A skipped update leaves weights, moments and EMA as they were, as
+the eager fused-Adam path does (`torch.where` on every tensor it would change).
 
-The learning rate, the KL weight and the clip norm enter as one tensor (`knobs`), so schedules
-neither recompile nor allocate. Compiled code is cached on disk (`cache_dir`): the first run of a
-network on a machine pays the compilation, later processes load it (the graph is still traced).
+The learning rate, the KL weight and the clip norm enter as one device tensor (`knobs`), copied on the
+device from a block of 1,024 steps' schedules sent over at once, so schedules neither recompile nor
+allocate nor transfer per step. On CUDA the step is captured as a CUDA graph and replayed. Compiled
+code is cached on disk (`cache_dir`): the first run of a network on a machine pays the compilation,
+later processes load it (the graph is still traced).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from torch import Tensor, nn
 
 from vaekit.config import Config
 from vaekit.models.objectives import elbo_terms
-from vaekit.training.guards import NormHistory, StepReport
+from vaekit.training.guards import EMA, NormHistory, StepReport
+
+KNOB_BLOCK = 1024  # steps whose schedules go to the device in one copy
 
 
 def cache_dir() -> Path:
@@ -81,21 +85,41 @@ def autocast(precision: str, device_type: str) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
+@dataclasses.dataclass(frozen=True)
+class Counters:
+    """What a step updates besides the weights and Adam's state: the skip counters and the EMA shadow."""
+
+    skipped: Tensor  # total skipped updates (long, 0-d)
+    streak: Tensor  # skipped in a row (long, 0-d)
+    ema: EMA | None  # the EMA whose shadow weights the step averages, or None
+
+
 class WholeStep:
-    """One guarded Adam update of `model` as a compiled function: `step(x, eps, beta, lr, clip_scale)`."""
+    """One guarded Adam update of `model` as a compiled function (see the module's docstring).
+
+    On CUDA the graph is captured once and replayed (`mode="reduce-overhead"`: CUDA graphs through
+    inductor's cudagraph trees); every tensor the step keeps from one call to the next (weights, Adam's
+    state, the norm history, the counters, the EMA shadow) is marked as a static address, so a replay
+    copies only the batch and its noise in. Outputs the caller keeps past the next step live in this
+    object's own buffers (`grad_norm`, `skip`): a replay overwrites a graph's outputs.
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, history: NormHistory, cfg: Config) -> None:
         self.model, self.optimizer, self.history, self.cfg = model, optimizer, history, cfg
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
-        device = self.params[0].device
-        self.knobs = torch.zeros(3, device=device)  # beta, lr, clip norm (inf: no clipping)
-        self.host_knobs = torch.zeros(3)  # filled per step and copied over: no allocation in the step
+        self.device = device = self.params[0].device
+        self.knobs = torch.zeros(3, device=device)  # beta, lr, clip norm (inf: no clipping), copied from `_table`
+        self.grad_norm = torch.zeros((), device=device)  # of the latest compiled step
+        self.skip = torch.zeros((), dtype=torch.bool, device=device)
+        self._table = torch.zeros(0, 3, device=device)  # the knobs of KNOB_BLOCK steps from `_table_from` on
+        self._table_from, self._table_scales = -1, (math.nan, math.nan)
+        self._marked: tuple[int, ...] = ()
         self.key, self.warmed = graph_key(cfg, device), False
         use_persistent_cache()
-        self.compiled: Callable[..., tuple[Tensor, Tensor, Tensor]] = torch.compile(
-            self._step, dynamic=False
-        )
+        self.cuda_graphs = device.type == "cuda"
+        mode = "reduce-overhead" if self.cuda_graphs else None
+        self.compiled: Callable[..., Tensor] = torch.compile(self._step, dynamic=False, mode=mode)
 
     def _adam_state(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Adam's moments and step counts, created as `torch.optim.Adam` (fused) creates them on its first step."""
@@ -111,19 +135,57 @@ class WholeStep:
             t.append(state["step"])
         return m, v, t
 
-    def __call__(self, x: Tensor, eps: Tensor, beta: float, lr: float, clip_scale: float) -> tuple[StepReport, Tensor]:
-        clip = self.cfg.guard.clip_grad_norm
-        for i, value in enumerate((beta, lr, clip * clip_scale if clip is not None else math.inf)):
-            self.host_knobs[i] = value
-        self.knobs.copy_(self.host_knobs)
+    def knob_row(
+        self, step: int, knobs: Callable[[int], tuple[float, float, float]], scales: tuple[float, float]
+    ) -> None:
+        """Fill `self.knobs` with step `step`'s (KL weight, lr, clip norm) from a block of them kept on the device.
+
+        The schedules are evaluated on the host KNOB_BLOCK steps at a time and sent over in one copy; a
+        step then copies its row on the device (no host-to-device transfer and no sync per step). A
+        rollback's new scales start a new block.
+        """
+        at = step - self._table_from
+        if not 0 <= at < self._table.shape[0] or scales != self._table_scales:
+            rows = torch.tensor([knobs(s) for s in range(step, step + KNOB_BLOCK)], dtype=torch.float32)
+            self._table = rows.to(self.device)
+            self._table_from, self._table_scales, at = step, scales, 0
+        self.knobs.copy_(self._table[at])
+
+    def __call__(
+        self,
+        x: Tensor,
+        eps: Tensor,
+        step: int,
+        knobs: Callable[[int], tuple[float, float, float]],
+        scales: tuple[float, float],
+        counters: Counters,
+    ) -> tuple[StepReport, Tensor]:
+        """One update on batch `x` with noise `eps` at step `step` (`knobs(step)` gives its schedules);
+        updates `counters` in place."""
+        self.knob_row(step, knobs, scales)
         m, v, t = self._adam_state()
-        grad_norm, skip, neg_elbo = self.compiled(
-            self.params, m, v, t, self.history.log_norms, self.history.count, x, eps, self.knobs
+        shadow = [counters.ema.shadow[n] for n in self.names] if counters.ema is not None else []
+        kept = [*self.params, *m, *v, *t, self.history.log_norms, self.history.count, counters.skipped,
+                counters.streak, *shadow, self.knobs, self.grad_norm, self.skip]
+        marks = (id(m[0]), id(t[0]), id(self.history.log_norms), id(counters.skipped), id(shadow[0]) if shadow else 0)
+        if marks != self._marked:  # new tensors (first call, resume, rollback): cudagraphs need them marked
+            for tensor in kept:
+                torch._dynamo.mark_static_address(tensor, guard=False)
+            self._marked = marks
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        neg_elbo = self.compiled(
+            self.params, m, v, t, self.history.log_norms, self.history.count, x, eps, self.knobs,
+            (counters.skipped, counters.streak, self.grad_norm, self.skip), shadow,
+            counters.ema.decay if counters.ema is not None else 0.0,
         )
+        if counters.ema is not None and len(shadow) < len(counters.ema.shadow):
+            names = set(self.names)  # float buffers of a user's own nets are averaged eagerly
+            counters.ema.update(self.model, self.skip, [k for k in counters.ema.shadow if k not in names])
         if not self.warmed:  # compiled and ran: the next run of this graph on this machine starts warm
             self.warmed = True
             _mark_warm(self.key)
-        return StepReport(grad_norm=grad_norm, skipped=skip), neg_elbo
+        return StepReport(grad_norm=self.grad_norm, skipped=self.skip), neg_elbo
 
     def _step(
         self,
@@ -136,7 +198,10 @@ class WholeStep:
         x: Tensor,
         eps: Tensor,
         knobs: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        outputs: tuple[Tensor, Tensor, Tensor, Tensor],
+        shadow: list[Tensor],
+        decay: float,
+    ) -> Tensor:
         cfg, guard, optim = self.cfg, self.cfg.guard, self.cfg.optim
         beta, lr, clip = knobs[0], knobs[1], knobs[2]
         free_bits = (cfg.objective.free_bits, cfg.objective.free_bits_group)
@@ -163,8 +228,9 @@ class WholeStep:
             history.push(grad_norm)
         keep = ~skip
         beta1, beta2 = optim.betas
+        ema_weight = (1.0 - decay) * keep.float()  # 0 on a skipped step, as EMA.update
         with torch.no_grad():
-            for p, g, m, v, t in zip(params, grads, exp_avg, exp_avg_sq, steps, strict=True):
+            for i, (p, g, m, v, t) in enumerate(zip(params, grads, exp_avg, exp_avg_sq, steps, strict=True)):
                 # torch.optim.Adam (L2 weight decay on the gradient), written out so that it fuses with the rest
                 g = g * coef
                 if optim.weight_decay:
@@ -173,12 +239,19 @@ class WholeStep:
                 m_new = torch.lerp(m, g, 1 - beta1)
                 v_new = v * beta2 + (1 - beta2) * g * g
                 denom = (v_new.sqrt() / torch.sqrt(1 - beta2**t_new)) + optim.eps
-                p_new = p - (lr / (1 - beta1**t_new)) * m_new / denom
-                p.copy_(torch.where(keep, p_new, p))
+                p_new = torch.where(keep, p - (lr / (1 - beta1**t_new)) * m_new / denom, p)
+                p.copy_(p_new)
                 m.copy_(torch.where(keep, m_new, m))
                 v.copy_(torch.where(keep, v_new, v))
                 t.copy_(torch.where(keep, t_new, t))
-        return grad_norm.detach(), skip, neg_elbo
+                if shadow:
+                    shadow[i].add_((p_new - shadow[i]) * ema_weight)
+            skipped, streak, norm_out, skip_out = outputs
+            skipped.add_(skip.long())
+            streak.copy_((streak + 1) * skip.long())
+            norm_out.copy_(grad_norm.detach())
+            skip_out.copy_(skip)
+        return neg_elbo
 
 
 def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:

@@ -128,9 +128,12 @@ class EMA:
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
-    def update(self, model: nn.Module, skipped: Tensor) -> None:
+    def update(self, model: nn.Module, skipped: Tensor, keys: list[str] | None = None) -> None:
+        """Average in `model`'s state (only `keys`, when given: the compiled step averages the rest itself)."""
         current = model.state_dict()
-        keys = list(self.shadow)
+        keys = list(self.shadow) if keys is None else keys
+        if not keys:
+            return
         shadow = [self.shadow[k] for k in keys]
         weight = (1.0 - self.decay) * (~skipped).to(shadow[0].dtype)  # 0 on a skipped step
         delta = torch._foreach_sub([current[k] for k in keys], shadow)

@@ -12,7 +12,6 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from vaekit.apps.report import write_report
 from vaekit.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from vaekit.config import Config
 from vaekit.data.datasets import Dataset
-from vaekit.data.folders import LazyImageFolder
+from vaekit.data.feed import Feed
 from vaekit.errors import Preempted, TrainingDiverged, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
@@ -68,6 +67,7 @@ class _Run:
     topology: Topology = field(default_factory=lambda: Topology(0, 1, torch.device("cpu")))
     warned: bool = False
     stop: StopCheck | None = None
+    feed: Feed | None = None  # the training batches, on the training device (train.data_placement)
     train_seconds: float = 0.0  # in training steps so far in this process, evaluation excluded (eval rows log it)
 
     def checkpoint(self) -> None:
@@ -154,6 +154,7 @@ def _train(
         total,
         quiet or not main,
         topology,
+        feed=Feed(train_set, topology.device, cfg.train.data_placement),
     )
     # SIGTERM / SIGINT are caught from before the first checkpoint to the end: one that arrives in the loop stops
     # it after the step in flight (Preempted); one that arrives after the last step lets the final files finish.
@@ -193,9 +194,9 @@ def _loop(run: _Run) -> float:
     running = torch.zeros(()), 0
     while state.step < run.total:
         epoch, first = divmod(state.step, run.steps_per_epoch)
-        for index, x in _epoch_batches(run, epoch, first):  # x: the global batch; under DDP a rank keeps its rows
+        for index, x, labels in _epoch_batches(run, epoch, first):  # the global batch: under DDP a rank keeps its rows
             rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
-            y = run.train_set.labels[index] if cfg.model.conditional and run.train_set.labels is not None else None
+            y = labels if cfg.model.conditional else None
             report, neg_elbo = train_step(state, x, cfg, run.total, rows, y)
             running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
             bar.update(1)
@@ -231,23 +232,10 @@ def _loop(run: _Run) -> float:
     return time.perf_counter() - t_train
 
 
-def _epoch_batches(run: _Run, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """(index, batch) pairs from step `first` of `epoch` on, in the epoch's fixed order."""
-    order, size = run.epoch_order(epoch), run.cfg.train.batch_size
-    indices = [order[b * size : (b + 1) * size] for b in range(first, run.steps_per_epoch)]
-    data = run.train_set
-    if not isinstance(data.images, LazyImageFolder):
-        for index in indices:
-            yield index, data.batch(index)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:  # files of the next batch are read while this one trains
-        pending = pool.submit(data.images.__getitem__, indices[0]) if indices else None
-        for i, index in enumerate(indices):
-            assert pending is not None
-            raw = pending.result()
-            if i + 1 < len(indices):
-                pending = pool.submit(data.images.__getitem__, indices[i + 1])
-            yield index, data.convert(raw)  # conversion (and any RNG draw) stays in this thread
+def _epoch_batches(run: _Run, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """(index, batch, labels) from step `first` of `epoch` on, in the epoch's fixed order, on the device."""
+    assert run.feed is not None
+    return run.feed.epoch(run.epoch_order(epoch), run.cfg.train.batch_size, first, run.steps_per_epoch)
 
 
 def _end_of_epoch(run: _Run, epoch: int, bar: tqdm[Any]) -> None:
@@ -292,8 +280,9 @@ def _rollback(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> None:
     if saved is None:
         raise TrainingDiverged(f"training diverged at step {streak_step} and no checkpoint is readable to roll back to")
     state.load_state_dict(saved, str(run.run_dir))
-    state.rollbacks, state.lr_scale, state.clip_scale, state.skipped = rollbacks, lr_scale, clip_scale, skipped
-    state.streak = torch.zeros_like(state.streak)
+    state.rollbacks, state.lr_scale, state.clip_scale = rollbacks, lr_scale, clip_scale
+    state.skipped.copy_(skipped)  # in place: a compiled step keeps these tensors
+    state.streak.zero_()
     run.log.truncate(state.step)
     run.log.write(
         {

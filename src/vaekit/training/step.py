@@ -8,6 +8,7 @@ fused Adam, EMA, DDP wrapper, fp16 scaler and (with `train.compile`) the compile
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import warnings
@@ -23,7 +24,7 @@ from vaekit.models.objectives import elbo_terms, iwae_loss
 from vaekit.models.outputs import VAEOutput
 from vaekit.models.vae import VAE
 from vaekit.storage import load_state
-from vaekit.training.compiled import WholeStep, autocast, graph_key, is_warm, supported
+from vaekit.training.compiled import Counters, WholeStep, autocast, graph_key, is_warm, supported
 from vaekit.training.distributed import Topology
 from vaekit.training.guards import EMA, NormHistory, StepReport, guarded_update
 from vaekit.training.regularizers import SpectralPenalty
@@ -62,8 +63,8 @@ class TrainState:
             "ema": self.ema.shadow if self.ema else None,
             "step": self.step,
             "epoch": epoch,
-            "skipped": self.skipped,
-            "streak": self.streak,
+            "skipped": self.skipped.clone(),  # the live tensors change in place
+            "streak": self.streak.clone(),
             "lr_scale": self.lr_scale,
             "clip_scale": self.clip_scale,
             "norm_history": self.history.state_dict(),
@@ -87,7 +88,8 @@ class TrainState:
         if self.ema is not None and state["ema"] is not None:
             self.ema.shadow = {k: v.to(device) for k, v in state["ema"].items()}
         self.step = int(state["step"])
-        self.skipped, self.streak = state["skipped"].to(device), state["streak"].to(device)
+        self.skipped.copy_(state["skipped"])  # in place: a compiled (captured) step keeps these tensors
+        self.streak.copy_(state["streak"])
         self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
         self.clip_scale = float(state.get("clip_scale", 1.0))
         if state.get("norm_history") is not None:  # checkpoints of vaekit 0.1 have none: start the history afresh
@@ -99,6 +101,10 @@ class TrainState:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+    def counters(self) -> Counters:
+        """What the compiled step updates in place besides weights and Adam: the skip counters and the EMA."""
+        return Counters(self.skipped, self.streak, self.ema)
 
     def eval_model(self) -> VAE:
         """The model with EMA weights when an EMA is kept, else the live model."""
@@ -127,13 +133,14 @@ def train_step(
         eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
         x = x[rows]
         y = y[rows] if y is not None else None
-    x = x.to(device, non_blocking=True)
+    x = x.to(device, non_blocking=True)  # a no-op for batches the feed already placed on the device
+    y = y.to(device, non_blocking=True) if y is not None else None
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
     whole = state.compiled is not None and x.shape[0] == cfg.train.batch_size
-    done = _compiled_update(state, x, beta, cfg) if whole else None
-    if done is not None:
+    done = _compiled_update(state, x, cfg, total_steps) if whole else None
+    if done is not None:  # the compiled step also updated the EMA and the counters
         report, neg_elbo = done
     else:
         with autocast(cfg.train.precision, device.type):
@@ -142,11 +149,11 @@ def train_step(
         if state.spectral is not None:
             loss = loss + state.spectral()
         report = _backward_and_update(state, loss, cfg)
-    if state.ema is not None:
-        state.ema.update(state.model, report.skipped)
-    state.skipped += report.skipped
+        if state.ema is not None:
+            state.ema.update(state.model, report.skipped)
+        state.skipped += report.skipped
+        state.streak.add_(1).mul_(report.skipped)  # in place, on the device: no sync per step
     state.grad_norm = report.grad_norm
-    state.streak = (state.streak + 1) * report.skipped  # stays on the device: no sync per step
     state.step += 1
     return report, neg_elbo
 
@@ -164,13 +171,19 @@ def _loss(state: TrainState, out: VAEOutput, x: Tensor, beta: float, cfg: Config
     return loss, terms.neg_elbo_per_example.detach()
 
 
-def _compiled_update(state: TrainState, x: Tensor, beta: float, cfg: Config) -> tuple[StepReport, Tensor] | None:
+def _compiled_update(state: TrainState, x: Tensor, cfg: Config, total_steps: int) -> tuple[StepReport, Tensor] | None:
     """The whole step compiled, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
     assert state.compiled is not None
     eps = torch.randn(1, x.shape[0], state.model.latent_dim, device=x.device)  # the stream eager rsample draws
-    lr = state.optimizer.param_groups[0]["lr"]
+    clip = cfg.guard.clip_grad_norm
+    scales = (state.lr_scale, state.clip_scale)
+
+    def knobs(step: int) -> tuple[float, float, float]:  # the schedules, evaluated a block of steps at a time
+        lr = cfg.optim.lr * scales[0] * lr_factor(step, cfg.optim, total_steps)
+        return kl_weight(step, cfg.objective, total_steps), lr, clip * scales[1] if clip is not None else math.inf
+
     try:
-        return state.compiled(x, eps, beta, lr, state.clip_scale)
+        return state.compiled(x, eps, state.step, knobs, scales, state.counters())
     except Exception as err:  # any compiler failure: train on, uncompiled
         first_line = (str(err).splitlines() or [""])[0][:200]
         warnings.warn(
