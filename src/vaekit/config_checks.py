@@ -78,11 +78,6 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_hierarchy(m: ModelConfig) -> None:
-    if m.conditional and m.kind != "vae":
-        raise ConfigError(
-            "model.conditional=true conditions one-group models (any encoder and decoder: mlp, conv, resnet, "
-            "your own); hierarchies are not conditional yet"
-        )
     if m.num_classes is not None and m.num_classes < 2:
         raise ConfigError("model.num_classes must be >= 2 or null")
     if m.kind == "vae":

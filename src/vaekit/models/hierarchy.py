@@ -15,10 +15,17 @@ q(z_L | x) a plain Gaussian head.
 
 Noise for every group comes from one draw of shape (S, B, sum D_l), split top first, so DDP
 ranks, resumed runs and a given `eps` all see the same stream.
+
+Conditional (`model.conditional`, Sohn et al. 2015 over a hierarchy): a learned per-class offset is
+added to every bottom-up feature, so each posterior sees y, and to the top-down state after every
+group, so every lower prior p(z_l | z_>l, y) and the likelihood p(x | z, y) see it; the top group's
+prior stays the registry prior, as in the one-group model. The offsets start at zero: training
+begins from the unconditional model, for any block.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator
 
 import torch
@@ -60,6 +67,46 @@ class TopDownVAE(VAE):
         self.likelihood_channels = self.likelihood.param_channels(c)
         self.flow = None
         self.prior = build_prior(self.group_dims[0], cfg, self.shape)
+        self.num_classes = self._classes(cfg)
+        self.label_up: nn.ModuleList | None = None
+        self.label_down: nn.ModuleList | None = None
+        if self.num_classes:
+            self._label_offsets()
+
+    @torch.no_grad()
+    def _label_offsets(self) -> None:
+        """Per-class offsets, zero at the start: one per bottom-up feature, one per top-down state after a group."""
+        x0 = torch.zeros(1, *self.shape)
+        features = self.net.bottom_up(x0)
+        s = self.net.initial_state(1, x0)
+        states = []
+        for level, dim in enumerate(self.group_dims):  # the shapes a one-image top-down pass goes through
+            s = self.net.merge(level, s, torch.zeros(1, dim))
+            states.append(s.shape[1:])
+
+        def offsets(shape: torch.Size) -> nn.Embedding:
+            table = nn.Embedding(self.num_classes, math.prod(shape))
+            nn.init.zeros_(table.weight)
+            return table
+
+        self.label_up = nn.ModuleList(offsets(f.shape[1:]) for f in features)
+        self.label_down = nn.ModuleList(offsets(shape) for shape in states)
+
+    @staticmethod
+    def _offset(tables: nn.ModuleList | None, level: int, t: Tensor, labels: Tensor | None) -> Tensor:
+        """t (N, ...) plus its rows' class offsets (labels (N,)); t itself for an unconditional model."""
+        if tables is None or labels is None:
+            return t
+        return t + tables[level](labels).view(t.shape).to(t.dtype)
+
+    def _features(self, x: Tensor, labels: Tensor | None) -> list[Tensor]:
+        return [self._offset(self.label_up, i, f, labels) for i, f in enumerate(self.net.bottom_up(x))]
+
+    def _merge(self, level: int, s: Tensor | None, z: Tensor, labels: Tensor | None) -> Tensor:
+        return self._offset(self.label_down, level, self.net.merge(level, s, z), labels)
+
+    def _checked(self, y: Tensor | None, n: int) -> Tensor | None:
+        return self.labels(y, n) if self.num_classes else None
 
     def _gaussian(self, params: Tensor) -> DiagonalGaussian:
         mean, logvar = params.chunk(2, dim=-1)
@@ -93,40 +140,43 @@ class TopDownVAE(VAE):
         n_samples: int = 1,
         generator: torch.Generator | None = None,
         eps: Tensor | None = None,
-        y: Tensor | None = None,  # hierarchies are not conditional (config refuses it): y is unused
+        y: Tensor | None = None,  # labels (B,) of a conditional model
     ) -> VAEOutput:
-        features = self.net.bottom_up(x)  # top first, (B, ...)
         b = x.shape[0]
+        labels = self._checked(y, b)
+        features = self._features(x, labels)  # top first, (B, ...)
         if eps is None:
             eps = draw_noise((n_samples, b, self.latent_dim), x, generator)  # x: float32 even under autocast
         n = eps.shape[0]
+        rows = _repeat(labels, n) if labels is not None else None  # the labels of the (S*B) top-down rows
         noise = eps.split(list(self.group_dims), dim=-1)  # top first, (S, B, D_l)
         q, s0 = self._top(x, features)
         z = q.mean + q.std * noise[0]  # (S, B, D_L)
         groups = [LatentGroup(q=q, p=self.prior_distribution(), z=z)]
-        s = self.net.merge(0, None if s0 is None else _repeat(s0, n), z.reshape(n * b, -1))
+        s = self._merge(0, None if s0 is None else _repeat(s0, n), z.reshape(n * b, -1), rows)
         for level in range(1, len(self.group_dims)):
             p, q_flat = self._lower(level, s, _repeat(features[level], n))
             assert q_flat is not None
             q = DiagonalGaussian(q_flat.mean.view(n, b, -1), q_flat.logvar.view(n, b, -1))  # (S, B, D_l)
             z = q.mean + q.std * noise[level]
             groups.append(LatentGroup(q=q, p=DiagonalGaussian(p.mean.view(n, b, -1), p.logvar.view(n, b, -1)), z=z))
-            s = self.net.merge(level, s, z.reshape(n * b, -1))
+            s = self._merge(level, s, z.reshape(n * b, -1), rows)
         params = self.net.output(s)  # (S*B, K*C, H, W): after the bottom group's merge, s is a tensor
         return VAEOutput(groups=tuple(groups), px=self.likelihood(params.view(n, b, *params.shape[1:])))
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
         """The posterior along its mean path, (B, latent_dim): each group's q given the means of the groups above."""
-        features = self.net.bottom_up(x)
+        labels = self._checked(y, x.shape[0])
+        features = self._features(x, labels)
         q, s0 = self._top(x, features)
         means, logvars = [q.mean], [q.logvar]
-        s = self.net.merge(0, s0, q.mean)
+        s = self._merge(0, s0, q.mean, labels)
         for level in range(1, len(self.group_dims)):
             _, q_l = self._lower(level, s, features[level])
             assert q_l is not None
             means.append(q_l.mean)
             logvars.append(q_l.logvar)
-            s = self.net.merge(level, s, q_l.mean)
+            s = self._merge(level, s, q_l.mean, labels)
         return DiagonalGaussian(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
 
     def walk(self, x: Tensor | None = None) -> Generator[Step, Tensor, PixelDistribution]:
@@ -147,23 +197,32 @@ class TopDownVAE(VAE):
         return next(self.parameters())
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> PixelDistribution:
-        """z (..., latent_dim), every group's latents top first -> p(x|z) with batch shape (...)."""
+        """z (..., latent_dim), every group's latents top first (and labels y, one per z, if conditional)
+        -> p(x|z) with batch shape (...)."""
         flat = z.reshape(-1, self.latent_dim)
+        labels = None
+        if self.num_classes:  # y (B,) for z (S, B, D): the same label for every sample of an example
+            labels = y if y is None or y.numel() == flat.shape[0] else y.repeat(flat.shape[0] // max(y.numel(), 1))
+            labels = self.labels(labels, flat.shape[0])
         s = self.net.initial_state(flat.shape[0], flat)
         for level, z_l in enumerate(flat.split(list(self.group_dims), dim=-1)):
-            s = self.net.merge(level, s, z_l)
+            s = self._merge(level, s, z_l, labels)
         assert s is not None
         params = self.net.output(s)
         return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
 
-    def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """(n, latent_dim) ancestral draws, top first; every group's standard deviation scaled by `temperature`."""
+    def sample_latents(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        """(n, latent_dim) ancestral draws, top first; every group's standard deviation scaled by `temperature`;
+        a conditional model's lower groups drawn given labels y (n,)."""
+        labels = self._checked(y, n)
         z = self.prior_distribution().sample(n, generator=generator, temperature=temperature).to(self.device)
         latents = [z]
-        s = self.net.merge(0, self.net.initial_state(n, z), z)
+        s = self._merge(0, self.net.initial_state(n, z), z, labels)
         for level in range(1, len(self.group_dims)):
             p, _ = self._lower(level, s, None)
             z = p.mean + temperature * p.std * draw_noise(tuple(p.mean.shape), p.mean, generator)
             latents.append(z)
-            s = self.net.merge(level, s, z)
+            s = self._merge(level, s, z, labels)
         return torch.cat(latents, dim=-1)

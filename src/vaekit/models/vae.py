@@ -118,15 +118,19 @@ class VAE(nn.Module):
             raise ConfigError("model.conditional=true needs model.num_classes; training fills it in from the labels")
         return cfg.num_classes
 
-    def onehot(self, y: Tensor | None, n: int) -> Tensor:
-        """One-hot labels (n, K) of a conditional model; a missing or bad y is a one-line error."""
+    def labels(self, y: Tensor | None, n: int) -> Tensor:
+        """Labels (n,) long on the model's device, checked; a missing or bad y is a one-line error."""
         if y is None:
             raise ConfigError(
                 f"this model is conditional on the class label: pass y, {n} labels in 0..{self.num_classes - 1}"
             )
         if y.shape != (n,) or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)):
             raise ConfigError(f"labels y must be ({n},) integers in 0..{self.num_classes - 1}, got {tuple(y.shape)}")
-        return F.one_hot(y.long().to(self.device), self.num_classes).float()
+        return y.long().to(self.device)
+
+    def onehot(self, y: Tensor | None, n: int) -> Tensor:
+        """One-hot labels (n, K) of a conditional model; a missing or bad y is a one-line error."""
+        return F.one_hot(self.labels(y, n), self.num_classes).float()
 
     @staticmethod
     def _net(name: str, registry: Registry[Any], role: str) -> Any:
@@ -213,8 +217,11 @@ class VAE(nn.Module):
         group = LatentGroup(q=q, p=self.prior_distribution(), z=z, log_q=log_q)
         return VAEOutput(groups=(group,), px=self.decode(z, y))
 
-    def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature`."""
+    def sample_latents(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature` (the prior of a
+        one-group model does not depend on a conditional model's labels y; a hierarchy's lower groups do)."""
         return self.prior_distribution().sample(n, generator=generator, temperature=temperature).to(self.device)
 
     def walk(self, x: Tensor | None = None) -> Generator[Step, Tensor, PixelDistribution]:
@@ -303,7 +310,7 @@ class VAE(nn.Module):
         """
         if self.num_classes and labels is None:
             labels = torch.arange(n) % self.num_classes
-        return self.decode(self.sample_latents(n, temperature, generator), labels).mean.clamp(0, 1)
+        return self.decode(self.sample_latents(n, temperature, generator, labels), labels).mean.clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
