@@ -3,6 +3,7 @@
 Runs inside bench/.venv-pythae (made by bench/throughput.py), never in vaekit's own venv:
 
     bench/.venv-pythae/bin/python bench/pythae_run.py DATA.npz EPOCHS [cpu|cuda] [--curve] [--lr LR --batch B]
+                                                      [--seed S]
 
 --curve adds the test -ELBO after every epoch and the training seconds up to it (`curve`), the time of
 that evaluation excluded (bench/time_to_quality.py). --lr and --batch default to the pytorch/examples
@@ -82,18 +83,21 @@ def main() -> None:
     parser.add_argument("--curve", action="store_true")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--seed", type=int, help="seeds the model's initialization and the trainer (default: 0 and "
+                        "pythae's own 8)")
     args = parser.parse_args()
     data = np.load(args.data)
     x_train = data["train"].astype(np.float32) / 255.0
     x_test = torch.from_numpy(data["test"].astype(np.float32) / 255.0)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed or 0)
     model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=20, reconstruction_loss="bce"),
                 encoder=Encoder(), decoder=Decoder())
     curve = Curve(model, x_test) if args.curve else None
     with tempfile.TemporaryDirectory() as tmp:
         cfg = BaseTrainerConfig(output_dir=tmp, num_epochs=args.epochs, learning_rate=args.lr,
                                 per_device_train_batch_size=args.batch, per_device_eval_batch_size=1000,
-                                optimizer_cls="Adam", no_cuda=args.device != "cuda")
+                                optimizer_cls="Adam", no_cuda=args.device != "cuda",
+                                **({"seed": args.seed} if args.seed is not None else {}))
         processor = DataProcessor()  # what pythae's TrainingPipeline does with a numpy array
         train_dataset = processor.to_dataset(processor.process_data(x_train))
         trainer = BaseTrainer(model=model, train_dataset=train_dataset, eval_dataset=None, training_config=cfg,
