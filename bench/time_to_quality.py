@@ -10,6 +10,7 @@ and the spread.
     .venv/bin/python bench/time_to_quality.py --calibrate          # vaekit settings, one run each
     .venv/bin/python bench/time_to_quality.py --repeats 3          # the table, ~15 min
     .venv/bin/python bench/time_to_quality.py --nll-run bench/out/burda-elu60   # a finished bench/nll.py run
+    .venv/bin/python bench/time_to_quality.py --pythae-burda 40    # pythae's side of the Burda target, ~50 min
 
 --nll-run scores a finished `bench/nll.py` run's per-epoch checkpoints afterwards (test NLL at k = 1000 on the
 first 1,000 test images, by bisection: the curve falls) and gives the training seconds until it first reached
@@ -165,6 +166,66 @@ def nll_time(run: Path, target: float) -> list[str]:
             f"{step / math.ceil(60000 / batch):.0f} | {value:.2f} | {len(scored)} checkpoints scored |"]
 
 
+def pythae_burda(minutes: float, target: float) -> None:
+    """pythae's trainer at its defaults (lr 1e-4, batch 64) on the `burda` network (Burda et al.'s tanh), one fixed
+    binarization of the training set, for `minutes`; then the first checkpoint whose NLL (pythae's get_nll, k =
+    1000, vaekit's fixed binarized test draw, first 1,000 images) is at or below `target`, found by bisection."""
+    import numpy as np
+    import torch
+
+    import vaekit
+
+    python = ensure_pythae()
+    folder = BENCH / "out" / "pythae-burda"
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    data = folder / "binarized.npz"
+    train = vaekit.load_dataset("mnist", "train").images
+    test = vaekit.load_dataset("binarized-mnist", "test").images[:1000]  # the draw vaekit's rows are scored on
+    binary = torch.bernoulli(train.float() / 255, generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    np.savez(data, train_bin=binary.numpy(), test_bin=(test // 255).numpy())
+    run = subprocess.run([str(python), str(BENCH / "pythae_run.py"), str(data), "100000", "--burda", str(folder),
+                          "--minutes", str(minutes), "--lr", "1e-4", "--batch", "64"],
+                         capture_output=True, text=True, check=True)
+    print(run.stdout.strip().splitlines()[-1], flush=True)
+    checkpoints = sorted(folder.glob("epoch-*.pt"))
+    scored: dict[int, dict[str, float]] = {}
+
+    def nll(i: int) -> float:
+        if i not in scored:
+            out = subprocess.run([str(python), str(BENCH / "pythae_run.py"), str(data), "0", "--nll-of",
+                                  str(checkpoints[i]), "--k", "1000"], capture_output=True, text=True, check=True)
+            scored[i] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{checkpoints[i].name}: {scored[i]['nll']:.2f} nats", flush=True)
+        return scored[i]["nll"]
+
+    lo, hi = 0, len(checkpoints) - 1
+    if nll(hi) > target:
+        last = scored[hi]
+        row = (f"| pythae defaults (lr 1e-4, batch 64), `burda` network (tanh), one fixed binarization | not reached "
+               f"in {last['train_seconds'] / 60:.1f} | {last['epoch']:.0f} | {last['nll']:.2f} (last) | "
+               f"{len(scored)} checkpoints scored |")
+    else:
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if nll(mid) <= target else (mid + 1, hi)
+        hit = scored[lo]
+        row = (f"| pythae defaults (lr 1e-4, batch 64), `burda` network (tanh), one fixed binarization | "
+               f"{hit['train_seconds'] / 60:.1f} | {hit['epoch']:.0f} | {hit['nll']:.2f} | {len(scored)} checkpoints "
+               "scored |")
+    body = [f"Command: `.venv/bin/python bench/time_to_quality.py --pythae-burda {minutes:g} --nll-target {target:g}` "
+            f"({time.strftime('%Y-%m-%d')}). pythae's trainer, checkpoints after every epoch (their saving, "
+            "milliseconds, is inside pythae's minutes), scored afterwards with pythae's own `VAE.get_nll` (k = 1000, "
+            "the first 1,000 images of vaekit's fixed binarized test draw).", "",
+            "| run | training minutes to the target | epoch | NLL there (k = 1000, first 1,000 test images) | |",
+            "|---|---|---|---|---|", row]
+    update_section("time-to-nll-pythae-burda", "\n".join(body))
+    print("\n".join(body))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -172,6 +233,8 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=1, choices=[1, 2], help="the calibration's round of candidates")
     parser.add_argument("--nll-run", type=Path, help="a finished bench/nll.py run folder: time to --nll-target")
     parser.add_argument("--nll-target", type=float, default=88.0)
+    parser.add_argument("--pythae-burda", type=float, metavar="MINUTES", help="pythae at its defaults on the "
+                        "Burda network for MINUTES, then the training time to --nll-target from its checkpoints")
     parser.add_argument("--pythae-default-epochs", type=int, default=30,
                         help="epochs of pythae at its own defaults (lr 1e-4, batch 64), which reach the target late")
     args = parser.parse_args()
@@ -185,6 +248,9 @@ def main() -> None:
                 f"{args.nll_target:g}` ({time.strftime('%Y-%m-%d')}).", "", *lines]
         update_section(f"time-to-nll-{args.nll_run.name}", "\n".join(body))
         print("\n".join(body))
+        return
+    if args.pythae_burda:
+        pythae_burda(args.pythae_burda, args.nll_target)
         return
     python = ensure_pythae()
     best_extra, best_epochs = CANDIDATES[BEST]
