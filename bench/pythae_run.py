@@ -6,6 +6,7 @@ Runs inside bench/.venv-pythae (made by bench/throughput.py), never in vaekit's 
                                                       [--seed S]
     bench/.venv-pythae/bin/python bench/pythae_run.py DATA.npz EPOCHS --burda FOLDER --minutes M --lr 1e-4 --batch 64
     bench/.venv-pythae/bin/python bench/pythae_run.py DATA.npz 0 --nll-of FOLDER/epoch-00010.pt --k 1000
+    bench/.venv-pythae/bin/python bench/pythae_run.py DATA.npz 2 --cifar --batch 64 --latent 128
 
 --burda trains Burda et al. 2016's 1-layer network on one fixed binarization of the training set and saves
 the weights after every epoch (bench/time_to_quality.py --pythae-burda scores them afterwards).
@@ -134,6 +135,41 @@ def burda_nll(args: argparse.Namespace) -> None:
     print(json.dumps({"nll": nll, "train_seconds": saved["train_seconds"], "epoch": saved["epoch"]}))
 
 
+class EpochClock(TrainingCallback):
+    """Seconds of every epoch (the throughput of a later epoch leaves start-up and first-call costs out)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.t = 0.0
+
+    def on_epoch_begin(self, training_config: BaseTrainerConfig, **kwargs: object) -> None:
+        self.t = time.perf_counter()
+
+    def on_epoch_end(self, training_config: BaseTrainerConfig, **kwargs: object) -> None:
+        self.seconds.append(time.perf_counter() - self.t)
+
+
+def cifar(args: argparse.Namespace) -> None:
+    """pythae's CIFAR ResNet VAE (pythae.models.nn.benchmarks.cifar) with its own trainer on DATA's `cifar`
+    images (N, 3, 32, 32) uint8, BCE on [0, 1] pixels; examples/s of the last epoch."""
+    from pythae.models.nn.benchmarks.cifar import Decoder_ResNet_AE_CIFAR, Encoder_ResNet_VAE_CIFAR
+
+    x_train = np.load(args.data)["cifar"].astype(np.float32) / 255.0
+    torch.manual_seed(args.seed or 0)
+    config = VAEConfig(input_dim=(3, 32, 32), latent_dim=args.latent, reconstruction_loss="bce")
+    model = VAE(config, encoder=Encoder_ResNet_VAE_CIFAR(config), decoder=Decoder_ResNet_AE_CIFAR(config))
+    clock = EpochClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = BaseTrainerConfig(output_dir=tmp, num_epochs=args.epochs, learning_rate=args.lr,
+                                per_device_train_batch_size=args.batch, optimizer_cls="Adam", no_cuda=True)
+        processor = DataProcessor()
+        train_dataset = processor.to_dataset(processor.process_data(x_train))
+        BaseTrainer(model=model, train_dataset=train_dataset, eval_dataset=None, training_config=cfg,
+                    callbacks=[clock]).train()
+    print(json.dumps({"examples_per_s": len(x_train) / clock.seconds[-1], "epoch_seconds": clock.seconds,
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+
+
 def test_neg_elbo(model: VAE, x_test: torch.Tensor) -> float:
     """pythae's own loss (-ELBO per example, nats, the Bernoulli sum over pixels) on the test images."""
     was_training = model.training
@@ -177,7 +213,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--nll-of", metavar="CHECKPOINT", help="the NLL of one --burda checkpoint on DATA's test_bin")
     parser.add_argument("--k", type=int, default=1000)
+    parser.add_argument("--cifar", action="store_true", help="pythae's CIFAR ResNet VAE on DATA's `cifar` images")
+    parser.add_argument("--latent", type=int, default=128)
     args = parser.parse_args()
+    if args.cifar:
+        cifar(args)
+        return
     if args.burda:
         burda(args)
         return
