@@ -176,3 +176,22 @@ def test_knob_rows_follow_the_schedules_across_blocks_and_rollbacks(monkeypatch:
     assert evaluated[:12] == list(range(12))  # blocks [0, 4), [4, 8), [8, 12)
     whole.knob_row(5, lambda s: knobs(s, 0.5), (0.5, 0.5))  # a rollback halves the scales: recomputed
     assert whole.knobs.tolist() == pytest.approx([0.5, 0.025, 3.5])
+
+
+def test_a_conditional_model_compiles_to_the_eager_updates() -> None:
+    # Labels enter the compiled step as an input (no host-side range check inside the graph): the same 8 updates
+    # of a conditional model eagerly and compiled agree up to float reassociation.
+    x = (torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    y = torch.arange(32) % 3
+    states = {}
+    for mode in ("false", "true"):
+        cfg = _cfg([f"train.compile={mode}", "model.conditional=true", "model.num_classes=3"])
+        torch.manual_seed(0)
+        state = build_state(cfg, total_steps=8)
+        for _ in range(8):
+            train_step(state, x, cfg, 8, y=y)
+        assert (state.compiled is not None) == (mode == "true")
+        states[mode] = state
+    for (k, a), b in zip(states["false"].model.state_dict().items(), states["true"].model.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)

@@ -66,6 +66,7 @@ class TopDownVAE(VAE):
         self.context_dim = 0
         self.likelihood_channels = self.likelihood.param_channels(c)
         self.flow = None
+        self.label_in = None  # a hierarchy takes its labels through offsets (below)
         self.prior = build_prior(self.group_dims[0], cfg, self.shape)
         self.num_classes = self._classes(cfg)
         self.label_up: nn.ModuleList | None = None

@@ -57,7 +57,7 @@ class VAE(nn.Module):
     group_dims: tuple[int, ...]
     prior: Prior
     num_classes: int = 0
-    label_in: nn.Linear | None = None
+    label_in: nn.Linear | None  # set per instance: a class-level default would shadow the submodule under dynamo
 
     def __new__(cls, cfg: ModelConfig | None = None, *args: Any, **kwargs: Any) -> VAE:
         # VAE(cfg) builds the kind cfg.kind names; copy.deepcopy calls __new__ with no config
@@ -124,7 +124,12 @@ class VAE(nn.Module):
             raise ConfigError(
                 f"this model is conditional on the class label: pass y, {n} labels in 0..{self.num_classes - 1}"
             )
-        if y.shape != (n,) or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)):
+        # the range check reads y on the host: inside a compiled training step (labels checked when the data
+        # loaded) it is left out, so the step stays one graph with no sync
+        out_of_range = not torch.compiler.is_compiling() and y.numel() and (
+            int(y.min()) < 0 or int(y.max()) >= self.num_classes
+        )
+        if y.shape != (n,) or out_of_range:
             raise ConfigError(f"labels y must be ({n},) integers in 0..{self.num_classes - 1}, got {tuple(y.shape)}")
         return y.long().to(self.device)
 

@@ -159,9 +159,10 @@ class WholeStep:
         knobs: Callable[[int], tuple[float, float, float]],
         scales: tuple[float, float],
         counters: Counters,
+        y: Tensor | None = None,
     ) -> tuple[StepReport, Tensor]:
-        """One update on batch `x` with noise `eps` at step `step` (`knobs(step)` gives its schedules);
-        updates `counters` in place."""
+        """One update on batch `x` (labels `y` for a conditional model) with noise `eps` at step `step`
+        (`knobs(step)` gives its schedules); updates `counters` in place."""
         self.knob_row(step, knobs, scales)
         m, v, t = self._adam_state()
         shadow = [counters.ema.shadow[n] for n in self.names] if counters.ema is not None else []
@@ -177,7 +178,7 @@ class WholeStep:
         neg_elbo = self.compiled(
             self.params, m, v, t, self.history.log_norms, self.history.count, x, eps, self.knobs,
             (counters.skipped, counters.streak, self.grad_norm, self.skip), shadow,
-            counters.ema.decay if counters.ema is not None else 0.0,
+            counters.ema.decay if counters.ema is not None else 0.0, y,
         )
         if counters.ema is not None and len(shadow) < len(counters.ema.shadow):
             names = set(self.names)  # float buffers of a user's own nets are averaged eagerly
@@ -201,6 +202,7 @@ class WholeStep:
         outputs: tuple[Tensor, Tensor, Tensor, Tensor],
         shadow: list[Tensor],
         decay: float,
+        y: Tensor | None,
     ) -> Tensor:
         cfg, guard, optim = self.cfg, self.cfg.guard, self.cfg.optim
         beta, lr, clip = knobs[0], knobs[1], knobs[2]
@@ -208,7 +210,7 @@ class WholeStep:
 
         def loss_fn(weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
             with autocast(cfg.train.precision, x.device.type):
-                out = torch.func.functional_call(self.model, weights, (x,), {"eps": eps})
+                out = torch.func.functional_call(self.model, weights, (x,), {"eps": eps, "y": y})
             terms = elbo_terms(out, x)
             return terms.neg_elbo(beta, *free_bits), terms.neg_elbo_per_example.detach()
 
@@ -263,8 +265,6 @@ def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:
         return "importance-weighted training (objective.iw_samples > 1)"
     if obj.group_warmup_steps or obj.kl_balance:
         return "per-group KL weights (objective.group_warmup_steps, objective.kl_balance)"
-    if cfg.model.conditional:
-        return "conditional models"
     if spectral:
         return "spectral regularization (objective.spectral_reg)"
     if cfg.train.precision == "fp16":

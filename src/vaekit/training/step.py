@@ -139,7 +139,7 @@ def train_step(
         x = x.contiguous(memory_format=torch.channels_last)
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
     whole = state.compiled is not None and x.shape[0] == cfg.train.batch_size
-    done = _compiled_update(state, x, cfg, total_steps) if whole else None
+    done = _compiled_update(state, x, cfg, total_steps, y) if whole else None
     if done is not None:  # the compiled step also updated the EMA and the counters
         report, neg_elbo = done
     else:
@@ -171,7 +171,9 @@ def _loss(state: TrainState, out: VAEOutput, x: Tensor, beta: float, cfg: Config
     return loss, terms.neg_elbo_per_example.detach()
 
 
-def _compiled_update(state: TrainState, x: Tensor, cfg: Config, total_steps: int) -> tuple[StepReport, Tensor] | None:
+def _compiled_update(
+    state: TrainState, x: Tensor, cfg: Config, total_steps: int, y: Tensor | None
+) -> tuple[StepReport, Tensor] | None:
     """The whole step compiled, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
     assert state.compiled is not None
     eps = torch.randn(1, x.shape[0], state.model.latent_dim, device=x.device)  # the stream eager rsample draws
@@ -183,7 +185,7 @@ def _compiled_update(state: TrainState, x: Tensor, cfg: Config, total_steps: int
         return kl_weight(step, cfg.objective, total_steps), lr, clip * scales[1] if clip is not None else math.inf
 
     try:
-        return state.compiled(x, eps, state.step, knobs, scales, state.counters())
+        return state.compiled(x, eps, state.step, knobs, scales, state.counters(), y)
     except Exception as err:  # any compiler failure: train on, uncompiled
         first_line = (str(err).splitlines() or [""])[0][:200]
         warnings.warn(
