@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_preempt import term_and_resume  # noqa: E402
 from test_reliability import _data, _train_cmd, kill_and_resume  # noqa: E402
+from vaekit.checkpoint import list_checkpoints  # noqa: E402
 from vaekit.storage import read_safetensors  # noqa: E402
 
 
@@ -39,7 +40,15 @@ def main() -> None:
         tmp = Path(tmp_name)
         data = _data(tmp)
         start = time.perf_counter()
-        subprocess.run(_train_cmd(data, tmp / "ref", False), check=True, capture_output=True)
+        ref = subprocess.Popen(_train_cmd(data, tmp / "ref", False), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        while not list_checkpoints(tmp / "ref" / "checkpoints") and ref.poll() is None:
+            time.sleep(0.01)
+        first_checkpoint = time.perf_counter()
+        while not (tmp / "ref" / "model" / "model.safetensors").exists() and ref.poll() is None:
+            time.sleep(0.01)
+        training = time.perf_counter() - first_checkpoint  # the step loop and the final evaluation, roughly
+        ref.communicate()
+        assert ref.returncode == 0
         duration = time.perf_counter() - start
         window = (0.05 * duration, 0.95 * duration)  # any moment of a run's life, start-up and final writes included
         landed, identical = 0, True
@@ -49,11 +58,11 @@ def main() -> None:
             a, _ = read_safetensors(tmp / "ref" / "model" / "model.safetensors")
             b, _ = read_safetensors(tmp / f"k{trial}" / "model" / "model.safetensors")
             identical &= all(a[k].numpy().tobytes() == b[k].numpy().tobytes() for k in a)
-        terms, term_ok, term_identical = 0, 0, True
-        for trial in range(args.terms):
-            code, err = term_and_resume(data, tmp / f"t{trial}", rng)
-            terms += code != 0
+        term_ok, late, term_identical = 0, 0, True
+        for trial in range(args.terms):  # each at a uniform moment of the training phase measured above
+            code, err = term_and_resume(data, tmp / f"t{trial}", rng, window=0.8 * training)
             term_ok += code == 143 and "resume with: vaekit train" in err
+            late += code != 143
             a, _ = read_safetensors(tmp / "ref" / "model" / "model.safetensors")
             b, _ = read_safetensors(tmp / f"t{trial}" / "model" / "model.safetensors")
             term_identical &= all(a[k].numpy().tobytes() == b[k].numpy().tobytes() for k in a)
@@ -71,9 +80,10 @@ def main() -> None:
         f"tried, each at a uniform moment of a {duration:.1f} s run (a kill that comes after the run has finished "
         "does not land) |",
         f"| final weights after resuming vs an uninterrupted run | {'bit-identical' if identical else 'DIFFERENT'} |",
-        f"| SIGTERMs at random moments of training (0-1.5 s after the first checkpoint), each followed by "
-        f"`--resume` | {terms} landed of {args.terms}; {term_ok} of them checkpointed, printed the resume command "
-        "and exited 143 |",
+        f"| SIGTERMs at random moments of training (uniform over the first 80% of the {training:.1f} s from the "
+        f"first checkpoint to the final model file), each followed by `--resume` | {term_ok} of {args.terms} "
+        f"checkpointed the step in flight, printed the resume command and exited 143; {late} came after the last "
+        "step (nothing to interrupt) |",
         f"| final weights after a SIGTERM and `--resume` vs an uninterrupted run | "
         f"{'bit-identical, every time' if term_identical else 'DIFFERENT'} |",
         f"| bad-input corpus (`tests/test_bad_inputs.py`): one-line error, exit 2, no file replaced | "
