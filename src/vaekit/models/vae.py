@@ -124,11 +124,9 @@ class VAE(nn.Module):
             raise ConfigError(
                 f"this model is conditional on the class label: pass y, {n} labels in 0..{self.num_classes - 1}"
             )
-        # the range check reads y on the host: inside a compiled training step (labels checked when the data
-        # loaded) it is left out, so the step stays one graph with no sync
-        out_of_range = not torch.compiler.is_compiling() and y.numel() and (
-            int(y.min()) < 0 or int(y.max()) >= self.num_classes
-        )
+        # the range check reads y on the host: a compiled step (labels checked on loading) leaves it out, no sync
+        compiled = torch.compiler.is_compiling()
+        out_of_range = not compiled and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)
         if y.shape != (n,) or out_of_range:
             raise ConfigError(f"labels y must be ({n},) integers in 0..{self.num_classes - 1}, got {tuple(y.shape)}")
         return y.long().to(self.device)
