@@ -65,7 +65,8 @@ def main() -> None:
     body = "\n".join([
         f"Command: `.venv/bin/python bench/conditional.py --preset {args.preset} --minutes {args.minutes:g} "
         f"--k {args.k}{' ' + flags if flags else ''}` ({time.strftime('%Y-%m-%d')}). `{args.preset}` with "
-        f"`model.conditional=true` on `{cfg.data.name}`, {epochs} epochs in {minutes:.1f} min (final evaluation "
+        f"`model.conditional=true` on `{cfg.data.name}`, {epochs} epoch{'s' if epochs != 1 else ''} in "
+        f"{minutes:.1f} min (final evaluation "
         f"included); all 10,000 test images.", "",
         "| measure | value |", "|---|---|",
         f"| generative-classifier accuracy, argmax_y log p(x \\| y), k = {args.k} per class | "
