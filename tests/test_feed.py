@@ -62,6 +62,7 @@ def test_a_mid_epoch_start_continues_the_same_batches(placement: str) -> None:
 def test_unlabelled_sets_give_no_labels() -> None:
     data = replace(_set(), labels=None)
     assert all(y is None for _, _, y in _epoch(Feed(data, torch.device("cpu"), "device")))
+    assert all(y is None for _, _, y in _epoch(Feed(_set(), torch.device("cpu"), "host", labels=False)))
 
 
 def test_auto_placement_and_its_errors(tmp_path: Path) -> None:

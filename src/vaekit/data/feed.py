@@ -61,16 +61,16 @@ def choose_placement(data: Dataset, device: torch.device, setting: str = "auto")
 class Feed:
     """Batches of one training set on `device`, placed as `choose_placement` says."""
 
-    def __init__(self, data: Dataset, device: torch.device, placement: str = "auto") -> None:
+    def __init__(self, data: Dataset, device: torch.device, placement: str = "auto", labels: bool = True) -> None:
+        """`labels`: deliver the set's labels with each batch (a conditional model); off, y is always None."""
         self.data, self.device = data, device
         self.placement = choose_placement(data, device, placement)
         self._images: Any = data.images
-        self._labels = data.labels
+        self._labels = data.labels if labels else None
         if self.placement == "device":
             self._images = data.images.to(device)
-            self._labels = data.labels.to(device) if data.labels is not None else None
-        elif self.placement == "pinned" and data.labels is not None:
-            self._labels = data.labels.to(device)
+        if self._labels is not None and self.placement in ("device", "pinned"):
+            self._labels = self._labels.to(device)
         self._cuda = device.type == "cuda"
 
     def epoch(

@@ -154,7 +154,7 @@ def _train(
         total,
         quiet or not main,
         topology,
-        feed=Feed(train_set, topology.device, cfg.train.data_placement),
+        feed=Feed(train_set, topology.device, cfg.train.data_placement, labels=cfg.model.conditional),
     )
     # SIGTERM / SIGINT are caught from before the first checkpoint to the end: one that arrives in the loop stops
     # it after the step in flight (Preempted); one that arrives after the last step lets the final files finish.
@@ -196,8 +196,7 @@ def _loop(run: _Run) -> float:
         epoch, first = divmod(state.step, run.steps_per_epoch)
         for index, x, labels in _epoch_batches(run, epoch, first):  # the global batch: under DDP a rank keeps its rows
             rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
-            y = labels if cfg.model.conditional else None
-            report, neg_elbo = train_step(state, x, cfg, run.total, rows, y)
+            report, neg_elbo = train_step(state, x, cfg, run.total, rows, labels)  # labels: conditional models only
             running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
             bar.update(1)
             if state.step % cfg.train.log_every == 0 or state.step == run.total:
