@@ -7,7 +7,9 @@ Each model trains for a wall-clock budget (steps planned from a timing run), the
 in bits/dim on all 10,000 test images, and the test set coded with `vaekit compress` (uint8 array
 (10000, 32, 32, 3) in, the same out, verified). Classical codecs on the same pixels: PNG (one tiled
 image, optimize), WebP lossless (tiled, method 6), JPEG XL lossless (`cjxl -d 0 -e 9`, when
-Debian's libjxl-tools is installed) and xz -9e on the raw bytes.
+Debian's libjxl-tools is installed) and xz -9e on the raw bytes. The full run (both models, all test
+images) also writes the README's grids: docs/figures/<preset>-samples-t1.png and -t0.8.png (64 samples at
+temperature 1 and 0.8) and <preset>-reconstructions.png (the first 32 test images above their reconstructions).
 
     .venv/bin/python bench/cifar.py --minutes 45            # both models: ~100 min, needs ../shared/data
     .venv/bin/python bench/cifar.py --minutes 1 --test-images 200 --only cifar   # a smoke run
@@ -33,9 +35,11 @@ from PIL import Image
 import vaekit
 from results import update_section
 from vaekit.apps.compress.files import compress_file, decompress_file
+from vaekit.apps.images import save_grid, save_reconstructions
 from vaekit.evaluation.evaluate import evaluate
 
 OUT = Path(__file__).resolve().parent / "out"
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOTE = "cifar10-jpeg: CIFAR-10 re-encoded as JPEG by a third party; not comparable with published CIFAR-10 bits/dim"
 
@@ -86,6 +90,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=45, help="training budget per model")
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--only", choices=["cifar", "cifar-hvae"], help="one model instead of both")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config overrides for both models (e.g. train.precision=bf16)")
     args = parser.parse_args()
     if SHARED.is_dir():
         os.environ.setdefault("VAEKIT_DATA", str(SHARED))
@@ -94,7 +100,7 @@ def main() -> None:
     pixels = np.ascontiguousarray(test.images.permute(0, 2, 3, 1).numpy())  # (N, 32, 32, 3) uint8
     rows = []
     for preset in [args.only] if args.only else ["cifar", "cifar-hvae"]:
-        overrides = ["data.name=cifar10-jpeg", "train.tensorboard=false", "train.eval_batch_size=250"]
+        overrides = ["data.name=cifar10-jpeg", "train.tensorboard=false", "train.eval_batch_size=250", *args.set]
         steps = steps_for(preset, args.minutes, overrides)
         run = OUT / f"{preset}-jpeg"
         if run.exists():
@@ -104,6 +110,11 @@ def main() -> None:
         result = vaekit.train(cfg, run, quiet=True)
         minutes = (time.perf_counter() - start) / 60
         scored = evaluate(result.model, test, batch_size=250)
+        if args.test_images == 10000 and not args.only:  # the README's grids come from the full run only
+            for temperature in (1.0, 0.8):
+                images = result.model.sample(64, temperature=temperature, generator=torch.Generator().manual_seed(0))
+                save_grid(images, FIGURES / f"{preset}-samples-t{temperature:g}.png", nrow=8)
+            save_reconstructions(result.model, test, 32, FIGURES / f"{preset}-reconstructions.png")
         with tempfile.TemporaryDirectory() as tmp:
             np.save(f"{tmp}/test.npy", pixels)
             t1 = time.perf_counter()
@@ -122,7 +133,8 @@ def main() -> None:
         rows.append(f"| {name} | | {bpd:.3f} |")
     body = "\n".join([
         f"Command: `.venv/bin/python bench/cifar.py --minutes {args.minutes:g} --test-images {args.test_images}"
-        f"{f' --only {args.only}' if args.only else ''}` ({(time.perf_counter() - t0) / 60:.1f} min, "
+        f"{f' --only {args.only}' if args.only else ''}{''.join(f' --set {s}' for s in args.set)}` "
+        f"({(time.perf_counter() - t0) / 60:.1f} min, "
         f"{time.strftime('%Y-%m-%d')}). {NOTE}. Test split: the first {args.test_images} test images.", "",
         "| model / codec | test -ELBO (bits/dim) | file (bits/dim) |", "|---|---|---|", *rows])
     update_section("cifar-jpeg" if args.test_images == 10000 and not args.only else "cifar-jpeg-smoke", body)

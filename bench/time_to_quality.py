@@ -163,7 +163,7 @@ def nll_time(run: Path, target: float) -> list[str]:
     step, value = scored[lo]
     seconds = next(t * step / s for s, t in clock if s >= step)  # the first throughput row at or after it
     return [f"| `{run.name}` ({cfg.model.activation}, batch {batch}, lr {cfg.optim.lr:g}) | {seconds / 60:.1f} | "
-            f"{step / math.ceil(60000 / batch):.0f} | {value:.2f} | {len(scored)} checkpoints scored |"]
+            f"{step / math.ceil(60000 / batch):.0f} | {value:.2f} | checkpoints scored: {len(scored)} |"]
 
 
 def pythae_burda(minutes: float, target: float) -> None:
@@ -207,7 +207,7 @@ def pythae_burda(minutes: float, target: float) -> None:
         last = scored[hi]
         row = (f"| pythae defaults (lr 1e-4, batch 64), `burda` network (tanh), one fixed binarization | not reached "
                f"in {last['train_seconds'] / 60:.1f} | {last['epoch']:.0f} | {last['nll']:.2f} (last) | "
-               f"{len(scored)} checkpoints scored |")
+               f"checkpoints scored: {len(scored)} |")
     else:
         while lo < hi:
             mid = (lo + hi) // 2
