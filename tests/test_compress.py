@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import zlib
@@ -87,17 +88,6 @@ def test_logistic_mixture_is_the_weighted_sum_of_its_components() -> None:
     assert (empirical_mean - exact_mean).abs().max() < 5 * 0.5 / math.sqrt(2000)  # 5 sigma, pixel std <= 0.5
 
 
-def test_code_length_tracks_the_negative_elbo() -> None:
-    # Code length per image converges to the -ELBO in bits (plus the ANS seed overhead, amortized).
-    model = _model("bernoulli", seed=3)
-    images = (np.random.default_rng(5).random((300, 1, 6, 6)) < 0.2).astype(np.uint8)
-    words = bbans.encode_images(model, images, bbans.KIND_BINARY)
-    with torch.no_grad():
-        neg_elbo = model.elbo(torch.from_numpy(images).float(), n_samples=64).neg_elbo_per_example.mean().item()
-    bits_per_image = (words.size - bbans.SEED_WORDS) * 32 / len(images)
-    assert abs(bits_per_image - neg_elbo / math.log(2)) / (neg_elbo / math.log(2)) < 0.05
-
-
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
     model = _model("discretized-logistic")
@@ -132,6 +122,40 @@ def test_npy_round_trip_keeps_shape_and_dtype(run: Path, tmp_path: Path, shape: 
     decompress_file(tmp_path / "a.vkz", tmp_path / "b.npy")
     back = np.load(tmp_path / "b.npy")
     assert back.shape == shape and back.dtype == np.uint8 and np.array_equal(back, images)
+
+
+def test_version_1_files_still_decode(run: Path, tmp_path: Path) -> None:
+    # version 1 coded the latents on buckets of equal prior mass; a file written that way still decompresses
+    images = np.random.default_rng(3).integers(0, 256, (4, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    compress_file(run, tmp_path / "a.npy", tmp_path / "a.vkz")
+    new = parse((tmp_path / "a.vkz").read_bytes(), "a.vkz")
+    assert new.version == 2 and new.latent_bits == bbans.LATENT_BITS
+    model = VAE.from_pretrained(str(run))
+    old_words = bbans.encode_images(model, images[:, None], bbans.KIND_8BIT, version=1)
+    assert not np.array_equal(old_words, new.words)  # another code for the same images
+    old = dataclasses.replace(new, words=old_words, version=1, latent_bits=bbans.LEGACY_LATENT_BITS)
+    (tmp_path / "old.vkz").write_bytes(old.to_bytes())
+    decompress_file(tmp_path / "old.vkz", tmp_path / "b.npy")
+    assert np.array_equal(np.load(tmp_path / "b.npy"), images)
+    odd = dataclasses.replace(new, latent_bits=14)  # bits that no version uses
+    (tmp_path / "odd.vkz").write_bytes(odd.to_bytes())
+    with pytest.raises(DataError, match="invalid header"):
+        decompress_file(tmp_path / "odd.vkz", tmp_path / "c.npy")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_code_length_tracks_the_negative_elbo(version: int) -> None:
+    # Code length per image converges to the -ELBO in bits (plus the ANS seed overhead, amortized), with the
+    # latents on equal-mass buckets (version 1) or on equal-width quantized Gaussians (version 2).
+    model = _model("bernoulli", seed=3)
+    images = (np.random.default_rng(5).random((300, 1, 6, 6)) < 0.2).astype(np.uint8)
+    words = bbans.encode_images(model, images, bbans.KIND_BINARY, version=version)
+    assert np.array_equal(bbans.decode_images(model, words, bbans.KIND_BINARY, images.shape, version), images)
+    with torch.no_grad():
+        neg_elbo = model.elbo(torch.from_numpy(images).float(), n_samples=64).neg_elbo_per_example.mean().item()
+    bits_per_image = (words.size - bbans.SEED_WORDS) * 32 / len(images)
+    assert abs(bits_per_image - neg_elbo / math.log(2)) / (neg_elbo / math.log(2)) < 0.05
 
 
 def _container(run: Path, tmp_path: Path) -> bytes:

@@ -28,7 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.mark.parametrize("name", ["v1_mlp", "v1_conv_mixture"])
-def test_one_group_model_gives_exactly_the_numbers_of_vaekit_0_1(name: str) -> None:
+def test_one_group_model_gives_the_numbers_of_vaekit_0_1(name: str) -> None:
     # Made by tests/fixtures/make_v1_reference.py with the flat one-latent VAE of commit 11beb27.
     model = VAE.from_pretrained(FIXTURES / name)
     ref = safetensors.torch.load_file(str(FIXTURES / f"{name}_reference.safetensors"))
@@ -36,13 +36,17 @@ def test_one_group_model_gives_exactly_the_numbers_of_vaekit_0_1(name: str) -> N
     out = model(x, n_samples=3, eps=eps)
     terms = elbo_terms(out, x)
     assert len(out.groups) == 1 and terms.closed_form == (True,)
-    assert torch.equal(terms.log_px, ref["log_px"])
-    assert torch.equal(terms.kl_per_dim, ref["kl_per_dim"])
-    assert torch.equal(log_weights(out, x), ref["log_w"])
-    assert torch.equal(iwae_loss(out, x).detach().reshape(1), ref["iwae"])
+    # The same arithmetic as 0.1.0, up to the order of float32 sums, which differs between CPUs (the fixtures
+    # were made on one machine; on an AVX-512 EPYC one log-weight of ~1600 came out one ulp apart): 1e-6
+    # relative allows that and nothing else (one nat anywhere would be 6e-4).
+    same = {"rtol": 1e-6, "atol": 1e-6}
+    torch.testing.assert_close(terms.log_px, ref["log_px"], **same)
+    torch.testing.assert_close(terms.kl_per_dim, ref["kl_per_dim"], **same)
+    torch.testing.assert_close(log_weights(out, x).detach(), ref["log_w"], **same)
+    torch.testing.assert_close(iwae_loss(out, x).detach().reshape(1), ref["iwae"], **same)
     nll = model.log_likelihood(x, k=20, chunk=7, generator=torch.Generator().manual_seed(2))
-    assert torch.equal(nll, ref["nll"])
-    assert torch.equal(model.reconstruct(x), ref["recon"])
+    torch.testing.assert_close(nll, ref["nll"], **same)
+    torch.testing.assert_close(model.reconstruct(x), ref["recon"], **same)
 
 
 def _model(overrides: list[str]) -> VAE:

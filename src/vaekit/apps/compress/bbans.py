@@ -2,8 +2,13 @@
 
 Per image, encoding (on an ANS stack): pop z from q(z|x), push x with p(x|z), push z with p(z).
 Decoding runs the same steps backwards, so the bits "borrowed" to pick z are returned, and the
-expected code length is the model's -ELBO. Latents are discretized into K buckets of equal prior
-mass (so the prior over buckets is uniform); z is the prior quantile at a bucket's centre.
+expected code length is the model's -ELBO. Each latent dimension, in the units of its prior
+(z' = (z - mu_p) / sigma_p), is discretized into K = 2^12 buckets of equal width on [-8, 8]; z' is a
+bucket's centre, and both q and p are Gaussians quantized onto those buckets by constriction's
+`QuantizedGaussian` (evaluated lazily in Rust, so no (D, K) table is built: container version 2).
+Version 1 files used K = 4096 buckets of equal prior mass (the prior uniform over them, q's
+probabilities a (D, K) table per image: ~1 s per image for a hierarchy with 5,000 latents); they
+still decode.
 
 A mixture prior (`mog`, `vamp`) does not factorize over dimensions, so its component k is coded as
 one more latent (bits-back with an auxiliary variable): pop k from q(k | x) = p(k | z = E_q[z]),
@@ -45,7 +50,9 @@ from vaekit.models.likelihoods import (
 )
 from vaekit.models.vae import VAE
 
-LATENT_BITS = 12  # K = 4096 buckets per latent dimension
+LATENT_BITS = 12  # K = 4096 equal-width buckets per latent dimension (container version 2)
+LATENT_RANGE = 8.0  # the buckets cover [-8, 8] in prior units; beyond it, q and p leak to the end buckets
+LEGACY_LATENT_BITS = 12  # container version 1: K = 4096 buckets of equal prior mass
 SEED_WORDS = 16  # initial random words on the stack: bits to borrow for the first image
 KIND_BINARY, KIND_8BIT = 0, 1  # symbols: 0/1 per pixel, or 0..255 per pixel
 
@@ -115,20 +122,90 @@ def probe_hash(model: VAE) -> bytes:
     return hashlib.sha256(out.numpy().tobytes()).digest()
 
 
-class _Buckets:
-    """K equal-mass buckets of N(0, 1): edges (K+1,) and centres (K,) in float64."""
+class _Latents:
+    """One latent dimension's discretization: pop and push bucket indices under q and p.
 
-    def __init__(self, bits: int) -> None:
+    q and p come in the prior's units: q's mean and std (D,) are (m_q - m_p) / s_p and s_q / s_p,
+    and p is N(0, 1) there. `values` gives z' (D,) at the buckets' centres.
+    """
+
+    def pop_q(self, coder: Any, mean: Tensor, std: Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def push_q(self, coder: Any, idx: np.ndarray, mean: Tensor, std: Tensor) -> None:
+        raise NotImplementedError
+
+    def pop_p(self, coder: Any, dims: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def push_p(self, coder: Any, idx: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def values(self, idx: np.ndarray) -> Tensor:
+        raise NotImplementedError
+
+
+class _EqualWidth(_Latents):
+    """K buckets of width 2R/K on [-R, R], symbols -K/2 .. K/2 - 1 (container version 2)."""
+
+    def __init__(self, bits: int = LATENT_BITS, span: float = LATENT_RANGE) -> None:
+        self.half = 2 ** (bits - 1)
+        self.width = span / self.half
+        self.model = constriction.stream.model.QuantizedGaussian(-self.half, self.half - 1)
+
+    def _units(self, mean: Tensor, std: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return (mean.double() / self.width).numpy(), (std.double() / self.width).clamp(min=1e-3).numpy()
+
+    def pop_q(self, coder: Any, mean: Tensor, std: Tensor) -> np.ndarray:
+        return np.asarray(coder.decode(self.model, *self._units(mean, std)), dtype=np.int32)
+
+    def push_q(self, coder: Any, idx: np.ndarray, mean: Tensor, std: Tensor) -> None:
+        coder.encode_reverse(idx.astype(np.int32), self.model, *self._units(mean, std))
+
+    def pop_p(self, coder: Any, dims: int) -> np.ndarray:
+        return self.pop_q(coder, torch.zeros(dims, dtype=torch.float64), torch.ones(dims, dtype=torch.float64))
+
+    def push_p(self, coder: Any, idx: np.ndarray) -> None:
+        n = idx.size
+        self.push_q(coder, idx, torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
+
+    def values(self, idx: np.ndarray) -> Tensor:
+        return torch.from_numpy(idx.astype(np.float64)) * self.width
+
+
+class _EqualMass(_Latents):
+    """K buckets of equal N(0, 1) mass, q as a (D, K) probability table (container version 1, decoding only)."""
+
+    def __init__(self, bits: int = LEGACY_LATENT_BITS) -> None:
         k = 2**bits
         p = torch.arange(k + 1, dtype=torch.float64) / k
         self.edges = torch.special.ndtri(p)  # -inf ... +inf
         self.centres = torch.special.ndtri((torch.arange(k, dtype=torch.float64) + 0.5) / k)
-        self.k = k
+        self.uniform = constriction.stream.model.Uniform(k)
 
-    def posterior_probs(self, mean: Tensor, std: Tensor) -> np.ndarray:
-        """q(bucket | x) for each latent dimension, (D, K) float64."""
+    def _probs(self, mean: Tensor, std: Tensor) -> np.ndarray:
         cdf = torch.special.ndtr((self.edges[None, :] - mean[:, None].double()) / std[:, None].double())
         return torch.diff(cdf, dim=1).clamp(min=0).numpy()
+
+    def pop_q(self, coder: Any, mean: Tensor, std: Tensor) -> np.ndarray:
+        return np.asarray(coder.decode(_CATEGORICAL, self._probs(mean, std)), dtype=np.int32)
+
+    def push_q(self, coder: Any, idx: np.ndarray, mean: Tensor, std: Tensor) -> None:
+        coder.encode_reverse(idx.astype(np.int32), _CATEGORICAL, self._probs(mean, std))
+
+    def pop_p(self, coder: Any, dims: int) -> np.ndarray:
+        return np.asarray(coder.decode(self.uniform, dims), dtype=np.int32)
+
+    def push_p(self, coder: Any, idx: np.ndarray) -> None:
+        coder.encode_reverse(idx.astype(np.int32), self.uniform)
+
+    def values(self, idx: np.ndarray) -> Tensor:
+        return self.centres[idx]
+
+
+def latents_for(version: int) -> _Latents:
+    """The latent discretization of a container version (1: equal prior mass, 2: equal width)."""
+    return _EqualMass() if version == 1 else _EqualWidth()
 
 
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
@@ -175,9 +252,9 @@ def _weights(mixture: GaussianMixture) -> np.ndarray:
     return torch.softmax(mixture.log_weights.double(), dim=0).clamp(min=0).numpy()[None]
 
 
-def _z(centres: Tensor, idx: np.ndarray, p: DiagonalGaussian | None) -> Tensor:
-    """The latent (1, D) at the buckets' centres: the prior's quantiles."""
-    c = centres[idx]
+def _z(latents: _Latents, idx: np.ndarray, p: DiagonalGaussian | None) -> Tensor:
+    """The latent (1, D) at the buckets' centres, back in z's units."""
+    c = latents.values(idx)
     if p is None:
         return c.float()[None]
     return (p.mean[0].double() + p.std[0].double() * c).float()[None]
@@ -204,12 +281,14 @@ def _pop_pixels(coder: Any, px: object, kind: int, shape: tuple[int, int, int]) 
     return np.asarray(coder.decode(family, params)).astype(np.uint8).reshape(c, h, w)
 
 
-def encode_images(model: VAE, images: np.ndarray, kind: int) -> np.ndarray:
-    """Compress uint8 symbols (N, C, H, W) (0/1 when binary, 0..255 when 8-bit) into ANS words (uint32)."""
-    buckets = _Buckets(LATENT_BITS)
+def encode_images(model: VAE, images: np.ndarray, kind: int, version: int = 2) -> np.ndarray:
+    """Compress uint8 symbols (N, C, H, W) (0/1 when binary, 0..255 when 8-bit) into ANS words (uint32).
+
+    `version` picks the latents' discretization (2, the default; 1 is kept to test the old files' decoder).
+    """
+    latents = latents_for(version)
     seed = np.random.default_rng(0).integers(0, 2**32, SEED_WORDS, dtype=np.uint32)
     coder = constriction.stream.stack.AnsCoder(seed)
-    prior = constriction.stream.model.Uniform(buckets.k)
     model.eval()
     with deterministic():
         for image in images:
@@ -223,52 +302,53 @@ def encode_images(model: VAE, images: np.ndarray, kind: int) -> np.ndarray:
                 if isinstance(p, GaussianMixture):  # the component first, as one more latent
                     k = int(coder.decode(_CATEGORICAL, _component_probs(p, q))[0])
                     p = _component(p, k)
-                idx = coder.decode(_CATEGORICAL, buckets.posterior_probs(*_standardized(q, p)))  # borrow: z ~ q
+                idx = latents.pop_q(coder, *_standardized(q, p))  # borrow: z ~ q
                 picked.append((k, idx, step[0]))
                 try:
-                    step = walk.send(_z(buckets.centres, idx, p))
+                    step = walk.send(_z(latents, idx, p))
                 except StopIteration as done:
                     px = done.value
                     break
             _push_pixels(coder, px, x, image, kind)
             for k, idx, prior_l in reversed(picked):  # bottom group first: the decoder pops the top group first
-                coder.encode_reverse(idx.astype(np.int32), prior)
+                latents.push_p(coder, idx)
                 if k is not None:
                     assert isinstance(prior_l, GaussianMixture)
                     coder.encode_reverse(np.array([k], dtype=np.int32), _CATEGORICAL, _weights(prior_l))
     return coder.get_compressed()
 
 
-def decode_images(model: VAE, words: np.ndarray, kind: int, shape: tuple[int, int, int, int]) -> np.ndarray:
+def decode_images(
+    model: VAE, words: np.ndarray, kind: int, shape: tuple[int, int, int, int], version: int = 2
+) -> np.ndarray:
     """The inverse of `encode_images`: uint8 symbols (N, C, H, W)."""
     n, c, h, w = shape
-    buckets = _Buckets(LATENT_BITS)
+    latents = latents_for(version)
     coder = constriction.stream.stack.AnsCoder(words)
-    prior = constriction.stream.model.Uniform(buckets.k)
     out = np.empty(shape, dtype=np.uint8)
     model.eval()
     with deterministic():
         for i in reversed(range(n)):
             walk = model.walk(None)
-            step, picked, latents = next(walk), [], []
+            step, picked, zs = next(walk), [], []
             for dims in model.group_dims:
                 p, _ = step
                 k = None
                 if isinstance(p, GaussianMixture):
                     k = int(coder.decode(_CATEGORICAL, _weights(p))[0])
                     p = _component(p, k)
-                idx = coder.decode(prior, dims)
+                idx = latents.pop_p(coder, dims)
                 picked.append((k, idx))
-                latents.append(_z(buckets.centres, idx, p))
+                zs.append(_z(latents, idx, p))
                 try:
-                    step = walk.send(latents[-1])
+                    step = walk.send(zs[-1])
                 except StopIteration as done:
                     px = done.value
             image = _pop_pixels(coder, px, kind, (c, h, w))
             walk = model.walk(_to_model_input(image, kind))  # the posteriors, now that x is known
             posteriors = []
             step = next(walk)
-            for (k, _), z in zip(picked, latents, strict=True):
+            for (k, _), z in zip(picked, zs, strict=True):
                 p, q = step
                 assert q is not None
                 component = None
@@ -276,13 +356,13 @@ def decode_images(model: VAE, words: np.ndarray, kind: int, shape: tuple[int, in
                     assert k is not None
                     component = _component_probs(p, q)
                     p = _component(p, k)
-                posteriors.append((buckets.posterior_probs(*_standardized(q, p)), component))
+                posteriors.append((_standardized(q, p), component))
                 try:
                     step = walk.send(z)
                 except StopIteration:
                     break
-            for (k, idx), (probs, component) in zip(reversed(picked), reversed(posteriors), strict=True):
-                coder.encode_reverse(idx.astype(np.int32), _CATEGORICAL, probs)  # give the borrowed bits back
+            for (k, idx), ((mean, std), component) in zip(reversed(picked), reversed(posteriors), strict=True):
+                latents.push_q(coder, idx, mean, std)  # give the borrowed bits back
                 if k is not None:
                     assert component is not None
                     coder.encode_reverse(np.array([k], dtype=np.int32), _CATEGORICAL, component)

@@ -1,6 +1,7 @@
 """The `.vkz` container: a fixed header, the image shape, file names, and the ANS payload.
 
-Layout (little-endian): magic "VKZ1", u16 format version, u8 kind (0 binary, 1 8-bit), u8 source
+Layout (little-endian): magic "VKZ1", u16 format version (2; version 1, whose latents used
+buckets of equal prior mass, still reads), u8 kind (0 binary, 1 8-bit), u8 source
 (0 .npy, 1 IDX, 2 IDX gzip, 3 PNG folder), 32-byte SHA-256 of the model weights, 32-byte probe
 hash, u32 N, u16 C, u16 H, u16 W, u8 latent bits, u32 meta length, u32 payload words, u32 CRC-32 of
 the header before it and everything after it; then the meta JSON ({"names": [...] for PNG folders,
@@ -20,7 +21,8 @@ import numpy as np
 from vaekit.errors import DataError
 
 MAGIC = b"VKZ1"
-VERSION = 1
+VERSION = 2
+LATENT_BITS = {1: 12, 2: 12}  # what each version's latent discretization uses
 HEADER = struct.Struct("<4sHBB32s32sIHHHBIII")
 SOURCES = {0: "npy", 1: "idx", 2: "idx.gz", 3: "png"}
 MAX_NAMES_BYTES = 64 << 20
@@ -39,6 +41,7 @@ class Container:
     model_hint: str
     words: np.ndarray  # uint32 ANS payload
     layout: str = "NCHW"  # the input array's axes: NHW, NCHW or NHWC
+    version: int = VERSION
 
     def to_bytes(self) -> bytes:
         names = json.dumps({"names": self.names, "model": self.model_hint, "layout": self.layout}).encode()
@@ -48,7 +51,7 @@ class Container:
         body = names + payload
         head = HEADER.pack(
             MAGIC,
-            VERSION,
+            self.version,
             self.kind,
             source,
             self.weights_sha256,
@@ -73,14 +76,23 @@ def parse(data: bytes, name: str) -> Container:
     (_, version, kind, source, weights, probe, n, c, h, w, latent_bits, names_len, n_words, crc) = HEADER.unpack_from(
         data
     )
-    if version != VERSION:
-        raise DataError(f"{name!r} uses container version {version}; this vaekit reads version {VERSION}")
+    if version not in LATENT_BITS:
+        raise DataError(
+            f"{name!r} uses container version {version}; this vaekit reads versions 1..{VERSION}: "
+            "decompress it with the vaekit that wrote it"
+        )
     expected = HEADER.size + names_len + 4 * n_words
     if len(data) != expected:
         raise DataError(f"{name!r} is truncated or has trailing bytes ({len(data)} bytes, header says {expected})")
     if zlib.crc32(data[HEADER.size :], zlib.crc32(data[: HEADER.size - 4])) != crc:
         raise DataError(f"{name!r} is corrupted (CRC mismatch); use an intact copy")
-    if kind not in (0, 1, 2) or source not in SOURCES or min(n, c, h, w) == 0 or names_len > MAX_NAMES_BYTES:
+    if (
+        kind not in (0, 1, 2)
+        or source not in SOURCES
+        or min(n, c, h, w) == 0
+        or names_len > MAX_NAMES_BYTES
+        or latent_bits != LATENT_BITS[version]
+    ):
         raise DataError(f"{name!r} has an invalid header")
     try:
         meta = json.loads(data[HEADER.size : HEADER.size + names_len])
@@ -96,4 +108,6 @@ def parse(data: bytes, name: str) -> Container:
     if names and len(names) != n:
         raise DataError(f"{name!r} names {len(names)} files for {n} images")
     words = np.frombuffer(data, dtype="<u4", offset=HEADER.size + names_len, count=n_words).astype(np.uint32)
-    return Container(kind, SOURCES[source], weights, probe, (n, c, h, w), latent_bits, names, hint, words, layout)
+    return Container(
+        kind, SOURCES[source], weights, probe, (n, c, h, w), latent_bits, names, hint, words, layout, version
+    )

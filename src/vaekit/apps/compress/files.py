@@ -125,7 +125,9 @@ def compress_file(
 
 
 def _decode(container: Container, model: Any) -> np.ndarray:
-    symbols = bbans.decode_images(model, container.words, _coding(container.kind), container.shape)
+    symbols = bbans.decode_images(
+        model, container.words, _coding(container.kind), container.shape, container.version
+    )
     return symbols * 255 if container.kind == bbans.KIND_BINARY else symbols
 
 
