@@ -5,13 +5,17 @@ beside classical lossless codecs on the same decoded pixels.
 with published CIFAR-10 numbers (JPEG removed fine detail); every number here is on that copy.
 Each model trains for a wall-clock budget (steps planned from a timing run), then: the test -ELBO
 in bits/dim on all 10,000 test images, and the test set coded with `vaekit compress` (uint8 array
-(10000, 32, 32, 3) in, the same out, verified). Classical codecs on the same pixels: PNG (one tiled
-image, optimize), WebP lossless (tiled, method 6), JPEG XL lossless (`cjxl -d 0 -e 9`, when
-Debian's libjxl-tools is installed) and xz -9e on the raw bytes. The full run (both models, all test
-images) also writes the README's grids: docs/figures/<preset>-samples-t1.png and -t0.8.png (64 samples at
-temperature 1 and 0.8) and <preset>-reconstructions.png (the first 32 test images above their reconstructions).
+(10000, 32, 32, 3) in, the same out, verified on the whole file, or with --verify-images N on a separate
+file of the first N images: the codec runs one image at a time, ~10 images/s for these networks). Classical
+codecs on the same pixels: PNG (one tiled image, optimize), WebP lossless (tiled, method 6), JPEG XL lossless
+(`cjxl -d 0 -e 9`, when Debian's libjxl-tools is installed) and xz -9e on the raw bytes. A full run (all test
+images) keeps each model's row in bench/cifar_rows.json, so `--only cifar` and `--only cifar-hvae` can run in
+different sessions and still make one table, and writes that model's README grids:
+docs/figures/<preset>-samples-t1.png and -t0.8.png (64 samples at temperature 1 and 0.8) and
+<preset>-reconstructions.png (the first 32 test images above their reconstructions).
 
-    .venv/bin/python bench/cifar.py --minutes 45            # both models: ~100 min, needs ../shared/data
+    .venv/bin/python bench/cifar.py --minutes 45 --only cifar-hvae --set train.precision=bf16   # one model
+    .venv/bin/python bench/cifar.py --minutes 45            # both models in one go: ~2.5 hours with the codec
     .venv/bin/python bench/cifar.py --minutes 1 --test-images 200 --only cifar   # a smoke run
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import lzma
 import math
 import os
@@ -39,6 +44,7 @@ from vaekit.apps.images import save_grid, save_reconstructions
 from vaekit.evaluation.evaluate import evaluate
 
 OUT = Path(__file__).resolve().parent / "out"
+ROWS = Path(__file__).resolve().parent / "cifar_rows.json"  # each model's row, kept across sessions
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOTE = "cifar10-jpeg: CIFAR-10 re-encoded as JPEG by a third party; not comparable with published CIFAR-10 bits/dim"
@@ -76,13 +82,45 @@ def classical(images: np.ndarray) -> dict[str, float]:
 
 
 def steps_for(preset: str, minutes: float, overrides: list[str]) -> int:
-    """Steps that fit `minutes` of training, from a 30-step timing run (per-epoch evaluation is off)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = vaekit.load_config(preset, [*overrides, "train.steps=30", "train.tensorboard=false"])
-        t0 = time.perf_counter()
-        vaekit.train(cfg, f"{tmp}/r", quiet=True)
-        per_step = (time.perf_counter() - t0) / 30  # includes the start-up and final export: a safe margin
+    """Training steps that fit `minutes`, from 10 timed steps on batches of the preset's shape (after 3 warm-up
+    steps; no data loading, no evaluation: each epoch's evaluation of the test split adds wall time on top)."""
+    from vaekit.training.step import build_state, train_step
+
+    cfg = vaekit.load_config(preset, [*overrides, "model.input_shape=[3, 32, 32]", "train.compile=false"])
+    torch.manual_seed(0)
+    state = build_state(cfg, total_steps=10**6)
+    x = torch.randint(0, 256, (cfg.train.batch_size, 3, 32, 32)).float() / 255
+    for _ in range(3):
+        train_step(state, x, cfg, 10**6)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        train_step(state, x, cfg, 10**6)
+    per_step = (time.perf_counter() - t0) / 10
     return max(30, int(minutes * 60 / per_step))
+
+
+def code(run: Path, pixels: np.ndarray, verify_images: int) -> dict[str, object]:
+    """`vaekit compress` of all of `pixels`; the round trip decoded for the whole file, or for a separate file of
+    the first `verify_images` images when that is fewer (the codec runs one image at a time: ~10 images/s)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/test.npy", pixels)
+        t1 = time.perf_counter()
+        stats = compress_file(run, f"{tmp}/test.npy", f"{tmp}/test.vkz")
+        coded = time.perf_counter() - t1
+        source, file = f"{tmp}/test.npy", f"{tmp}/test.vkz"
+        checked = pixels
+        if verify_images < len(pixels):
+            checked = pixels[:verify_images]
+            np.save(f"{tmp}/head.npy", checked)
+            source, file = f"{tmp}/head.npy", f"{tmp}/head.vkz"
+            compress_file(run, source, file)
+        t2 = time.perf_counter()
+        decompress_file(file, f"{tmp}/back.npy", run)
+        decoded = time.perf_counter() - t2
+        back = np.load(f"{tmp}/back.npy")
+        exact = back.shape == checked.shape and back.dtype == np.uint8 and np.array_equal(back, checked)
+    return {"file_bpd": stats["bits_per_dim"], "exact": bool(exact), "verified": len(checked),
+            "encode_images_per_s": len(pixels) / coded, "decode_images_per_s": len(checked) / decoded}
 
 
 def main() -> None:
@@ -90,16 +128,19 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=45, help="training budget per model")
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--only", choices=["cifar", "cifar-hvae"], help="one model instead of both")
+    parser.add_argument("--verify-images", type=int, help="decode a file of this many images instead of the "
+                        "whole test file (default: the whole file)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config overrides for both models (e.g. train.precision=bf16)")
     args = parser.parse_args()
     if SHARED.is_dir():
         os.environ.setdefault("VAEKIT_DATA", str(SHARED))
-    t0 = time.perf_counter()
+    full = args.test_images == 10000
     test = vaekit.load_dataset("cifar10-jpeg", "test").subset(torch.arange(args.test_images))
     pixels = np.ascontiguousarray(test.images.permute(0, 2, 3, 1).numpy())  # (N, 32, 32, 3) uint8
-    rows = []
+    table = json.loads(ROWS.read_text()) if full and ROWS.exists() else {}
     for preset in [args.only] if args.only else ["cifar", "cifar-hvae"]:
+        t0 = time.perf_counter()
         overrides = ["data.name=cifar10-jpeg", "train.tensorboard=false", "train.eval_batch_size=250", *args.set]
         steps = steps_for(preset, args.minutes, overrides)
         run = OUT / f"{preset}-jpeg"
@@ -110,35 +151,53 @@ def main() -> None:
         result = vaekit.train(cfg, run, quiet=True)
         minutes = (time.perf_counter() - start) / 60
         scored = evaluate(result.model, test, batch_size=250)
-        if args.test_images == 10000 and not args.only:  # the README's grids come from the full run only
+        if full:  # the README's grids
             for temperature in (1.0, 0.8):
                 images = result.model.sample(64, temperature=temperature, generator=torch.Generator().manual_seed(0))
                 save_grid(images, FIGURES / f"{preset}-samples-t{temperature:g}.png", nrow=8)
             save_reconstructions(result.model, test, 32, FIGURES / f"{preset}-reconstructions.png")
-        with tempfile.TemporaryDirectory() as tmp:
-            np.save(f"{tmp}/test.npy", pixels)
-            t1 = time.perf_counter()
-            stats = compress_file(run, f"{tmp}/test.npy", f"{tmp}/test.vkz")
-            coded = time.perf_counter() - t1
-            decompress_file(f"{tmp}/test.vkz", f"{tmp}/back.npy", run)
-            back = np.load(f"{tmp}/back.npy")
-            exact = back.shape == pixels.shape and back.dtype == np.uint8 and np.array_equal(back, pixels)
-        rows.append(
-            f"| `{preset}` ({steps} steps of batch {cfg.train.batch_size}, {minutes:.1f} min, "
-            f"{result.examples_per_s:,.0f} examples/s) | {scored.bits_per_dim:.3f} | {stats['bits_per_dim']:.3f} "
-            f"({'round trip exact' if exact else 'ROUND TRIP FAILED'}, {args.test_images / coded:.0f} images/s) |"
-        )
-        print(rows[-1], flush=True)
-    for name, bpd in classical(pixels).items():
-        rows.append(f"| {name} | | {bpd:.3f} |")
-    body = "\n".join([
-        f"Command: `.venv/bin/python bench/cifar.py --minutes {args.minutes:g} --test-images {args.test_images}"
-        f"{f' --only {args.only}' if args.only else ''}{''.join(f' --set {s}' for s in args.set)}` "
-        f"({(time.perf_counter() - t0) / 60:.1f} min, "
-        f"{time.strftime('%Y-%m-%d')}). {NOTE}. Test split: the first {args.test_images} test images.", "",
-        "| model / codec | test -ELBO (bits/dim) | file (bits/dim) |", "|---|---|---|", *rows])
-    update_section("cifar-jpeg" if args.test_images == 10000 and not args.only else "cifar-jpeg-smoke", body)
-    print(body)
+        row = {"steps": steps, "batch": cfg.train.batch_size, "wall_train_minutes": minutes,
+               "minutes": steps * cfg.train.batch_size / result.examples_per_s / 60,
+               "examples_per_s": result.examples_per_s, "elbo_bpd": scored.bits_per_dim,
+               **code(run, pixels, args.verify_images or len(pixels)),
+               "command": f"bench/cifar.py --minutes {args.minutes:g} --only {preset}"
+                          + "".join(f" --set {s}" for s in args.set)
+                          + (f" --verify-images {args.verify_images}" if args.verify_images else ""),
+               "wall_minutes": (time.perf_counter() - t0) / 60, "date": time.strftime("%Y-%m-%d")}
+        table[preset] = row
+        print(preset, row, flush=True)
+        if full:
+            ROWS.write_text(json.dumps(table, indent=1) + "\n")
+    table["classical"] = {"codecs": classical(pixels), "date": time.strftime("%Y-%m-%d")}
+    if full:
+        ROWS.write_text(json.dumps(table, indent=1) + "\n")
+    update_section("cifar-jpeg" if full else "cifar-jpeg-smoke", render(table, args.test_images))
+    print(render(table, args.test_images))
+
+
+def render(table: dict[str, dict[str, object]], n: int) -> str:
+    """One table: each model's row as its own run left it (bench/cifar_rows.json), then the classical codecs."""
+    lines = [f"{NOTE}. Test split: the first {n:,} test images. Each model's row comes from its own run "
+             "(command and date in the row; rows are kept in bench/cifar_rows.json, so the two models can be "
+             "trained in different sessions); the classical codecs are from the newest run.", "",
+             "| model / codec | test -ELBO (bits/dim) | file (bits/dim) | run |", "|---|---|---|---|"]
+    for preset in ("cifar", "cifar-hvae"):
+        r = table.get(preset)
+        if r is None:
+            lines.append(f"| `{preset}` | not run yet | | |")
+            continue
+        where = "the whole file" if r["verified"] == n else f"a file of the first {r['verified']:,}"
+        check = f"round trip exact on {where}" if r["exact"] else "ROUND TRIP FAILED"
+        lines.append(
+            f"| `{preset}` ({r['steps']:,} steps of batch {r['batch']}, {r['minutes']:.1f} min of steps, "
+            f"{r['wall_train_minutes']:.1f} with evaluations, "
+            f"{r['examples_per_s']:,.0f} examples/s) | {r['elbo_bpd']:.3f} | {r['file_bpd']:.3f} ({check}; "
+            f"{r['encode_images_per_s']:.1f} / {r['decode_images_per_s']:.1f} images/s) | "
+            f"`.venv/bin/python {r['command']}` ({r['date']}) |")
+    codecs = table.get("classical", {}).get("codecs", {})
+    assert isinstance(codecs, dict)
+    lines += [f"| {name} | | {bpd:.3f} | |" for name, bpd in codecs.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

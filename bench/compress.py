@@ -7,6 +7,7 @@ and with gzip, bz2, xz (stdlib) and PNG and WebP lossless (Pillow) on the same i
 
     .venv/bin/python bench/compress.py --minutes 10
     .venv/bin/python bench/compress.py --minutes 40 --binarized-run bench/out/hvae --preset hvae   # hierarchical
+    .venv/bin/python bench/compress.py --minutes 30 --binarized-run hvae-mnist --preset hvae       # a zoo model
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PIL import Image
 
 import vaekit
 from results import update_section
+from vaekit import zoo
 from vaekit.apps.compress.files import compress_file, decompress_file
 from vaekit.evaluation.evaluate import evaluate
 
@@ -111,16 +113,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10, help="training budget of each model trained here")
     parser.add_argument("--binarized-run", type=Path, default=OUT / "burda",
-                        help="the run that codes binarized MNIST (default: bench/nll.py's burda run, or 20 epochs)")
+                        help="the run (or zoo name) that codes binarized MNIST (default: bench/nll.py's burda run, "
+                        "or 20 epochs)")
     parser.add_argument("--preset", choices=list(EIGHT_BIT), default="mlp",
                         help="the 8-bit model's preset (hvae: the hierarchical rows, section compress-hvae)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     binarized = vaekit.load_dataset("binarized-mnist", "test")
     run = args.binarized_run
-    if not (run / "model" / "config.json").is_file():
+    if not (run / "model" / "config.json").is_file() and str(run) not in zoo.names():
         if run != OUT / "burda":
-            raise SystemExit(f"{run} holds no trained model (model/config.json)")
+            raise SystemExit(f"{run} holds no trained model (model/config.json) and is no zoo name")
         cfg = vaekit.load_config("burda", ["train.epochs=20", "train.tensorboard=false"])
         vaekit.train(cfg, run, quiet=True)
     rows = measure(run, binarized.images.numpy(), binarized, "binarized")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,24 @@ def _tiny_cfg(data: str, extra: list[str] | None = None):  # type: ignore[no-unt
             *(extra or []),
         ],
     )
+
+
+def test_examples_per_s_counts_training_steps_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every evaluation, the last epoch's included, is left out of the run's examples/s: with each evaluation
+    # made to take 3 s more, 30 tiny steps still report the speed of the steps (well under 3 s, even on a busy CPU).
+    from vaekit.training import loop
+
+    real = loop.evaluate
+
+    def slow(*args: object, **kwargs: object) -> object:
+        time.sleep(3.0)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "evaluate", slow)
+    cfg = load_config("mlp", ["train.steps=30", "model.hidden=[16]", "model.latent_dim=2", "train.batch_size=32"])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result.seconds > 6.0  # two evaluations of the test split: after the last step and the final score
+    assert 30 * 32 / result.examples_per_s < 3.0, result.examples_per_s
 
 
 def test_resume_is_exact(tmp_path: Path) -> None:

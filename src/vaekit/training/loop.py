@@ -227,6 +227,8 @@ def _loop(run: _Run) -> float:
         if state.step >= run.total:
             run.train_seconds = time.perf_counter() - t_train
             _end_of_epoch(run, epoch, bar)
+            bar.close()
+            return run.train_seconds  # the final evaluation is not training time either
     bar.close()
     return time.perf_counter() - t_train
 
