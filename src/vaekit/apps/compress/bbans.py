@@ -53,7 +53,20 @@ from vaekit.models.vae import VAE
 LATENT_BITS = 12  # K = 4096 equal-width buckets per latent dimension (container version 2)
 LATENT_RANGE = 8.0  # the buckets cover [-8, 8] in prior units; beyond it, q and p leak to the end buckets
 LEGACY_LATENT_BITS = 12  # container version 1: K = 4096 buckets of equal prior mass
-SEED_WORDS = 16  # initial random words on the stack: bits to borrow for the first image
+SEED_WORDS = 16  # initial random words on the stack, plus SEED_BITS_PER_LATENT for each latent dimension
+
+
+SEED_BITS_PER_LATENT = 24  # enough to borrow the first image's z from (its q has at most ~12 bits per dimension)
+
+
+def seed_words(model: VAE) -> int:
+    """The random words the stack starts with: the first image pops its z from them (BB-ANS's "initial bits").
+
+    Too few and the first pops run the stack dry: with 16 words, a model of 150 latents paid ~17,000 bits
+    for its first image and a 5,376-latent hierarchy far more. They are part of the file (a one-time cost);
+    decoding does not need to know how many there were.
+    """
+    return SEED_WORDS + math.ceil(model.latent_dim * SEED_BITS_PER_LATENT / 32)
 KIND_BINARY, KIND_8BIT = 0, 1  # symbols: 0/1 per pixel, or 0..255 per pixel
 
 
@@ -287,7 +300,7 @@ def encode_images(model: VAE, images: np.ndarray, kind: int, version: int = 2) -
     `version` picks the latents' discretization (2, the default; 1 is kept to test the old files' decoder).
     """
     latents = latents_for(version)
-    seed = np.random.default_rng(0).integers(0, 2**32, SEED_WORDS, dtype=np.uint32)
+    seed = np.random.default_rng(0).integers(0, 2**32, seed_words(model), dtype=np.uint32)
     coder = constriction.stream.stack.AnsCoder(seed)
     model.eval()
     with deterministic():
