@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["cifar", "cifar-hvae"], help="one model instead of both")
     parser.add_argument("--verify-images", type=int, help="decode a file of this many images instead of the "
                         "whole test file (default: the whole file)")
+    parser.add_argument("--reuse", action="store_true", help="score and code the model a finished run of this "
+                        "script left in bench/out/<preset>-jpeg instead of training again")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config overrides for both models (e.g. train.precision=bf16)")
     args = parser.parse_args()
@@ -142,26 +144,33 @@ def main() -> None:
     for preset in [args.only] if args.only else ["cifar", "cifar-hvae"]:
         t0 = time.perf_counter()
         overrides = ["data.name=cifar10-jpeg", "train.tensorboard=false", "train.eval_batch_size=250", *args.set]
-        steps = steps_for(preset, args.minutes, overrides)
         run = OUT / f"{preset}-jpeg"
-        if run.exists():
-            shutil.rmtree(run)
-        cfg = vaekit.load_config(preset, [*overrides, f"train.steps={steps}", "train.checkpoint_every=2000"])
-        start = time.perf_counter()
-        result = vaekit.train(cfg, run, quiet=True)
-        minutes = (time.perf_counter() - start) / 60
-        scored = evaluate(result.model, test, batch_size=250)
+        if args.reuse:  # the model a finished run of this script left, and its training record
+            trained = json.loads((run / "bench_train.json").read_text())
+            model = vaekit.VAE.from_pretrained(str(run))
+        else:
+            steps = steps_for(preset, args.minutes, overrides)
+            if run.exists():
+                shutil.rmtree(run)
+            cfg = vaekit.load_config(preset, [*overrides, f"train.steps={steps}", "train.checkpoint_every=2000"])
+            start = time.perf_counter()
+            result = vaekit.train(cfg, run, quiet=True)
+            model = result.model
+            trained = {"steps": steps, "batch": cfg.train.batch_size,
+                       "wall_train_minutes": (time.perf_counter() - start) / 60,
+                       "minutes": steps * cfg.train.batch_size / result.examples_per_s / 60,
+                       "examples_per_s": result.examples_per_s,
+                       "train_command": f"bench/cifar.py --minutes {args.minutes:g} --only {preset}"
+                                        + "".join(f" --set {s}" for s in args.set)}
+            (run / "bench_train.json").write_text(json.dumps(trained))
+        scored = evaluate(model, test, batch_size=250)
         if full:  # the README's grids
             for temperature in (1.0, 0.8):
-                images = result.model.sample(64, temperature=temperature, generator=torch.Generator().manual_seed(0))
+                images = model.sample(64, temperature=temperature, generator=torch.Generator().manual_seed(0))
                 save_grid(images, FIGURES / f"{preset}-samples-t{temperature:g}.png", nrow=8)
-            save_reconstructions(result.model, test, 32, FIGURES / f"{preset}-reconstructions.png")
-        row = {"steps": steps, "batch": cfg.train.batch_size, "wall_train_minutes": minutes,
-               "minutes": steps * cfg.train.batch_size / result.examples_per_s / 60,
-               "examples_per_s": result.examples_per_s, "elbo_bpd": scored.bits_per_dim,
-               **code(run, pixels, args.verify_images or len(pixels)),
-               "command": f"bench/cifar.py --minutes {args.minutes:g} --only {preset}"
-                          + "".join(f" --set {s}" for s in args.set)
+            save_reconstructions(model, test, 32, FIGURES / f"{preset}-reconstructions.png")
+        row = {**trained, "elbo_bpd": scored.bits_per_dim, **code(run, pixels, args.verify_images or len(pixels)),
+               "command": trained["train_command"] + (" --reuse" if args.reuse else "")
                           + (f" --verify-images {args.verify_images}" if args.verify_images else ""),
                "wall_minutes": (time.perf_counter() - t0) / 60, "date": time.strftime("%Y-%m-%d")}
         table[preset] = row
