@@ -52,6 +52,7 @@ from vaekit.models.vae import VAE
 
 LATENT_BITS = 12  # K = 4096 equal-width buckets per latent dimension (container version 2)
 LATENT_RANGE = 8.0  # the buckets cover [-8, 8] in prior units; beyond it, q and p leak to the end buckets
+WINDOW_SIGMAS = 12.0  # q is coded on a window of buckets at least this many of its std either side of its mean
 LEGACY_LATENT_BITS = 12  # container version 1: K = 4096 buckets of equal prior mass
 SEED_WORDS = 16  # initial random words on the stack, plus SEED_BITS_PER_LATENT for each latent dimension
 
@@ -159,28 +160,56 @@ class _Latents:
 
 
 class _EqualWidth(_Latents):
-    """K buckets of width 2R/K on [-R, R], symbols -K/2 .. K/2 - 1 (container version 2)."""
+    """K buckets of width 2R/K on [-R, R], symbols -K/2 .. K/2 - 1 (container version 2).
+
+    q is coded on a window of the buckets around its mean, at least WINDOW_SIGMAS of its standard deviations
+    either side (half-widths are powers of two, so the dimensions fall into a few groups coded together).
+    constriction's quantizer is leaky: every symbol in a model's range gets at least 2^-24, so over the
+    whole grid about one pop in 4,000 would land anywhere in [-R, R], a z the decoder may turn into
+    thousands of bits (a sensitive dimension of hvae-mnist's bottom group did); in a window it lands near q.
+    p, which is only pushed onto, keeps the whole grid.
+    """
 
     def __init__(self, bits: int = LATENT_BITS, span: float = LATENT_RANGE) -> None:
         self.half = 2 ** (bits - 1)
         self.width = span / self.half
         self.model = constriction.stream.model.QuantizedGaussian(-self.half, self.half - 1)
+        self.windows: dict[int, Any] = {}
 
     def _units(self, mean: Tensor, std: Tensor) -> tuple[np.ndarray, np.ndarray]:
         return (mean.double() / self.width).numpy(), (std.double() / self.width).clamp(min=1e-3).numpy()
 
+    def _groups(self, mean: Tensor, std: Tensor) -> list[tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """(model, dims, offsets, means, stds) per window half-width, in increasing order of half-width."""
+        m, s = self._units(mean, std)
+        need = np.maximum(WINDOW_SIGMAS * s, 16.0)
+        half = np.minimum(2 ** np.ceil(np.log2(need)).astype(np.int64), self.half)
+        offset = np.clip(np.rint(m), -self.half + half, self.half - half).astype(np.int64)
+        out = []
+        for h in np.unique(half):
+            dims = np.flatnonzero(half == h)
+            if int(h) not in self.windows:
+                self.windows[int(h)] = constriction.stream.model.QuantizedGaussian(-int(h), int(h) - 1)
+            out.append((self.windows[int(h)], dims, offset[dims], m[dims] - offset[dims], s[dims]))
+        return out
+
     def pop_q(self, coder: Any, mean: Tensor, std: Tensor) -> np.ndarray:
-        return np.asarray(coder.decode(self.model, *self._units(mean, std)), dtype=np.int32)
+        idx = np.empty(mean.shape[0], dtype=np.int32)
+        for model, dims, offset, m, s in self._groups(mean, std):
+            idx[dims] = offset + np.asarray(coder.decode(model, m, s), dtype=np.int64)
+        return idx
 
     def push_q(self, coder: Any, idx: np.ndarray, mean: Tensor, std: Tensor) -> None:
-        coder.encode_reverse(idx.astype(np.int32), self.model, *self._units(mean, std))
+        for model, dims, offset, m, s in reversed(self._groups(mean, std)):  # the pops' order, backwards
+            coder.encode_reverse((idx[dims] - offset).astype(np.int32), model, m, s)
 
     def pop_p(self, coder: Any, dims: int) -> np.ndarray:
-        return self.pop_q(coder, torch.zeros(dims, dtype=torch.float64), torch.ones(dims, dtype=torch.float64))
+        zeros, ones = np.zeros(dims), np.full(dims, 1 / self.width)
+        return np.asarray(coder.decode(self.model, zeros, ones), dtype=np.int32)
 
     def push_p(self, coder: Any, idx: np.ndarray) -> None:
-        n = idx.size
-        self.push_q(coder, idx, torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
+        zeros, ones = np.zeros(idx.size), np.full(idx.size, 1 / self.width)
+        coder.encode_reverse(idx.astype(np.int32), self.model, zeros, ones)
 
     def values(self, idx: np.ndarray) -> Tensor:
         return torch.from_numpy(idx.astype(np.float64)) * self.width
