@@ -171,3 +171,17 @@ def test_training_into_collapse_warns(tmp_path: Path) -> None:
              if '"eval"' in line]
     assert evals and all(r["warnings"] for r in evals)
     assert {"mutual_info", "active_units", "kl_per_dim", "grad_norm", "skipped"} <= set(evals[0])
+
+
+def test_a_kl_warm_up_longer_than_the_run_is_named_with_its_fix(tmp_path: Path) -> None:
+    from vaekit.training.schedules import warmup_warning
+
+    cfg = _tiny(tmp_path, ["objective.kl_schedule=linear", "objective.kl_warmup_steps=100", "train.epochs=1"])
+    assert warmup_warning(cfg.objective, 100) is None and warmup_warning(cfg.objective, 400) is None
+    message = warmup_warning(cfg.objective, 40)
+    assert message is not None and "ends at 0.40 of objective.beta" in message
+    assert "--set objective.kl_warmup_steps=20" in message
+    constant = load_config(None, ["objective.kl_schedule=constant", "objective.kl_warmup_steps=100"]).objective
+    assert warmup_warning(constant, 40) is None
+    with pytest.warns(UserWarning, match=r"kl_warmup_steps=100 is longer than this run \(8 steps\)"):
+        train(cfg, tmp_path / "run", quiet=True)  # 256 images, batch 32: 8 steps

@@ -34,7 +34,7 @@ from vaekit.training.distributed import Topology, setup, teardown
 from vaekit.training.guards import StepReport
 from vaekit.training.preempt import StopCheck, StopSignals
 from vaekit.training.rundir import MetricsLog, export
-from vaekit.training.schedules import kl_weight
+from vaekit.training.schedules import kl_weight, warmup_warning
 from vaekit.training.splits import load_splits, num_classes
 from vaekit.training.step import TrainState, build_state, train_step
 from vaekit.training.tracking import Tracker
@@ -125,6 +125,8 @@ def _train(
     per_epoch = len(train_set) // cfg.train.batch_size if topology.world > 1 else None
     steps_per_epoch = per_epoch or math.ceil(len(train_set) / cfg.train.batch_size)
     total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
+    if (short := warmup_warning(cfg.objective, total)) and topology.is_main:
+        warnings.warn(short, stacklevel=3)
     torch.manual_seed(cfg.train.seed)
     state = build_state(cfg, topology, nets, total)
     cfg = replace(cfg, model=state.model.cfg)  # own nets are recorded as model.encoder/decoder=custom

@@ -58,3 +58,15 @@ def group_kl_weights(step: int, cfg: ObjectiveConfig, n_groups: int) -> list[flo
             f"objective.group_warmup_steps has {len(cfg.group_warmup_steps)} entries; the model has {n_groups} groups"
         )
     return [1.0 if w == 0 else min(1.0, step / w) for w in cfg.group_warmup_steps]
+
+
+def warmup_warning(cfg: ObjectiveConfig, total_steps: int) -> str | None:
+    """A line to warn with when a KL warm-up outlasts the run (the KL weight would end below beta), else None."""
+    if cfg.kl_schedule not in ("linear", "sigmoid") or cfg.kl_warmup_steps <= total_steps or cfg.beta <= 0:
+        return None
+    end = kl_weight(total_steps, cfg, total_steps) / cfg.beta
+    return (
+        f"objective.kl_warmup_steps={cfg.kl_warmup_steps} is longer than this run ({total_steps} steps): the KL "
+        f"weight ends at {end:.2f} of objective.beta, so the model trains on a weakened KL (its -ELBO is always "
+        f"scored at weight 1); shorten it, e.g. --set objective.kl_warmup_steps={max(1, total_steps // 2)}"
+    )
