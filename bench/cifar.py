@@ -123,6 +123,16 @@ def code(run: Path, pixels: np.ndarray, verify_images: int) -> dict[str, object]
             "encode_images_per_s": len(pixels) / coded, "decode_images_per_s": len(checked) / decoded}
 
 
+def figures(model: vaekit.VAE, test: vaekit.Dataset, preset: str) -> None:
+    """The README's grids: 64 samples at temperature 1 and 0.8, and 32 test images of every class (the split is
+    sorted by class) above their reconstructions."""
+    for temperature in (1.0, 0.8):
+        images = model.sample(64, temperature=temperature, generator=torch.Generator().manual_seed(0))
+        save_grid(images, FIGURES / f"{preset}-samples-t{temperature:g}.png", nrow=8)
+    spread = test.subset(torch.arange(0, len(test), len(test) // 32)[:32])
+    save_reconstructions(model, spread, 32, FIGURES / f"{preset}-reconstructions.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=45, help="training budget per model")
@@ -130,11 +140,15 @@ def main() -> None:
     parser.add_argument("--only", choices=["cifar", "cifar-hvae"], help="one model instead of both")
     parser.add_argument("--verify-images", type=int, help="decode a file of this many images instead of the "
                         "whole test file (default: the whole file)")
+    parser.add_argument("--figures-only", action="store_true", help="with --reuse: write the README's grids "
+                        "from the kept model and stop")
     parser.add_argument("--reuse", action="store_true", help="score and code the model a finished run of this "
                         "script left in bench/out/<preset>-jpeg instead of training again")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config overrides for both models (e.g. train.precision=bf16)")
     args = parser.parse_args()
+    if args.figures_only and not args.reuse:
+        parser.error("--figures-only draws from a kept model: add --reuse")
     if SHARED.is_dir():
         os.environ.setdefault("VAEKIT_DATA", str(SHARED))
     full = args.test_images == 10000
@@ -163,12 +177,11 @@ def main() -> None:
                        "train_command": f"bench/cifar.py --minutes {args.minutes:g} --only {preset}"
                                         + "".join(f" --set {s}" for s in args.set)}
             (run / "bench_train.json").write_text(json.dumps(trained))
+        if full or args.figures_only:
+            figures(model, test, preset)
+        if args.figures_only:
+            continue
         scored = evaluate(model, test, batch_size=250)
-        if full:  # the README's grids
-            for temperature in (1.0, 0.8):
-                images = model.sample(64, temperature=temperature, generator=torch.Generator().manual_seed(0))
-                save_grid(images, FIGURES / f"{preset}-samples-t{temperature:g}.png", nrow=8)
-            save_reconstructions(model, test, 32, FIGURES / f"{preset}-reconstructions.png")
         row = {**trained, "elbo_bpd": scored.bits_per_dim, **code(run, pixels, args.verify_images or len(pixels)),
                "command": trained["train_command"] + (" --reuse" if args.reuse else "")
                           + (f" --verify-images {args.verify_images}" if args.verify_images else ""),
@@ -177,6 +190,8 @@ def main() -> None:
         print(preset, row, flush=True)
         if full:
             ROWS.write_text(json.dumps(table, indent=1) + "\n")
+    if args.figures_only:
+        return
     table["classical"] = {"codecs": classical(pixels), "date": time.strftime("%Y-%m-%d")}
     if full:
         ROWS.write_text(json.dumps(table, indent=1) + "\n")
