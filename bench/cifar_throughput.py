@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--latent", type=int, default=128)
     args = parser.parse_args()
+    shared = BENCH.parents[1] / "shared" / "data"  # ../shared/data beside the checkout, as bench/cifar.py reads it
+    if shared.is_dir():
+        os.environ.setdefault("VAEKIT_DATA", str(shared))
     try:
         train = vaekit.load_dataset("cifar10-jpeg", "train").images[: args.images]
     except vaekit.VaekitError as exc:
