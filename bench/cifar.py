@@ -107,13 +107,11 @@ def code(run: Path, pixels: np.ndarray, verify_images: int) -> dict[str, object]
         t1 = time.perf_counter()
         stats = compress_file(run, f"{tmp}/test.npy", f"{tmp}/test.vkz")
         coded = time.perf_counter() - t1
-        source, file = f"{tmp}/test.npy", f"{tmp}/test.vkz"
-        checked = pixels
+        checked, file = pixels, f"{tmp}/test.vkz"
         if verify_images < len(pixels):
-            checked = pixels[:verify_images]
+            checked, file = pixels[:verify_images], f"{tmp}/head.vkz"
             np.save(f"{tmp}/head.npy", checked)
-            source, file = f"{tmp}/head.npy", f"{tmp}/head.vkz"
-            compress_file(run, source, file)
+            compress_file(run, f"{tmp}/head.npy", file)
         t2 = time.perf_counter()
         decompress_file(file, f"{tmp}/back.npy", run)
         decoded = time.perf_counter() - t2
@@ -161,7 +159,7 @@ def main() -> None:
         run = OUT / f"{preset}-jpeg"
         if args.reuse:  # the model a finished run of this script left, and its training record
             trained = json.loads((run / "bench_train.json").read_text())
-            model = vaekit.VAE.from_pretrained(str(run))
+            model, scored = vaekit.VAE.from_pretrained(str(run)), None
         else:
             steps = steps_for(preset, args.minutes, overrides)
             if run.exists():
@@ -170,6 +168,7 @@ def main() -> None:
             start = time.perf_counter()
             result = vaekit.train(cfg, run, quiet=True)
             model = result.model
+            scored = result.test if full else None  # training ends by scoring the whole test split
             trained = {"steps": steps, "batch": cfg.train.batch_size,
                        "wall_train_minutes": (time.perf_counter() - start) / 60,
                        "minutes": steps * cfg.train.batch_size / result.examples_per_s / 60,
@@ -181,7 +180,7 @@ def main() -> None:
             figures(model, test, preset)
         if args.figures_only:
             continue
-        scored = evaluate(model, test, batch_size=250)
+        scored = scored or evaluate(model, test, batch_size=250)
         row = {**trained, "elbo_bpd": scored.bits_per_dim, **code(run, pixels, args.verify_images or len(pixels)),
                "command": trained["train_command"] + (" --reuse" if args.reuse else "")
                           + (f" --verify-images {args.verify_images}" if args.verify_images else ""),

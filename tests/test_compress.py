@@ -19,6 +19,7 @@ from conftest import write_idx
 from vaekit.apps.compress import bbans
 from vaekit.apps.compress.container import parse
 from vaekit.apps.compress.files import compress_file, decompress_file
+from vaekit.apps.compress.latents import LATENT_BITS, LEGACY_LATENT_BITS
 from vaekit.cli.main import main
 from vaekit.config import ModelConfig
 from vaekit.errors import DataError
@@ -130,11 +131,11 @@ def test_version_1_files_still_decode(run: Path, tmp_path: Path) -> None:
     np.save(tmp_path / "a.npy", images)
     compress_file(run, tmp_path / "a.npy", tmp_path / "a.vkz")
     new = parse((tmp_path / "a.vkz").read_bytes(), "a.vkz")
-    assert new.version == 2 and new.latent_bits == bbans.LATENT_BITS
+    assert new.version == 2 and new.latent_bits == LATENT_BITS
     model = VAE.from_pretrained(str(run))
     old_words = bbans.encode_images(model, images[:, None], bbans.KIND_8BIT, version=1)
     assert not np.array_equal(old_words, new.words)  # another code for the same images
-    old = dataclasses.replace(new, words=old_words, version=1, latent_bits=bbans.LEGACY_LATENT_BITS)
+    old = dataclasses.replace(new, words=old_words, version=1, latent_bits=LEGACY_LATENT_BITS)
     (tmp_path / "old.vkz").write_bytes(old.to_bytes())
     decompress_file(tmp_path / "old.vkz", tmp_path / "b.npy")
     assert np.array_equal(np.load(tmp_path / "b.npy"), images)

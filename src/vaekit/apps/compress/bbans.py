@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaekit.apps.compress.latents import CATEGORICAL as _CATEGORICAL
+from vaekit.apps.compress.latents import Latents, latents_for
 from vaekit.errors import VaekitError
 from vaekit.models.distributions import DiagonalGaussian, GaussianMixture
 from vaekit.models.likelihoods import (
@@ -50,14 +52,9 @@ from vaekit.models.likelihoods import (
 )
 from vaekit.models.vae import VAE
 
-LATENT_BITS = 12  # K = 4096 equal-width buckets per latent dimension (container version 2)
-LATENT_RANGE = 8.0  # the buckets cover [-8, 8] in prior units; beyond it, q and p leak to the end buckets
-WINDOW_SIGMAS = 12.0  # q is coded on a window of buckets at least this many of its std either side of its mean
-LEGACY_LATENT_BITS = 12  # container version 1: K = 4096 buckets of equal prior mass
 SEED_WORDS = 16  # initial random words on the stack, plus SEED_BITS_PER_LATENT for each latent dimension
-
-
 SEED_BITS_PER_LATENT = 24  # enough to borrow the first image's z from (its q has at most ~12 bits per dimension)
+KIND_BINARY, KIND_8BIT = 0, 1  # symbols: 0/1 per pixel, or 0..255 per pixel
 
 
 def seed_words(model: VAE) -> int:
@@ -68,7 +65,6 @@ def seed_words(model: VAE) -> int:
     decoding does not need to know how many there were.
     """
     return SEED_WORDS + math.ceil(model.latent_dim * SEED_BITS_PER_LATENT / 32)
-KIND_BINARY, KIND_8BIT = 0, 1  # symbols: 0/1 per pixel, or 0..255 per pixel
 
 
 @contextlib.contextmanager
@@ -136,123 +132,6 @@ def probe_hash(model: VAE) -> bytes:
     return hashlib.sha256(out.numpy().tobytes()).digest()
 
 
-class _Latents:
-    """One latent dimension's discretization: pop and push bucket indices under q and p.
-
-    q and p come in the prior's units: q's mean and std (D,) are (m_q - m_p) / s_p and s_q / s_p,
-    and p is N(0, 1) there. `values` gives z' (D,) at the buckets' centres.
-    """
-
-    def pop_q(self, coder: Any, mean: Tensor, std: Tensor) -> np.ndarray:
-        raise NotImplementedError
-
-    def push_q(self, coder: Any, idx: np.ndarray, mean: Tensor, std: Tensor) -> None:
-        raise NotImplementedError
-
-    def pop_p(self, coder: Any, dims: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def push_p(self, coder: Any, idx: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def values(self, idx: np.ndarray) -> Tensor:
-        raise NotImplementedError
-
-
-class _EqualWidth(_Latents):
-    """K buckets of width 2R/K on [-R, R], symbols -K/2 .. K/2 - 1 (container version 2).
-
-    q is coded on a window of the buckets around its mean, at least WINDOW_SIGMAS of its standard deviations
-    either side (half-widths are powers of two, so the dimensions fall into a few groups coded together).
-    constriction's quantizer is leaky: every symbol in a model's range gets at least 2^-24, so over the
-    whole grid about one pop in 4,000 would land anywhere in [-R, R], a z the decoder may turn into
-    thousands of bits (a sensitive dimension of hvae-mnist's bottom group did); in a window it lands near q.
-    p, which is only pushed onto, keeps the whole grid.
-    """
-
-    def __init__(self, bits: int = LATENT_BITS, span: float = LATENT_RANGE) -> None:
-        self.half = 2 ** (bits - 1)
-        self.width = span / self.half
-        self.model = constriction.stream.model.QuantizedGaussian(-self.half, self.half - 1)
-        self.windows: dict[int, Any] = {}
-
-    def _units(self, mean: Tensor, std: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return (mean.double() / self.width).numpy(), (std.double() / self.width).clamp(min=1e-3).numpy()
-
-    def _groups(self, mean: Tensor, std: Tensor) -> list[tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """(model, dims, offsets, means, stds) per window half-width, in increasing order of half-width."""
-        m, s = self._units(mean, std)
-        need = np.maximum(WINDOW_SIGMAS * s, 16.0)
-        half = np.minimum(2 ** np.ceil(np.log2(need)).astype(np.int64), self.half)
-        offset = np.clip(np.rint(m), -self.half + half, self.half - half).astype(np.int64)
-        out = []
-        for h in np.unique(half):
-            dims = np.flatnonzero(half == h)
-            if int(h) not in self.windows:
-                self.windows[int(h)] = constriction.stream.model.QuantizedGaussian(-int(h), int(h) - 1)
-            out.append((self.windows[int(h)], dims, offset[dims], m[dims] - offset[dims], s[dims]))
-        return out
-
-    def pop_q(self, coder: Any, mean: Tensor, std: Tensor) -> np.ndarray:
-        idx = np.empty(mean.shape[0], dtype=np.int32)
-        for model, dims, offset, m, s in self._groups(mean, std):
-            idx[dims] = offset + np.asarray(coder.decode(model, m, s), dtype=np.int64)
-        return idx
-
-    def push_q(self, coder: Any, idx: np.ndarray, mean: Tensor, std: Tensor) -> None:
-        for model, dims, offset, m, s in reversed(self._groups(mean, std)):  # the pops' order, backwards
-            coder.encode_reverse((idx[dims] - offset).astype(np.int32), model, m, s)
-
-    def pop_p(self, coder: Any, dims: int) -> np.ndarray:
-        zeros, ones = np.zeros(dims), np.full(dims, 1 / self.width)
-        return np.asarray(coder.decode(self.model, zeros, ones), dtype=np.int32)
-
-    def push_p(self, coder: Any, idx: np.ndarray) -> None:
-        zeros, ones = np.zeros(idx.size), np.full(idx.size, 1 / self.width)
-        coder.encode_reverse(idx.astype(np.int32), self.model, zeros, ones)
-
-    def values(self, idx: np.ndarray) -> Tensor:
-        return torch.from_numpy(idx.astype(np.float64)) * self.width
-
-
-class _EqualMass(_Latents):
-    """K buckets of equal N(0, 1) mass, q as a (D, K) probability table (container version 1, decoding only)."""
-
-    def __init__(self, bits: int = LEGACY_LATENT_BITS) -> None:
-        k = 2**bits
-        p = torch.arange(k + 1, dtype=torch.float64) / k
-        self.edges = torch.special.ndtri(p)  # -inf ... +inf
-        self.centres = torch.special.ndtri((torch.arange(k, dtype=torch.float64) + 0.5) / k)
-        self.uniform = constriction.stream.model.Uniform(k)
-
-    def _probs(self, mean: Tensor, std: Tensor) -> np.ndarray:
-        cdf = torch.special.ndtr((self.edges[None, :] - mean[:, None].double()) / std[:, None].double())
-        return torch.diff(cdf, dim=1).clamp(min=0).numpy()
-
-    def pop_q(self, coder: Any, mean: Tensor, std: Tensor) -> np.ndarray:
-        return np.asarray(coder.decode(_CATEGORICAL, self._probs(mean, std)), dtype=np.int32)
-
-    def push_q(self, coder: Any, idx: np.ndarray, mean: Tensor, std: Tensor) -> None:
-        coder.encode_reverse(idx.astype(np.int32), _CATEGORICAL, self._probs(mean, std))
-
-    def pop_p(self, coder: Any, dims: int) -> np.ndarray:
-        return np.asarray(coder.decode(self.uniform, dims), dtype=np.int32)
-
-    def push_p(self, coder: Any, idx: np.ndarray) -> None:
-        coder.encode_reverse(idx.astype(np.int32), self.uniform)
-
-    def values(self, idx: np.ndarray) -> Tensor:
-        return self.centres[idx]
-
-
-def latents_for(version: int) -> _Latents:
-    """The latent discretization of a container version (1: equal prior mass, 2: equal width)."""
-    return _EqualMass() if version == 1 else _EqualWidth()
-
-
-_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
-
-
 def _pixel_model(px: object, kind: int) -> tuple[object, np.ndarray]:
     if kind == KIND_BINARY:
         assert isinstance(px, BernoulliPixels)
@@ -294,7 +173,7 @@ def _weights(mixture: GaussianMixture) -> np.ndarray:
     return torch.softmax(mixture.log_weights.double(), dim=0).clamp(min=0).numpy()[None]
 
 
-def _z(latents: _Latents, idx: np.ndarray, p: DiagonalGaussian | None) -> Tensor:
+def _z(latents: Latents, idx: np.ndarray, p: DiagonalGaussian | None) -> Tensor:
     """The latent (1, D) at the buckets' centres, back in z's units."""
     c = latents.values(idx)
     if p is None:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vaekit.apps.compress.latents import BITS_BY_VERSION
 from vaekit.errors import DataError
 
 MAGIC = b"VKZ1"
 VERSION = 2
-LATENT_BITS = {1: 12, 2: 12}  # what each version's latent discretization uses
 HEADER = struct.Struct("<4sHBB32s32sIHHHBIII")
 SOURCES = {0: "npy", 1: "idx", 2: "idx.gz", 3: "png"}
 MAX_NAMES_BYTES = 64 << 20
@@ -76,7 +76,7 @@ def parse(data: bytes, name: str) -> Container:
     (_, version, kind, source, weights, probe, n, c, h, w, latent_bits, names_len, n_words, crc) = HEADER.unpack_from(
         data
     )
-    if version not in LATENT_BITS:
+    if version not in BITS_BY_VERSION:
         raise DataError(
             f"{name!r} uses container version {version}; this vaekit reads versions 1..{VERSION}: "
             "decompress it with the vaekit that wrote it"
@@ -91,7 +91,7 @@ def parse(data: bytes, name: str) -> Container:
         or source not in SOURCES
         or min(n, c, h, w) == 0
         or names_len > MAX_NAMES_BYTES
-        or latent_bits != LATENT_BITS[version]
+        or latent_bits != BITS_BY_VERSION[version]
     ):
         raise DataError(f"{name!r} has an invalid header")
     try:

@@ -16,6 +16,7 @@ import numpy as np
 from vaekit import zoo
 from vaekit.apps.compress import bbans
 from vaekit.apps.compress.container import Container, parse
+from vaekit.apps.compress.latents import LATENT_BITS
 from vaekit.data import idx
 from vaekit.data.datasets import load_image_folder
 from vaekit.data.folders import IMAGE_SUFFIXES
@@ -99,7 +100,7 @@ def compress_file(
         _weights_hash(model_dir),
         bbans.probe_hash(model),
         tuple(images.shape),
-        bbans.LATENT_BITS,
+        LATENT_BITS,
         names,
         str(model_dir.resolve()),
         words,
