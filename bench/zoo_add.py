@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import time
 from pathlib import Path
+
+import torch
 
 import vaekit
 from vaekit.evaluation.evaluate import evaluate
@@ -21,32 +25,36 @@ from vaekit.models.vae import save_model
 from vaekit.zoo import PRETRAINED
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a finished run directory")
-    parser.add_argument("name", help="the zoo name, e.g. burda-mnist")
-    parser.add_argument("--command", required=True, help="the command that trained it, for the card")
-    parser.add_argument("--minutes", type=float, required=True, help="its training time, for the card")
-    parser.add_argument("--nll-k", type=int, default=0, help="also measure the test NLL at this many samples")
-    parser.add_argument("--notes", default="", help="anything a user should know (deviations from the preset)")
-    args = parser.parse_args()
-    cfg = vaekit.load_config(args.run / "config.yaml")
-    model = vaekit.VAE.from_pretrained(str(args.run))
-    folder = PRETRAINED / args.name
+def cpu_name() -> str:
+    """The processor's model name, from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
+
+
+def add(run: Path, name: str, command: str, minutes: float, nll_k: int = 0, notes: str = "") -> dict:
+    """Put finished run `run` into the zoo as `name`, measuring its card on the shipped fp16 weights."""
+    cfg = vaekit.load_config(run / "config.yaml")
+    model = vaekit.VAE.from_pretrained(str(run))
+    folder = PRETRAINED / name
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model.half(), tmp)
-    shutil.copyfile(args.run / "config.yaml", tmp / "config.yaml")
+    shutil.copyfile(run / "config.yaml", tmp / "config.yaml")
     shipped = vaekit.VAE.from_pretrained(str(tmp))  # fp16 weights back in fp32 parameters, as users get them
     test = vaekit.load_dataset(cfg.data.name, "test")
-    result = evaluate(shipped, test, batch_size=500, iw_samples=args.nll_k or None)
+    result = evaluate(shipped, test, batch_size=500, iw_samples=nll_k or None)
     card = {
-        "name": args.name,
+        "name": name,
         "data": cfg.data.name,
         "split": result.split,
-        "preset_command": args.command,
-        "training_minutes": args.minutes,
-        "machine": "2-core CPU (AMD EPYC), torch 2.13.0",
+        "preset_command": command,
+        "training_minutes": minutes,
+        "machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "weights": "fp16 safetensors; the numbers below are measured on these weights",
         "test": {
@@ -60,11 +68,24 @@ def main() -> None:
             "kl_per_group": result.kl_per_group,
             "active_per_group": result.active_per_group,
         },
-        "notes": args.notes,
+        "notes": notes,
     }
     (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    return card
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished run directory")
+    parser.add_argument("name", help="the zoo name, e.g. burda-mnist")
+    parser.add_argument("--command", required=True, help="the command that trained it, for the card")
+    parser.add_argument("--minutes", type=float, required=True, help="its training time, for the card")
+    parser.add_argument("--nll-k", type=int, default=0, help="also measure the test NLL at this many samples")
+    parser.add_argument("--notes", default="", help="anything a user should know (deviations from the preset)")
+    args = parser.parse_args()
+    card = add(args.run, args.name, args.command, args.minutes, args.nll_k, args.notes)
     print(json.dumps(card, indent=2))
 
 
