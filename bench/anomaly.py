@@ -18,14 +18,13 @@ MNIST as OOD) is the known hard case: likelihood models give simpler out-of-dist
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import vaekit
-from results import update_section
+from results import plan_epochs, update_section
 from vaekit.apps.score import auroc, code_length_nats, score, typical_entropy, typicality
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -71,12 +70,7 @@ def coloured_digits(n: int = 10000) -> vaekit.Dataset:
 def colour_pair(minutes: float, k: int) -> tuple[str, str, str, list[str]]:
     """A small RGB model on cifar10-jpeg (and its background model), scored against coloured digits."""
     base = ["data.name=cifar10-jpeg", *COLOUR_MODEL, "train.tensorboard=false"]
-    probe = vaekit.load_config(None, [*base, "train.steps=100", "train.log_every=100"])
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        vaekit.train(probe, f"{tmp}/p", quiet=True)
-        per_step = (time.perf_counter() - t) / 100
-    epochs = max(1, int(0.8 * minutes * 60 / per_step / math.ceil(50000 / 64)))
+    epochs = plan_epochs(None, base, minutes)
     cfg = vaekit.load_config(None, [*base, f"train.epochs={epochs}"])
     with tempfile.TemporaryDirectory() as tmp:
         model = vaekit.train(cfg, f"{tmp}/run", quiet=True).model

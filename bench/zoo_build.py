@@ -11,14 +11,13 @@ measured on its fp16 weights. Entries already in the zoo are skipped unless name
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import vaekit
+from results import plan_epochs
 from vaekit import zoo
 from zoo_add import add
 
@@ -54,19 +53,10 @@ ENTRIES = [
 ]
 
 
-def plan_epochs(preset: str, sets: list[str], minutes: float) -> int:
-    """Epochs that fill `minutes` of training steps, from a 200-step run's examples/s."""
-    probe = vaekit.load_config(preset, [*sets, *EAGER, "train.steps=200", "train.log_every=200"])
-    with tempfile.TemporaryDirectory() as tmp:
-        rate = vaekit.train(probe, f"{tmp}/probe", quiet=True).examples_per_s
-    n_train = len(vaekit.load_dataset(probe.data.name, "train"))
-    return max(1, math.floor(minutes * 60 * rate / n_train))
-
-
 def build(entry: Entry) -> None:
     sets = [*entry.sets, *EAGER]
     if entry.minutes is not None:
-        sets.append(f"train.epochs={plan_epochs(entry.preset, entry.sets, entry.minutes)}")
+        sets.append(f"train.epochs={plan_epochs(entry.preset, [*entry.sets, *EAGER], entry.minutes)}")
     cfg = vaekit.load_config(entry.preset, sets)
     run = BENCH / "out" / f"zoo-{entry.name}"
     shutil.rmtree(run, ignore_errors=True)
