@@ -4,7 +4,7 @@ Each entry's epochs are planned from a 200-step timing run (examples/s in traini
 then the preset trains eagerly into bench/out/zoo-NAME and goes into src/vaekit/pretrained/NAME with a card
 measured on its fp16 weights. Entries already in the zoo are skipped unless named with --only.
 
-    .venv/bin/python bench/zoo_build.py                      # every entry below, ~65 min on 2 cores
+    .venv/bin/python bench/zoo_build.py                      # every entry below, ~50 min on 2 cores
     .venv/bin/python bench/zoo_build.py --only vamp-mnist    # one entry
 """
 
@@ -38,17 +38,17 @@ class Entry:
 ENTRIES = [
     Entry("conv-mnist", "conv", None, notes="The conv preset as shipped (10 epochs)."),
     Entry("stable-mnist", "stable", None, nll_k=1000, notes="The stable preset as shipped (10 epochs)."),
-    Entry("iwae-mnist", "iwae-mlp", 8, nll_k=1000,
-          notes="The iwae-mlp preset (IWAE bound, k = 50) for an 8-minute budget: a short run of a 100-epoch preset."),
-    Entry("vamp-mnist", "vamp", 10, nll_k=1000,
-          notes="The vamp preset (VampPrior, 100 pseudo-inputs) for a 10-minute budget; the 62-minute row of "
+    Entry("iwae-mnist", "iwae-mlp", 5, nll_k=1000,
+          notes="The iwae-mlp preset (IWAE bound, k = 50) for a 5-minute budget: a short run of a 100-epoch preset."),
+    Entry("vamp-mnist", "vamp", 7, nll_k=1000,
+          notes="The vamp preset (VampPrior, 100 pseudo-inputs) for a 7-minute budget; the 62-minute row of "
                 "bench/RESULTS.md reached 83.94 nats, this short run is weaker."),
-    Entry("iaf-mnist", "iaf", 10, ["objective.kl_warmup_steps=10000"], nll_k=1000,
-          notes="The iaf preset (2-step IAF posterior) for a 10-minute budget, KL warm-up shortened to 10,000 steps "
+    Entry("iaf-mnist", "iaf", 7, ["objective.kl_warmup_steps=10000"], nll_k=1000,
+          notes="The iaf preset (2-step IAF posterior) for a 7-minute budget, KL warm-up shortened to 10,000 steps "
                 "to end inside the run; its KL is a single-sample Monte Carlo estimate."),
-    Entry("lvae-mnist", "lvae", 12, ["objective.kl_warmup_steps=2000"],
-          notes="The lvae preset (four residual-convolution groups, top-down) for a 12-minute budget, KL warm-up "
-                "shortened to 2,000 steps to end inside the run; no NLL on the card (k = 1000 over 10,000 images "
+    Entry("lvae-mnist", "lvae", 9, ["objective.kl_warmup_steps=1500"],
+          notes="The lvae preset (four residual-convolution groups, top-down) for a 9-minute budget, KL warm-up "
+                "shortened to 1,500 steps to end inside the run; no NLL on the card (k = 1000 over 10,000 images "
                 "of a convolutional hierarchy takes over an hour here)."),
 ]
 
