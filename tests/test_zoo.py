@@ -33,7 +33,12 @@ def test_zoo_model_reproduces_its_card(name: str) -> None:
         assert key in card, key
     model = vaekit.VAE.from_pretrained(name)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # fp16 on disk, fp32 to compute
-    test = vaekit.load_dataset(card["data"], "test")
+    try:
+        test = vaekit.load_dataset(card["data"], "test")
+    except VaekitError as exc:  # a colour model's data (../shared/data/cifar10-jpeg) may not be beside a lone clone
+        pytest.skip(f"{name}'s test data {card['data']!r} is not on disk: {exc}")
+    if card["test"]["n"] < len(test):  # a card measured on the first n test images (bench/zoo_add.py --test-images)
+        test = test.subset(torch.arange(card["test"]["n"]))
     result = evaluate(model, test, batch_size=500)
     assert result.n == card["test"]["n"]
     assert abs(result.neg_elbo - card["test"]["neg_elbo"]) <= card["test"]["neg_elbo_se"], (result.neg_elbo, card)
