@@ -82,6 +82,23 @@ def test_ema_tracks_and_ignores_skipped_steps() -> None:
     torch.testing.assert_close(ema.shadow["weight"], start + 1.0)
 
 
+def test_ema_warmup_forgets_the_initial_weights() -> None:
+    # decay_t = min(decay, 1 - (1 + t)^-power): the first update replaces the initial weights outright, and
+    # with power 1 the average over t + 1 updates is their plain mean (crowsonkb's warm-up, gamma = 1)
+    model = nn.Linear(2, 1)
+    ema = EMA(model, decay=0.99, warmup_power=1.0)
+    assert ema.decay_at(0) == 0.0 and ema.decay_at(3) == pytest.approx(0.75) and ema.decay_at(10**6) == 0.99
+    assert EMA(model, 0.999, 0.75).decay_at(10**4 - 1) == pytest.approx(0.999, abs=1e-12)  # 3/4: 0.999 at 10k
+    assert EMA(model, 0.9, 0.0).decay_at(0) == 0.9  # power 0: no warm-up
+    seen = []
+    for t in range(4):
+        with torch.no_grad():
+            model.weight.copy_(torch.randn(1, 2))
+        seen.append(model.weight.detach().clone())
+        ema.update(model, torch.tensor(False), step=t)
+    torch.testing.assert_close(ema.shadow["weight"], torch.stack(seen).mean(0))
+
+
 def test_kl_schedules_at_chosen_steps() -> None:
     lin = ObjectiveConfig(kl_schedule="linear", kl_warmup_steps=100, beta=2.0)
     assert [kl_weight(s, lin) for s in (0, 50, 100, 500)] == [0.0, 1.0, 2.0, 2.0]

@@ -107,6 +107,10 @@ class GuardConfig:
     skip_warmup: int = 25  # steps before the outlier rule judges anything
     skip_nonfinite: bool = True  # skip the update on a NaN/inf loss or gradient
     ema_decay: float = 0.0  # 0 = no EMA of the weights
+    # EMA warm-up: the decay at step t is min(ema_decay, 1 - (1 + t) ** -power), so a short run does not
+    # average in its initial weights (crowsonkb's EMA warm-up, as diffusers' EMAModel; 3/4 reaches 0.999
+    # at 10,000 steps); 0 = the constant ema_decay from the first step
+    ema_warmup_power: float = 0.75
     rollback_after: int = 50  # this many skipped steps in a row roll back to the last checkpoint; 0 = never
     rollback_lr_factor: float = 0.5  # each rollback multiplies the learning rate by this ...
     rollback_clip_factor: float = 0.5  # ... and the clip norm by this

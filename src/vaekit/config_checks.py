@@ -52,6 +52,7 @@ def validate(cfg: Config) -> None:
         (cfg.guard.clip_grad_norm is None or cfg.guard.clip_grad_norm > 0, "guard.clip_grad_norm must be > 0 or null"),
         (cfg.guard.skip_grad_norm is None or cfg.guard.skip_grad_norm > 0, "guard.skip_grad_norm must be > 0 or null"),
         (0 <= cfg.guard.ema_decay < 1, "guard.ema_decay must be in [0, 1)"),
+        (cfg.guard.ema_warmup_power >= 0, "guard.ema_warmup_power must be >= 0 (0 = no warm-up)"),
         (cfg.guard.rollback_after >= 0, "guard.rollback_after must be >= 0"),
         (0 < cfg.guard.rollback_lr_factor <= 1, "guard.rollback_lr_factor must be in (0, 1]"),
         (0 < cfg.guard.rollback_clip_factor <= 1, "guard.rollback_clip_factor must be in (0, 1]"),

@@ -8,7 +8,7 @@ history, the counters, the EMA shadow), so checkpoints are the same files either
 resume eagerly from a compiled one. A skipped update leaves weights, moments and EMA as they were, as
 the eager fused-Adam path does (`torch.where` on every tensor it would change).
 
-The learning rate, the KL weight and the clip norm enter as one device tensor (`knobs`), copied on the
+The learning rate, the KL weight, the clip norm and the EMA's decay enter as one device tensor (`knobs`), copied on the
 device from a block of 1,024 steps' schedules sent over at once, so schedules neither recompile nor
 allocate nor transfer per step. On CUDA the step is captured as a CUDA graph and replayed. Compiled
 code is cached on disk (`cache_dir`): the first run of a network on a machine pays the compilation,
@@ -109,10 +109,10 @@ class WholeStep:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = device = self.params[0].device
-        self.knobs = torch.zeros(3, device=device)  # beta, lr, clip norm (inf: no clipping), copied from `_table`
+        self.knobs = torch.zeros(4, device=device)  # beta, lr, clip norm (inf: none), EMA decay; from `_table`
         self.grad_norm = torch.zeros((), device=device)  # of the latest compiled step
         self.skip = torch.zeros((), dtype=torch.bool, device=device)
-        self._table = torch.zeros(0, 3, device=device)  # the knobs of KNOB_BLOCK steps from `_table_from` on
+        self._table = torch.zeros(0, 4, device=device)  # the knobs of KNOB_BLOCK steps from `_table_from` on
         self._table_from, self._table_scales = -1, (math.nan, math.nan)
         self._marked: tuple[int, ...] = ()
         self.key, self.warmed = graph_key(cfg, device), False
@@ -136,9 +136,9 @@ class WholeStep:
         return m, v, t
 
     def knob_row(
-        self, step: int, knobs: Callable[[int], tuple[float, float, float]], scales: tuple[float, float]
+        self, step: int, knobs: Callable[[int], tuple[float, float, float, float]], scales: tuple[float, float]
     ) -> None:
-        """Fill `self.knobs` with step `step`'s (KL weight, lr, clip norm) from a block of them kept on the device.
+        """Fill `self.knobs` with step `step`'s (KL weight, lr, clip norm, EMA decay) from a block kept on the device.
 
         The schedules are evaluated on the host KNOB_BLOCK steps at a time and sent over in one copy; a
         step then copies its row on the device (no host-to-device transfer and no sync per step). A
@@ -156,7 +156,7 @@ class WholeStep:
         x: Tensor,
         eps: Tensor,
         step: int,
-        knobs: Callable[[int], tuple[float, float, float]],
+        knobs: Callable[[int], tuple[float, float, float, float]],
         scales: tuple[float, float],
         counters: Counters,
         y: Tensor | None = None,
@@ -178,11 +178,11 @@ class WholeStep:
         neg_elbo = self.compiled(
             self.params, m, v, t, self.history.log_norms, self.history.count, x, eps, self.knobs,
             (counters.skipped, counters.streak, self.grad_norm, self.skip), shadow,
-            counters.ema.decay if counters.ema is not None else 0.0, y,
+            y,
         )
         if counters.ema is not None and len(shadow) < len(counters.ema.shadow):
             names = set(self.names)  # float buffers of a user's own nets are averaged eagerly
-            counters.ema.update(self.model, self.skip, [k for k in counters.ema.shadow if k not in names])
+            counters.ema.update(self.model, self.skip, [k for k in counters.ema.shadow if k not in names], step)
         if not self.warmed:  # compiled and ran: the next run of this graph on this machine starts warm
             self.warmed = True
             _mark_warm(self.key)
@@ -201,11 +201,10 @@ class WholeStep:
         knobs: Tensor,
         outputs: tuple[Tensor, Tensor, Tensor, Tensor],
         shadow: list[Tensor],
-        decay: float,
         y: Tensor | None,
     ) -> Tensor:
         cfg, guard, optim = self.cfg, self.cfg.guard, self.cfg.optim
-        beta, lr, clip = knobs[0], knobs[1], knobs[2]
+        beta, lr, clip, decay = knobs[0], knobs[1], knobs[2], knobs[3]
         free_bits = (cfg.objective.free_bits, cfg.objective.free_bits_group)
 
         def loss_fn(weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

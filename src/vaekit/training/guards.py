@@ -123,19 +123,30 @@ def guarded_update(
 class EMA:
     """Exponential moving average of a model's floating-point state; skipped steps leave it as is."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
+    def __init__(self, model: nn.Module, decay: float, warmup_power: float = 0.0) -> None:
+        self.decay, self.warmup_power = decay, warmup_power
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
+    def decay_at(self, step: int) -> float:
+        """The decay of the update at (0-based) `step`: min(decay, 1 - (1 + step)^-power) with a warm-up.
+
+        The first update then replaces the initial weights outright, and the average reaches back about
+        1 / (1 - decay_t) steps, never past the start of training (crowsonkb's EMA warm-up).
+        """
+        if self.warmup_power <= 0:
+            return self.decay
+        return min(self.decay, 1.0 - (1.0 + step) ** -self.warmup_power)
+
     @torch.no_grad()
-    def update(self, model: nn.Module, skipped: Tensor, keys: list[str] | None = None) -> None:
-        """Average in `model`'s state (only `keys`, when given: the compiled step averages the rest itself)."""
+    def update(self, model: nn.Module, skipped: Tensor, keys: list[str] | None = None, step: int = 0) -> None:
+        """Average in `model`'s state after the update at `step` (only `keys`, when given: the compiled step
+        averages the rest itself)."""
         current = model.state_dict()
         keys = list(self.shadow) if keys is None else keys
         if not keys:
             return
         shadow = [self.shadow[k] for k in keys]
-        weight = (1.0 - self.decay) * (~skipped).to(shadow[0].dtype)  # 0 on a skipped step
+        weight = (1.0 - self.decay_at(step)) * (~skipped).to(shadow[0].dtype)  # 0 on a skipped step
         delta = torch._foreach_sub([current[k] for k in keys], shadow)
         torch._foreach_mul_(delta, weight)
         torch._foreach_add_(shadow, delta)

@@ -150,7 +150,7 @@ def train_step(
             loss = loss + state.spectral()
         report = _backward_and_update(state, loss, cfg)
         if state.ema is not None:
-            state.ema.update(state.model, report.skipped)
+            state.ema.update(state.model, report.skipped, step=state.step)
         state.skipped += report.skipped
         state.streak.add_(1).mul_(report.skipped)  # in place, on the device: no sync per step
     state.grad_norm = report.grad_norm
@@ -180,9 +180,12 @@ def _compiled_update(
     clip = cfg.guard.clip_grad_norm
     scales = (state.lr_scale, state.clip_scale)
 
-    def knobs(step: int) -> tuple[float, float, float]:  # the schedules, evaluated a block of steps at a time
+    ema = state.ema
+
+    def knobs(step: int) -> tuple[float, float, float, float]:  # the schedules, evaluated a block of steps at a time
         lr = cfg.optim.lr * scales[0] * lr_factor(step, cfg.optim, total_steps)
-        return kl_weight(step, cfg.objective, total_steps), lr, clip * scales[1] if clip is not None else math.inf
+        return (kl_weight(step, cfg.objective, total_steps), lr, clip * scales[1] if clip is not None else math.inf,
+                ema.decay_at(step) if ema is not None else 0.0)
 
     try:
         return state.compiled(x, eps, state.step, knobs, scales, state.counters(), y)
@@ -240,7 +243,7 @@ def build_state(
         weight_decay=cfg.optim.weight_decay,
         fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
     )
-    ema = EMA(model, cfg.guard.ema_decay) if cfg.guard.ema_decay > 0 else None
+    ema = EMA(model, cfg.guard.ema_decay, cfg.guard.ema_warmup_power) if cfg.guard.ema_decay > 0 else None
     state = TrainState(model=model, optimizer=optimizer, ema=ema, history=NormHistory(cfg.guard.skip_window, device))
     for name in ("skipped", "streak", "grad_norm"):
         setattr(state, name, getattr(state, name).to(device))
