@@ -158,8 +158,9 @@ def test_compile_setting_is_true_false_or_auto() -> None:
 
 
 def test_knob_rows_follow_the_schedules_across_blocks_and_rollbacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The compiled step reads (KL weight, lr, clip norm, EMA decay) from blocks of schedule rows kept on the device: each step
-    # must get its own row, a new block past the end of one, and a fresh block when a rollback changes the scales.
+    # The compiled step reads (KL weight, lr, clip norm, EMA decay) from blocks of schedule rows kept on the device:
+    # each step must get its own row, a new block past the end of one, and a fresh block when a rollback changes
+    # the scales.
     monkeypatch.setattr("vaekit.training.compiled.KNOB_BLOCK", 4)
     state = build_state(_cfg(["train.compile=true"]), total_steps=100)
     whole = state.compiled
