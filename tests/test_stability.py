@@ -185,3 +185,16 @@ def test_a_kl_warm_up_longer_than_the_run_is_named_with_its_fix(tmp_path: Path) 
     assert warmup_warning(constant, 40) is None
     with pytest.warns(UserWarning, match=r"kl_warmup_steps=100 is longer than this run \(8 steps\)"):
         train(cfg, tmp_path / "run", quiet=True)  # 256 images, batch 32: 8 steps
+
+
+def test_a_hierarchy_whose_top_group_collapses_warns_naming_it(tmp_path: Path) -> None:
+    # beta = 200 and no stabilizer push every group onto its prior; the run's evaluations must say which
+    cfg = _tiny(tmp_path, ["model.kind=hierarchical", "model.groups=[2, 2]", "model.group_hidden=[8]",
+                           "objective.beta=200", "objective.kl_schedule=constant", "objective.free_bits_group=0",
+                           "data.val_size=64", "train.epochs=2"])
+    with pytest.warns(UserWarning, match=r"the top group carries 0\.0\d\d nats: it has collapsed onto its prior"):
+        train(cfg, tmp_path / "run", quiet=True)
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in line]
+    assert evals and all(min(r["kl_per_group"]) < 0.05 for r in evals)
+    assert any("the top group carries" in w for r in evals for w in r["warnings"])

@@ -368,8 +368,9 @@ def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
                 **result.to_dict(),
             }
         )
-        if found and not run.warned:
+        if found and not run.warned:  # each diagnosis once, at the first evaluation that finds any
             run.warned = True
-            warnings.warn(f"{found[0]} (at epoch {epoch + 1}; logged at every evaluation)", stacklevel=2)
+            for message in found:
+                warnings.warn(f"{message} (at epoch {epoch + 1}; logged at every evaluation)", stacklevel=2)
         test = result if data is run.test_set else test
     return test
