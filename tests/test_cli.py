@@ -133,3 +133,13 @@ def test_existing_output_survives_a_failed_command(run_dir: Path, tmp_path: Path
     target.write_bytes(b"precious")
     out = vaekit("reconstruct", str(run_dir), "--data", "mnistt", "-o", str(target))
     assert out.returncode == 2 and target.read_bytes() == b"precious"
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
+    # `vaekit zoo | head -1`: the pipe is closed long before the command (seconds of imports) writes to it
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "zoo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "error" not in err.lower(), err
