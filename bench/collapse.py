@@ -5,7 +5,7 @@ decoder) on MNIST, and the same with beta = 4. Each variant trains the same numb
 
     .venv/bin/python bench/collapse.py               # ~5 min on 2 cores
     .venv/bin/python bench/collapse.py --hierarchy --steps 12000   # the hvae table, per group (~15 min)
-    .venv/bin/python bench/collapse.py --hierarchy --preset lvae --steps 2000   # the lvae table (~20 min)
+    .venv/bin/python bench/collapse.py --hierarchy --preset lvae --steps 2000   # the lvae table (~50 min)
 
 With `--hierarchy`: a hierarchical preset (`hvae`, two MLP groups, or `lvae`, four convolutional groups)
 with and without the deep-model stabilizers (KL warm-up, free bits per group, NVAE's KL balancing, all of
