@@ -59,8 +59,9 @@ def hierarchy(steps: int, preset: str) -> None:
         active = ", ".join(f"{a}/{d}" for a, d in zip(t.active_per_group, t.group_dims, strict=True))
         rows.append(f"| {name} | {t.neg_elbo:.2f} | {kl} | {active} | {'yes' if warned else 'no'} |")
         print(rows[-1], f"[{time.perf_counter() - t0:.0f} s]", flush=True)
-    groups = ", ".join(f"{d}" for d in t.group_dims)
-    flag = "" if preset == "hvae" else f" --preset {preset}"
+    groups = ", ".join(map(str, t.group_dims))
+    suffix = "" if preset == "hvae" else f"-{preset}"  # the hvae table keeps its section name and command
+    flag = f" --preset {preset}" if suffix else ""
     body = "\n".join([
         f"Command: `.venv/bin/python bench/collapse.py --hierarchy{flag} --steps {steps}` "
         f"({(time.perf_counter() - t0) / 60:.1f} min, {time.strftime('%Y-%m-%d')}). `{preset}` (latent dimensions "
@@ -68,7 +69,7 @@ def hierarchy(steps: int, preset: str) -> None:
         "KL warm-up over a third of them where on, no EMA; test split.", "",
         "| variant | test -ELBO (nats) | KL per group (top first) | active units per group | group collapse warning |",
         "|---|---|---|---|---|", *rows])
-    update_section("collapse-hierarchy" + ("" if preset == "hvae" else f"-{preset}"), body)
+    update_section(f"collapse-hierarchy{suffix}", body)
     print(body)
 
 
