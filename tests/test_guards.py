@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vaekit.config import GuardConfig, ObjectiveConfig, OptimConfig
-from vaekit.training.guards import EMA, NormHistory, guarded_update
+from vaekit.training.guards import EMA, LossWatch, NormHistory, guarded_update
 from vaekit.training.schedules import kl_weight, lr_factor
 
 
@@ -173,3 +173,32 @@ def test_vdvae_stall_a_fixed_threshold_never_updates_the_outlier_rule_trains() -
         results[rule] = (skipped, (model(x) - y).pow(2).mean().item() / start)
     assert results["fixed"] == (300, 1.0)  # stalled: every update skipped, the loss where it started
     assert results["outlier"][0] == 0 and results["outlier"][1] < 0.5, results
+
+
+def test_loss_watch_judges_windows_against_the_start_and_the_best() -> None:
+    watch = LossWatch(rise=10.0)
+    watch.add(torch.tensor([100.0, 102.0]))
+    assert watch.close() is None and watch.start == 101.0  # the first close is the run's start
+    watch.add(torch.tensor([60.0, math.nan, 70.0]))  # a non-finite example is the skip rule's business
+    assert watch.close() is None and watch.best == 65.0 and watch.last == 65.0
+    watch.add(torch.tensor([74.0]))  # 9 above the best: within the rise
+    assert watch.close() is None
+    assert watch.close() is None  # an empty window judges nothing
+    watch.add(torch.tensor([76.0, 76.0]))
+    assert watch.close() == 76.0  # 11 above min(start, best) = 65
+    saved = watch.state_dict()
+    again = LossWatch(rise=10.0)
+    again.load_state_dict(saved)
+    assert (again.start, again.best, again.last) == (101.0, 65.0, 76.0)
+    assert not watch.healthy(saved) and watch.healthy({**saved, "last": 69.0})  # within half the rise of 65
+    assert watch.healthy({**saved, "last": math.nan}) and watch.healthy(None)  # no window yet: the start is good
+
+
+def test_loss_watch_starts_high_runs_from_their_start() -> None:
+    # A run that blows up in its first window (a learned Gaussian scale at lr 3e-2: 1e9 nats within 25 steps)
+    # has no good best window: the first step's loss is the reference.
+    watch = LossWatch(rise=50.0)
+    watch.add(torch.tensor([700.0]))
+    watch.close()
+    watch.add(torch.tensor([1.3e9, 800.0]))
+    assert watch.close() == pytest.approx(6.5e8)

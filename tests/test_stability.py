@@ -20,6 +20,7 @@ from vaekit.models.vae import VAE
 from vaekit.training.loop import train
 
 step_module = importlib.import_module("vaekit.training.step")  # where train_step looks up guarded_update
+loop_module = importlib.import_module("vaekit.training.loop")  # where the loop looks up train_step
 
 
 def _tiny(tmp_path: Path, extra: list[str]):  # type: ignore[no-untyped-def]
@@ -61,6 +62,44 @@ def test_rollback_recovers_with_a_lower_learning_rate(tmp_path: Path, monkeypatc
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     saved = next(r for r in rows if r["kind"] == "rollback")
     assert saved["rollbacks"] == 1 and saved["lr_scale"] == 0.5
+
+
+def test_a_rising_loss_rolls_back_to_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # While the learning rate is the configured one, the training -ELBO drifts up: by 0.75 of the rise from step 11
+    # (not enough to roll back, but the epoch-2 checkpoint at step 16 is saved in it), by 10 from step 17 on.
+    real, rise = loop_module.train_step, 64.0  # guard.loss_rise=1 nat per dimension of 8x8 images
+
+    def drifting(state, x, cfg, *args):  # type: ignore[no-untyped-def]
+        report, neg_elbo = real(state, x, cfg, *args)
+        if state.lr_scale == 1.0 and state.step > 10:
+            neg_elbo = neg_elbo + (10 if state.step > 16 else 0.75) * rise
+        return report, neg_elbo
+
+    monkeypatch.setattr(loop_module, "train_step", drifting)
+    cfg = _tiny(tmp_path, ["guard.loss_rise=1", "guard.loss_window=5"])
+    with pytest.warns(UserWarning, match=r"training -ELBO rose to .* at step 20: rolled back to step 8 with the "
+                                         r"learning rate x0.5 and the clip norm x0.5 \(now 100\)"):
+        result = train(cfg, tmp_path / "run", quiet=True)
+    assert result.steps == 32  # trained to the end at the lower rate
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rollback = next(r for r in rows if r["kind"] == "rollback")
+    assert rollback["cause"] == "loss rose" and rollback["from_step"] == 20 and rollback["step"] == 8
+
+
+def test_a_loss_that_keeps_rising_stops_with_a_diagnosis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = loop_module.train_step
+
+    def exploding(state, x, cfg, *args):  # type: ignore[no-untyped-def]
+        report, neg_elbo = real(state, x, cfg, *args)
+        return report, neg_elbo * (1e6 if state.step > 1 else 1.0)
+
+    monkeypatch.setattr(loop_module, "train_step", exploding)
+    cfg = _tiny(tmp_path, ["guard.loss_window=5", "guard.max_rollbacks=1"])
+    with (pytest.raises(TrainingDiverged, match=r"the training -ELBO rose to .* at step 5 .* after 1 rollbacks; "
+                                                r"lower optim.lr \(now 0.0005\) or set optim.lr_warmup_steps"),
+          pytest.warns(UserWarning, match="rolled back to step 0")):
+        train(cfg, tmp_path / "run", quiet=True)
+    assert json.loads((tmp_path / "run" / "divergence.json").read_text())["cause"] == "loss rose"
 
 
 def _ppca(latent: int, exact_posterior: bool) -> VAE:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +72,26 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return sorted(folder.glob("step-*.safetensors")) if folder.is_dir() else []
 
 
-def load_latest_checkpoint(folder: str | Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint's state; corrupt newer ones are skipped with a warning."""
+def load_latest_checkpoint(
+    folder: str | Path, accept: Callable[[dict[str, Any]], bool] | None = None
+) -> dict[str, Any] | None:
+    """The newest readable checkpoint's state; corrupt newer ones are skipped with a warning.
+
+    `accept`: the newest one it accepts, else the oldest readable one (a loss rollback wants the last good state)."""
+    oldest = None
     for path in reversed(list_checkpoints(folder)):
         try:
             tensors, metadata = read_safetensors(path)
             if metadata.get("format") != CHECKPOINT_FORMAT:
                 raise CheckpointError(f"{str(path)!r} is not a vaekit training checkpoint")
-            return dict(unflatten_state(json.loads(metadata["state"]), tensors))
+            state = dict(unflatten_state(json.loads(metadata["state"]), tensors))
         except (CheckpointError, KeyError, json.JSONDecodeError) as exc:
             warnings.warn(f"skipping checkpoint {path.name}: {exc}; falling back to the previous one", stacklevel=2)
-    return None
+            continue
+        if accept is None or accept(state):
+            return state
+        oldest = state
+    return oldest
 
 
 def replace_folder(src: Path, dst: Path) -> None:

@@ -54,6 +54,8 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.guard.ema_decay < 1, "guard.ema_decay must be in [0, 1)"),
         (cfg.guard.ema_warmup_power >= 0, "guard.ema_warmup_power must be >= 0 (0 = no warm-up)"),
         (cfg.guard.rollback_after >= 0, "guard.rollback_after must be >= 0"),
+        (cfg.guard.loss_rise is None or cfg.guard.loss_rise > 0, "guard.loss_rise must be > 0 or null"),
+        (cfg.guard.loss_window >= 1, "guard.loss_window must be >= 1 (steps)"),
         (0 < cfg.guard.rollback_lr_factor <= 1, "guard.rollback_lr_factor must be in (0, 1]"),
         (0 < cfg.guard.rollback_clip_factor <= 1, "guard.rollback_clip_factor must be in (0, 1]"),
         (cfg.guard.skip_outlier is None or cfg.guard.skip_outlier > 1, "guard.skip_outlier must be > 1 or null"),

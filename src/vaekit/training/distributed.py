@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from vaekit.errors import VaekitError
 
@@ -33,6 +34,12 @@ class Topology:
         """This rank's contiguous rows of a global batch of `batch` examples."""
         per = batch // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
+
+    def all_sum(self, tensor: Tensor) -> Tensor:
+        """`tensor` summed over the processes (itself in a single process)."""
+        if self.world > 1:
+            dist.all_reduce(tensor)
+        return tensor
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -7,6 +7,12 @@ norm sits above it (VDVAE issue 25), and its users tune it per data set by hand.
 enters the history, skipped or not, so a lasting change of scale is accepted within half a window
 instead of stalling; during the first `guard.skip_warmup` steps nothing is judged an outlier.
 
+Skips catch single bad updates; `LossWatch` catches a run that goes bad without a streak of them (a
+learned Gaussian scale at a high learning rate blows the -ELBO up to 1e9 nats inside 25 steps, with a
+skip here and there): it rolls the run back when the training -ELBO, averaged over `guard.loss_window`
+steps, rises `guard.loss_rise` nats per data dimension above the lower of where the run started and its
+best window.
+
 The skip decision stays on the device: with fused Adam the optimizer is handed a `found_inf` flag
 (the protocol torch's GradScaler uses), so a skipped step leaves weights and moments untouched
 without a host sync. Other optimizers fall back to one `.item()` per step.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +81,69 @@ class NormHistory:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.log_norms = state["log_norms"].to(self.log_norms.device).clone()
         self.count = state["count"].to(self.count.device).clone()
+
+
+class LossWatch:
+    """The training -ELBO in windows of steps, and whether the latest window rose too far.
+
+    Per-example -ELBOs are summed on the device (one host sync per window, where the window closes).
+    The first step's batch mean is the run's start; every later window mean is judged against
+    reference = min(start, best window so far): above reference + `rise` nats it has risen.
+    """
+
+    def __init__(self, rise: float, device: torch.device | str = "cpu") -> None:
+        self.rise = rise  # nats per example (guard.loss_rise times the data dimensions)
+        self.total = torch.zeros((), dtype=torch.float64, device=device)  # finite -ELBOs of the open window
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.start, self.best, self.last = math.nan, math.inf, math.nan
+
+    def add(self, neg_elbo: Tensor) -> None:
+        """Count one step's per-example -ELBOs (non-finite ones are the skip rule's business)."""
+        finite = torch.isfinite(neg_elbo)
+        self.total += torch.where(finite, neg_elbo, 0).sum(dtype=torch.float64)
+        self.count += finite.sum(dtype=torch.float64)
+
+    @property
+    def reference(self) -> float:
+        return min(self.start, self.best) if math.isfinite(self.start) else self.best
+
+    def close(self, reduce: Callable[[Tensor], Tensor] | None = None) -> float | None:
+        """End the open window; returns its mean when it rose above reference + rise, else None.
+
+        `reduce` sums the window over processes (DDP) so that every rank judges the same number."""
+        both = torch.stack([self.total, self.count])
+        if reduce is not None:
+            both = reduce(both)
+        total, count = both.tolist()
+        self.total.zero_(), self.count.zero_()
+        if count == 0:
+            return None
+        mean = total / count
+        if math.isnan(self.start):
+            self.start = mean
+            return None
+        risen = mean > self.reference + self.rise
+        self.best, self.last = min(self.best, mean), mean
+        return mean if risen else None
+
+    def healthy(self, state: dict[str, Any] | None) -> bool:
+        """Whether a checkpoint's saved watch was within half the rise of today's reference (or had no window)."""
+        if not state or not math.isfinite(float(state["last"])):
+            return True
+        return float(state["last"]) <= self.reference + self.rise / 2
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total.clone(),
+            "count": self.count.clone(),
+            "start": self.start,
+            "best": self.best,
+            "last": self.last,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total.copy_(state["total"]), self.count.copy_(state["count"])
+        self.start, self.best, self.last = float(state["start"]), float(state["best"]), float(state["last"])
 
 
 def guarded_update(

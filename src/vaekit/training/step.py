@@ -26,7 +26,7 @@ from vaekit.models.vae import VAE
 from vaekit.storage import load_state
 from vaekit.training.compiled import Counters, WholeStep, autocast, graph_key, is_warm, supported
 from vaekit.training.distributed import Topology
-from vaekit.training.guards import EMA, NormHistory, StepReport, guarded_update
+from vaekit.training.guards import EMA, LossWatch, NormHistory, StepReport, guarded_update
 from vaekit.training.regularizers import SpectralPenalty
 from vaekit.training.schedules import group_kl_weights, kl_weight, lr_factor
 
@@ -54,6 +54,7 @@ class TrainState:
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     compiled: WholeStep | None = None  # train.compile: forward, backward, guards and Adam as one compiled graph
     spectral: SpectralPenalty | None = None  # objective.spectral_reg > 0
+    watch: LossWatch | None = None  # guard.loss_rise: the training -ELBO in windows (rollback when it rises)
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -69,6 +70,7 @@ class TrainState:
             "clip_scale": self.clip_scale,
             "norm_history": self.history.state_dict(),
             "spectral": self.spectral.state_dict() if self.spectral is not None else None,
+            "loss_watch": self.watch.state_dict() if self.watch is not None else None,
             "rollbacks": self.rollbacks,
             "rng": torch.get_rng_state(),
             # on CUDA the reparameterization noise comes from the device's generator
@@ -94,6 +96,8 @@ class TrainState:
         self.clip_scale = float(state.get("clip_scale", 1.0))
         if state.get("norm_history") is not None:  # checkpoints of vaekit 0.1 have none: start the history afresh
             self.history.load_state_dict(state["norm_history"])
+        if self.watch is not None and state.get("loss_watch") is not None:  # older checkpoints: watch afresh
+            self.watch.load_state_dict(state["loss_watch"])
         if self.spectral is not None and state.get("spectral") is not None:
             self.spectral.load_state_dict(state["spectral"])
         torch.set_rng_state(state["rng"])
@@ -184,8 +188,12 @@ def _compiled_update(
 
     def knobs(step: int) -> tuple[float, float, float, float]:  # the schedules, evaluated a block of steps at a time
         lr = cfg.optim.lr * scales[0] * lr_factor(step, cfg.optim, total_steps)
-        return (kl_weight(step, cfg.objective, total_steps), lr, clip * scales[1] if clip is not None else math.inf,
-                ema.decay_at(step) if ema is not None else 0.0)
+        return (
+            kl_weight(step, cfg.objective, total_steps),
+            lr,
+            clip * scales[1] if clip is not None else math.inf,
+            ema.decay_at(step) if ema is not None else 0.0,
+        )
 
     try:
         return state.compiled(x, eps, state.step, knobs, scales, state.counters(), y)
@@ -252,6 +260,8 @@ def build_state(
         state.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.train.precision == "fp16":
         state.scaler = torch.amp.GradScaler("cuda")
+    if cfg.guard.loss_rise is not None:
+        state.watch = LossWatch(cfg.guard.loss_rise * math.prod(model.cfg.input_shape or [1]), device)
     if cfg.objective.spectral_reg > 0:
         state.spectral = SpectralPenalty(model, cfg.objective.spectral_reg)
     if compile_whole_step(cfg, total_steps, state.net is not None, state.spectral is not None, device):
