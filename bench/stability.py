@@ -13,9 +13,9 @@ number of steps for every arm: divergence shows in the first hundreds of steps; 
 sized so that one network's sweep fits a session (`STEPS`), and vaekit's KL warm-up is scaled to half of
 the run and its EMA left off (`short_run`). Each network writes its own section.
 
-    .venv/bin/python bench/stability.py --nets mlp hvae --seeds 3      # ~35 min on 2 cores
-    .venv/bin/python bench/stability.py --nets conv --seeds 3          # ~30 min
-    .venv/bin/python bench/stability.py --nets lvae --seeds 3          # ~45 min
+    .venv/bin/python bench/stability.py --nets mlp hvae --seeds 3      # ~80 min on 2 cores (mlp 36, hvae 46)
+    .venv/bin/python bench/stability.py --nets conv --seeds 3 --precisions fp32   # ~20 min (bf16: ~3 h
+    .venv/bin/python bench/stability.py --nets lvae --seeds 3 --precisions fp32   # on an AVX2-only CPU)
     .venv/bin/python bench/stability.py --nets mlp --seeds 1 --lrs 0.001 --steps 20   # a quick look
 
 Round 1 (`--round 1`): the turn-1 table (the `mlp` network, Bernoulli and a global Gaussian, lr up to 3e-2).
@@ -169,7 +169,7 @@ def round_2(args: argparse.Namespace) -> None:
         results: dict[tuple[str, str, float, str], list[Run]] = {}
         t0 = time.perf_counter()
         for likelihood, lik_set in LIKELIHOODS_2.items():
-            for precision in PRECISIONS:
+            for precision in args.precisions:
                 for lr in lrs:
                     for seed in range(args.seeds):
                         cfg = vaekit.load_config(net, ["data.name=mnist", *lik_set, f"train.precision={precision}",
@@ -193,6 +193,7 @@ def report_2(net: str, steps: int, results: dict[tuple[str, str, float, str], li
              seconds: float, lrs: list[float]) -> None:
     cmd = f"--nets {net} --seeds {args.seeds}" + (f" --steps {args.steps}" if args.steps else "")
     cmd += (" --lrs " + " ".join(f"{lr:g}" for lr in args.lrs)) if args.lrs else ""
+    cmd += (" --precisions " + " ".join(args.precisions)) if args.precisions != PRECISIONS else ""
     lines = [f"Command: `.venv/bin/python bench/stability.py {cmd}` ({seconds / 60:.1f} min, "
              f"{time.strftime('%Y-%m-%d')}). The `{net}` preset on MNIST grey levels, {steps} steps per run, "
              "test -ELBO in nats (median of the finite runs); diverged = non-finite or worse than this network's "
@@ -206,7 +207,7 @@ def report_2(net: str, steps: int, results: dict[tuple[str, str, float, str], li
         finite = [r["neg_elbo"] for (lik, *_), runs in results.items() if lik == likelihood for r in runs
                   if math.isfinite(r["neg_elbo"])]
         best = min(finite) if finite else math.inf
-        for precision in PRECISIONS:
+        for precision in args.precisions:
             for lr in lrs:
                 cells = []
                 for arm in ("plain", "vaekit", "pythae"):
@@ -246,6 +247,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lrs", type=float, nargs="+", help="round 2: these learning rates instead of all six")
     parser.add_argument("--no-pythae", action="store_true", help="round 2: leave pythae's cells out")
+    parser.add_argument("--precisions", nargs="+", default=PRECISIONS, choices=PRECISIONS,
+                        help="round 2: these precisions only (bf16 is emulated on a CPU without AVX-512: "
+                             "a conv run takes ~10x as long as in fp32)")
     args = parser.parse_args()
     if args.round == 2:
         round_2(args)
