@@ -115,7 +115,8 @@ class LossWatch:
         if reduce is not None:
             both = reduce(both)
         total, count = both.tolist()
-        self.total.zero_(), self.count.zero_()
+        self.total.zero_()
+        self.count.zero_()
         if count == 0:
             return None
         mean = total / count
@@ -142,7 +143,8 @@ class LossWatch:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.total.copy_(state["total"]), self.count.copy_(state["count"])
+        self.total.copy_(state["total"])
+        self.count.copy_(state["count"])
         self.start, self.best, self.last = float(state["start"]), float(state["best"]), float(state["last"])
 
 

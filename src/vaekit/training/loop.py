@@ -6,7 +6,6 @@ of (seed, epoch), so a run resumed from step t continues exactly as the uninterr
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -25,7 +24,7 @@ from vaekit.checkpoint import list_checkpoints, load_latest_checkpoint, save_che
 from vaekit.config import Config
 from vaekit.data.datasets import Dataset
 from vaekit.data.feed import Feed
-from vaekit.errors import Preempted, TrainingDiverged, VaekitError
+from vaekit.errors import Preempted, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
 from vaekit.models.vae import VAE
@@ -33,6 +32,7 @@ from vaekit.storage import atomic_write_bytes
 from vaekit.training.distributed import Topology, setup, teardown
 from vaekit.training.guards import StepReport
 from vaekit.training.preempt import StopCheck, StopSignals
+from vaekit.training.rollback import roll_back, watch_loss
 from vaekit.training.rundir import MetricsLog, export
 from vaekit.training.schedules import kl_weight, warmup_warning
 from vaekit.training.splits import load_splits, num_classes
@@ -207,10 +207,10 @@ def _loop(run: _Run) -> float:
                 run.log.write(row)
                 bar.set_postfix(neg_elbo=f"{row['neg_elbo']:.2f}", skipped=row["skipped"])
                 running = torch.zeros(()), 0
-            stuck = cfg.guard.rollback_after and state.step % check_every == 0 and state.streak >= guard.rollback_after
-            risen = _watch(run, neg_elbo)
+            stuck = guard.rollback_after and state.step % check_every == 0 and state.streak >= guard.rollback_after
+            risen = watch_loss(state, guard, run.topology, neg_elbo)
             if stuck or risen is not None:
-                _rollback(run, index, x, report, risen)
+                roll_back(state, guard, run.run_dir, run.log, index, x, report, risen)
                 bar.n = state.step
                 break  # restart the epoch arithmetic from the restored step
             signum, due = run.stop.after_step(state.step) if run.stop is not None else (None, False)
@@ -252,89 +252,6 @@ def _end_of_epoch(run: _Run, epoch: int, bar: tqdm[Any]) -> None:
             f"epoch {epoch + 1}: test -ELBO {test.neg_elbo:.2f} nats ({test.bits_per_dim:.4f} bits/dim)",
             file=sys.stderr,
         )
-
-
-def _watch(run: _Run, neg_elbo: Tensor) -> float | None:
-    """Count this step's -ELBOs in the loss watch; at the end of a window, its mean if it rose too far."""
-    watch, step = run.state.watch, run.state.step
-    if watch is None:
-        return None
-    watch.add(neg_elbo)
-    if step == 1 or step % run.cfg.guard.loss_window == 0:  # step 1 sets the run's start
-        return watch.close(run.topology.all_sum)
-    return None
-
-
-def _rollback(run: _Run, index: Tensor, x: Tensor, report: StepReport, risen: float | None = None) -> None:
-    """After a streak of skipped updates, or a window whose -ELBO rose `risen` nats above the run's best: back to
-    the last good checkpoint with a lower learning rate and clip norm, or stop with a diagnosis."""
-    state, guard = run.state, run.cfg.guard
-    streak_step, streak = state.step, int(state.streak)
-    if risen is not None:
-        assert state.watch is not None
-        what = f"the training -ELBO rose to {risen:.4g} nats (the run's start or best: {state.watch.reference:.4g})"
-    else:
-        what = f"{streak} updates in a row skipped"
-    if state.rollbacks >= guard.max_rollbacks:
-        dump = run.run_dir / "divergence.json"
-        stats = {
-            "step": streak_step,
-            "cause": "loss rose" if risen is not None else "skipped in a row",
-            "skipped_in_a_row": streak,
-            "skipped_total": int(state.skipped),
-            "rollbacks": state.rollbacks,
-            "lr": state.optimizer.param_groups[0]["lr"],
-            "grad_norm": float(report.grad_norm),
-            "window_neg_elbo": risen,
-            "batch_index": index.tolist(),
-            "batch_min": float(x.min()),
-            "batch_max": float(x.max()),
-            "batch_mean": float(x.mean()),
-            "batch_nonfinite": int((~torch.isfinite(x)).sum()),
-        }
-        atomic_write_bytes(dump, (json.dumps(stats, indent=1) + "\n").encode())
-        hint = "optim.lr_warmup_steps" if risen is not None else "guard.clip_grad_norm"
-        raise TrainingDiverged(
-            f"training diverged: {what} at step {streak_step} (grad norm {float(report.grad_norm):.3g}) after "
-            f"{state.rollbacks} rollbacks; lower optim.lr (now {stats['lr']:.3g}) or set {hint}, or check the data; "
-            f"batch details in {dump}"
-        )
-    rollbacks, lr_scale = state.rollbacks + 1, state.lr_scale * guard.rollback_lr_factor
-    clip_scale = state.clip_scale * guard.rollback_clip_factor
-    skipped = state.skipped.clone()  # the count is history: a rollback does not undo it
-    watch = state.watch
-    good = None if risen is None or watch is None else (lambda saved: watch.healthy(saved.get("loss_watch")))
-    saved = load_latest_checkpoint(run.run_dir / "checkpoints", good)
-    if saved is None:
-        raise TrainingDiverged(f"training diverged at step {streak_step} and no checkpoint is readable to roll back to")
-    state.load_state_dict(saved, str(run.run_dir))
-    state.rollbacks, state.lr_scale, state.clip_scale = rollbacks, lr_scale, clip_scale
-    state.skipped.copy_(skipped)  # in place: a compiled step keeps these tensors
-    state.streak.zero_()
-    run.log.truncate(state.step)
-    run.log.write(
-        {
-            "kind": "rollback",
-            "step": state.step,
-            "from_step": streak_step,
-            "cause": "loss rose" if risen is not None else "skipped in a row",
-            "skipped_in_a_row": streak,
-            "window_neg_elbo": risen,
-            "rollbacks": rollbacks,
-            "lr_scale": lr_scale,
-            "clip_scale": clip_scale,
-        }
-    )
-    warnings.warn(
-        f"{what} at step {streak_step}: rolled back to step {state.step} "
-        f"with the learning rate x{lr_scale:g}{_clip_note(guard.clip_grad_norm, clip_scale)} "
-        f"(rollback {rollbacks} of {guard.max_rollbacks})",
-        stacklevel=2,
-    )
-
-
-def _clip_note(clip: float | None, scale: float) -> str:
-    return f" and the clip norm x{scale:g} (now {clip * scale:g})" if clip is not None and scale != 1 else ""
 
 
 def _restore(state: TrainState, run_dir: Path) -> None:
