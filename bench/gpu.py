@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ SETTINGS = {
     "vaekit fastest (CPU's)": [*FAST, "train.compile=true"],
     "vaekit GPU fastest (bf16, batch 4096, compiled)": GPU_FAST,
 }
+MIN_STEPS = 600  # per throughput run: a batch of 4,096 is 15 steps an epoch
 MODELS = ["hvae", "lvae", "cifar", "cifar-hvae"]
 TTQ = {
     "vaekit best on the CPU (b256 bf16 lr 3e-3 cosine compiled)": (
@@ -100,8 +102,9 @@ def throughput(args: argparse.Namespace, data: Path, tmp: Path) -> None:
     for r in range(args.repeats):
         for name, extra in SETTINGS.items():
             batch = int(next((e.split("=")[1] for e in extra if e.startswith("train.batch_size=")), 128))
+            epochs = max(args.epochs, math.ceil(MIN_STEPS * batch / 60000))  # enough log rows for a steady rate
             try:
-                rows, out = _train_rows(extra, args.epochs)
+                rows, out = _train_rows(extra, epochs)
             except subprocess.CalledProcessError as err:  # report the failure, measure the others
                 print(f"{name} failed:\n{err.stderr[-2000:]}", flush=True)
                 continue
