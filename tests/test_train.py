@@ -156,3 +156,28 @@ def test_channels_last_trains_the_same_model(tmp_path: Path) -> None:
     assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
     for key, value in plain.model.state_dict().items():
         torch.testing.assert_close(nhwc.model.state_dict()[key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_restored_moments_take_their_channels_last_parameters_layout(tmp_path: Path) -> None:
+    # CUDA's fused Adam refuses moments whose strides differ from the parameter's (the H200 run of 2026-12-04:
+    # every channels_last preset failed its first step after a resume); checkpoints hold them contiguous.
+    from dataclasses import replace
+
+    from vaekit.checkpoint import load_latest_checkpoint
+    from vaekit.training.step import build_state
+
+    path = tmp_path / "d.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (32, 28, 28), dtype=np.uint8))
+    cfg = load_config("conv", [f"data.name={path}", "data.val_size=0", "train.batch_size=16", "train.steps=2",
+                               "train.tensorboard=false", "train.samples=4", "train.compile=false"])
+    train(cfg, tmp_path / "run", quiet=True)
+    state = build_state(replace(cfg, model=replace(cfg.model, input_shape=[1, 28, 28])), total_steps=2)
+    saved = load_latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert saved is not None
+    assert any(not v.is_contiguous() for v in state.model.parameters())  # the case: some weights are NHWC
+    state.load_state_dict(saved, "run")
+    for i, p in enumerate(state.model.parameters()):
+        for key in ("exp_avg", "exp_avg_sq"):
+            moment = state.optimizer.state[p][key]
+            assert moment.stride() == p.stride(), key
+            torch.testing.assert_close(moment, saved["optimizer"]["state"][i][key].to(p), rtol=0, atol=0)

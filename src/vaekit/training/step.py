@@ -87,6 +87,7 @@ class TrainState:
         device = self.device
         load_state(self.model, state["model"], source)
         self.optimizer.load_state_dict(state["optimizer"])  # moves the moments to the parameters' device
+        _match_layouts(self.optimizer)
         if self.ema is not None and state["ema"] is not None:
             self.ema.shadow = {k: v.to(device) for k, v in state["ema"].items()}
         self.step = int(state["step"])
@@ -117,6 +118,17 @@ class TrainState:
         averaged = copy.deepcopy(self.model)  # not VAE(cfg): a fresh init would draw from the global RNG
         averaged.load_state_dict(self.ema.state_dict(self.model))
         return averaged
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each restored moment its parameter's memory layout (channels_last convolutions): checkpoints hold
+    them contiguous, and CUDA's fused Adam refuses moments whose strides differ from the parameter's."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def train_step(
