@@ -115,8 +115,9 @@ class GuardConfig:
     rollback_lr_factor: float = 0.5  # each rollback multiplies the learning rate by this ...
     rollback_clip_factor: float = 0.5  # ... and the clip norm by this
     max_rollbacks: int = 3  # one more streak after this many rollbacks stops the run with a diagnosis
-    # roll back (the same remedy) when the training -ELBO averaged over loss_window steps rises this many nats
-    # per data dimension above the lower of the run's first step and its best window; None = never
+    # roll back (the same remedy) when the training loss averaged over loss_window steps (-log p(x|z) + beta KL at
+    # the step's KL weight: the -ELBO once a warm-up is over) rises this many nats per data dimension above the
+    # lower of the run's first step and its best window; None = never
     loss_rise: float | None = 0.25
     loss_window: int = 25
 

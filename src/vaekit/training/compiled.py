@@ -175,7 +175,7 @@ class WholeStep:
             self._marked = marks
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        neg_elbo = self.compiled(
+        watched = self.compiled(
             self.params, m, v, t, self.history.log_norms, self.history.count, x, eps, self.knobs,
             (counters.skipped, counters.streak, self.grad_norm, self.skip), shadow,
             y,
@@ -186,7 +186,7 @@ class WholeStep:
         if not self.warmed:  # compiled and ran: the next run of this graph on this machine starts warm
             self.warmed = True
             _mark_warm(self.key)
-        return StepReport(grad_norm=self.grad_norm, skipped=self.skip), neg_elbo
+        return StepReport(grad_norm=self.grad_norm, skipped=self.skip, objective=watched[1]), watched[0]
 
     def _step(
         self,
@@ -211,10 +211,11 @@ class WholeStep:
             with autocast(cfg.train.precision, x.device.type):
                 out = torch.func.functional_call(self.model, weights, (x,), {"eps": eps, "y": y})
             terms = elbo_terms(out, x)
-            return terms.neg_elbo(beta, *free_bits), terms.neg_elbo_per_example.detach()
+            watched = torch.stack([terms.neg_elbo_per_example, beta * terms.kl - terms.log_px])
+            return terms.neg_elbo(beta, *free_bits), watched.detach()
 
         detached = {n: p.detach() for n, p in zip(self.names, params, strict=True)}
-        grads_by_name, (loss, neg_elbo) = torch.func.grad_and_value(loss_fn, has_aux=True)(detached)
+        grads_by_name, (loss, watched) = torch.func.grad_and_value(loss_fn, has_aux=True)(detached)
         grads = [grads_by_name[n] for n in self.names]
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         coef = torch.clamp(clip / (grad_norm + 1e-6), max=1.0)  # as clip_grad_norm_
@@ -252,7 +253,7 @@ class WholeStep:
             streak.copy_((streak + 1) * skip.long())
             norm_out.copy_(grad_norm.detach())
             skip_out.copy_(skip)
-        return neg_elbo
+        return watched  # (2, B): the -ELBO and the objective at this step's KL weight
 
 
 def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:

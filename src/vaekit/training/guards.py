@@ -35,6 +35,9 @@ from vaekit.config import GuardConfig
 class StepReport:
     grad_norm: Tensor  # () the total gradient norm before clipping (inf/nan when non-finite)
     skipped: Tensor  # () bool: the update was not applied
+    # (B,) nats: -log p(x|z) + beta KL at the step's KL weight, what the step minimized (the loss watch judges it:
+    # under a KL warm-up the -ELBO at weight 1 rises by design as the KL grows); None: judge the -ELBO
+    objective: Tensor | None = None
 
 
 MAD_TO_STD = 1.4826  # the median absolute deviation of a normal distribution is 0.6745 sigma

@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -161,10 +161,10 @@ def train_step(
     else:
         with autocast(cfg.train.precision, device.type):
             out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps, y=y)
-        loss, neg_elbo = _loss(state, out, x, beta, cfg)
+        loss, neg_elbo, objective = _loss(state, out, x, beta, cfg)
         if state.spectral is not None:
             loss = loss + state.spectral()
-        report = _backward_and_update(state, loss, cfg)
+        report = replace(_backward_and_update(state, loss, cfg), objective=objective)
         if state.ema is not None:
             state.ema.update(state.model, report.skipped, step=state.step)
         state.skipped += report.skipped
@@ -174,17 +174,18 @@ def train_step(
     return report, neg_elbo
 
 
-def _loss(state: TrainState, out: VAEOutput, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor]:
-    """The training loss (IWAE bound, or the ELBO with its schedules) and -ELBO (B,) of one forward pass."""
+def _loss(state: TrainState, out: VAEOutput, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor, Tensor]:
+    """The training loss (IWAE bound, or the ELBO with its schedules), -ELBO (B,) and the objective (B,) at the
+    step's KL weight (-log p(x|z) + beta KL; the -ELBO for the IWAE bound) of one forward pass."""
     terms = elbo_terms(out, x)
     obj = cfg.objective
+    neg_elbo = terms.neg_elbo_per_example.detach()
     if obj.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
-        loss = iwae_loss(out, x, dreg=obj.estimator == "dreg")
-    else:
-        weights = group_kl_weights(state.step, obj, len(out.groups))
-        balance = obj.kl_balance and beta < obj.beta  # NVAE balances only while the KL weight ramps up
-        loss = terms.neg_elbo(beta, obj.free_bits, obj.free_bits_group, weights, balance)
-    return loss, terms.neg_elbo_per_example.detach()
+        return iwae_loss(out, x, dreg=obj.estimator == "dreg"), neg_elbo, neg_elbo
+    weights = group_kl_weights(state.step, obj, len(out.groups))
+    balance = obj.kl_balance and beta < obj.beta  # NVAE balances only while the KL weight ramps up
+    loss = terms.neg_elbo(beta, obj.free_bits, obj.free_bits_group, weights, balance)
+    return loss, neg_elbo, (beta * terms.kl - terms.log_px).detach()
 
 
 def _compiled_update(
