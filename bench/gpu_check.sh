@@ -39,11 +39,11 @@ for part in "${PARTS[@]}"; do
   t0=$SECONDS
   case $part in
     gputests)
-      timeout "${GPU_TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -n "${GPU_TESTS_N:-6}" -v --timeout 140 \
+      timeout "${GPU_TESTS_S:-150}" python3 -m pytest -p no:cacheprovider -n "${GPU_TESTS_N:-6}" -v --timeout 140 \
         tests/test_gpu.py tests/test_feed.py tests/test_compiled.py -rA >"$OUT/gpu_tests.log" 2>&1
       tail -40 "$OUT/gpu_tests.log" ;;
     suite)
-      timeout "${SUITE_S:-220}" python3 -m pytest -q -p no:cacheprovider -n 14 -v -p no:benchmark --timeout 160 tests \
+      timeout "${SUITE_S:-220}" python3 -m pytest -p no:cacheprovider -n 14 -v -p no:benchmark --timeout 160 tests \
         --ignore tests/test_gpu.py -rfE >"$OUT/suite.log" 2>&1
       tail -40 "$OUT/suite.log" ;;
     *)

@@ -20,11 +20,12 @@ from vaekit.training.rundir import MetricsLog
 from vaekit.training.step import TrainState
 
 
-def watch_loss(state: TrainState, guard: GuardConfig, topology: Topology, neg_elbo: Tensor) -> float | None:
-    """Count this step's -ELBOs in the loss watch; at the end of a window, its mean if it rose too far."""
+def watch_loss(state: TrainState, guard: GuardConfig, topology: Topology, loss: Tensor) -> float | None:
+    """Count this step's per-example losses (the objective at its KL weight) in the loss watch; at the end of a
+    window, its mean if it rose too far."""
     if state.watch is None:
         return None
-    state.watch.add(neg_elbo)
+    state.watch.add(loss)
     if state.step == 1 or state.step % guard.loss_window == 0:  # step 1 sets the run's start
         return state.watch.close(topology.all_sum)
     return None
