@@ -82,13 +82,26 @@ def test_sigterm_checkpoints_the_step_says_how_to_resume_and_resumes_exactly(tmp
 
 def test_sigint_in_the_python_api_raises_preempted_after_a_checkpoint(tmp_path: Path) -> None:
     data = _data(tmp_path)
-    cfg = load_config(None, [f"data.name={data}", "model.hidden=[16]", "train.batch_size=16", "train.epochs=50",
+    # 500 epochs take ~30 s here, so no machine finishes them before the signal; it comes 0.2 s after the first
+    # checkpoint (a fixed delay from the start raced the whole run on a fast CI machine).
+    cfg = load_config(None, [f"data.name={data}", "model.hidden=[16]", "train.batch_size=16", "train.epochs=500",
                              "train.tensorboard=false", "train.log_every=1000"])
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(Preempted) as caught:
-        train(cfg, tmp_path / "run", quiet=True)
-    timer.cancel()
+    done = threading.Event()
+
+    def interrupt() -> None:
+        while not list_checkpoints(tmp_path / "run" / "checkpoints") and not done.wait(0.02):
+            pass
+        if not done.wait(0.2):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=interrupt, daemon=True)
+    sender.start()
+    try:
+        with pytest.raises(Preempted) as caught:
+            train(cfg, tmp_path / "run", quiet=True)
+    finally:
+        done.set()
+        sender.join()
     assert caught.value.exit_code == 130 and caught.value.signal_name == "SIGINT"
     assert _newest_step(tmp_path / "run") == caught.value.step > 0  # lost: nothing but the step in flight
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
