@@ -79,7 +79,7 @@ def test_a_rising_loss_rolls_back_to_the_last_good_checkpoint(tmp_path: Path, mo
 
     monkeypatch.setattr(loop_module, "train_step", drifting)
     cfg = _tiny(tmp_path, ["guard.loss_rise=1", "guard.loss_window=5"])
-    with pytest.warns(UserWarning, match=r"training -ELBO rose to .* at step 20: rolled back to step 8 with the "
+    with pytest.warns(UserWarning, match=r"training loss rose to .* at step 20: rolled back to step 8 with the "
                                          r"learning rate x0.5 and the clip norm x0.5 \(now 100\)"):
         result = train(cfg, tmp_path / "run", quiet=True)
     assert result.steps == 32  # trained to the end at the lower rate
@@ -98,7 +98,7 @@ def test_a_loss_that_keeps_rising_stops_with_a_diagnosis(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(loop_module, "train_step", exploding)
     cfg = _tiny(tmp_path, ["guard.loss_window=5", "guard.max_rollbacks=1"])
-    with (pytest.raises(TrainingDiverged, match=r"the training -ELBO rose to .* at step 5 .* after 1 rollbacks; "
+    with (pytest.raises(TrainingDiverged, match=r"the training loss rose to .* at step 5 .* after 1 rollbacks; "
                                                 r"lower optim.lr \(now 0.0005\) or set optim.lr_warmup_steps"),
           pytest.warns(UserWarning, match="rolled back to step 0")):
         train(cfg, tmp_path / "run", quiet=True)

@@ -41,12 +41,13 @@ def roll_back(
     report: StepReport,
     risen: float | None = None,
 ) -> None:
-    """After a streak of skipped updates, or a window whose -ELBO rose `risen` nats above the run's best: back to
-    the last good checkpoint with a lower learning rate and clip norm, or stop with a diagnosis."""
+    """After a streak of skipped updates, or a window whose loss (at the step's KL weight) rose `risen` nats above
+    the run's best: back to the last good checkpoint with a lower learning rate and clip norm, or stop with a
+    diagnosis."""
     streak_step, streak = state.step, int(state.streak)
     if risen is not None:
         assert state.watch is not None
-        what = f"the training -ELBO rose to {risen:.4g} nats (the run's start or best: {state.watch.reference:.4g})"
+        what = f"the training loss rose to {risen:.4g} nats (the run's start or best: {state.watch.reference:.4g})"
     else:
         what = f"{streak} updates in a row skipped"
     if state.rollbacks >= guard.max_rollbacks:
