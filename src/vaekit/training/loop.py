@@ -209,7 +209,8 @@ def _loop(run: _Run) -> float:
                 bar.set_postfix(neg_elbo=f"{row['neg_elbo']:.2f}", skipped=row["skipped"])
                 running = torch.zeros(()), 0
             stuck = guard.rollback_after and state.step % check_every == 0 and state.streak >= guard.rollback_after
-            risen = watch_loss(state, guard, run.topology, neg_elbo if report.objective is None else report.objective)
+            assert report.objective is not None  # both step paths report what they minimized
+            risen = watch_loss(state, guard, run.topology, report.objective)
             if stuck or risen is not None:
                 roll_back(state, guard, run.run_dir, run.log, index, x, report, risen)
                 bar.n = state.step
