@@ -22,31 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import vaekit
-from results import update_section
+from results import steps_per_second, update_section
 from vaekit.checkpoint import list_checkpoints, unflatten_state
 from vaekit.evaluation.evaluate import evaluate
 from vaekit.storage import read_safetensors
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-def steps_per_second(preset: str, overrides: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = [*overrides, "train.steps=600", "train.log_every=300", "train.tensorboard=false"]
-        cfg = vaekit.load_config(preset, settings)
-        vaekit.train(cfg, f"{tmp}/r", quiet=True)
-        rows = [json.loads(x) for x in Path(f"{tmp}/r/metrics.jsonl").read_text().splitlines() if '"train"' in x]
-    # rows log cumulative examples/s; the second window (steps 300-600) leaves compiling and start-up out
-    (s0, e0), (s1, e1) = [(r["step"], r["examples_per_s"]) for r in rows[-2:]]
-    t0, t1 = s0 * cfg.train.batch_size / e0, s1 * cfg.train.batch_size / e1
-    return (s1 - s0) / (t1 - t0)
 
 
 def main() -> None:

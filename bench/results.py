@@ -1,7 +1,8 @@
-"""Shared by the benchmark scripts: replace one marked section of bench/RESULTS.md; plan a run's epochs."""
+"""Shared by the benchmark scripts: replace one marked section of bench/RESULTS.md; plan a run's length."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tempfile
@@ -35,3 +36,22 @@ def plan_epochs(preset: str | None, sets: list[str], minutes: float, probe_steps
         rate = vaekit.train(probe, f"{tmp}/probe", quiet=True).examples_per_s
     n_train = len(vaekit.load_dataset(probe.data.name, "train"))
     return max(1, math.floor(minutes * 60 * rate / n_train))
+
+
+def steps_per_second(preset: str, sets: list[str], steps: int = 600) -> float:
+    """Training steps per second of `preset` (with `sets`) over the second half of a `steps`-step run.
+
+    The first half is left out: it holds a compiled step's compilation and, on a CPU, the slower first steps
+    while the allocator and oneDNN's kernel caches warm up (a cifar run went from 49 examples/s over its first
+    200 steps to 86 later, so a rate from the first steps plans a budget about 2x too short).
+    """
+    half = steps // 2
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = vaekit.load_config(preset, [*sets, f"train.steps={2 * half}", f"train.log_every={half}",
+                                          "train.tensorboard=false"])
+        vaekit.train(cfg, f"{tmp}/r", quiet=True)
+        rows = [json.loads(x) for x in Path(f"{tmp}/r/metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    # rows log cumulative examples/s, so each row gives the wall time of the steps up to it
+    (s0, e0), (s1, e1) = [(r["step"], r["examples_per_s"]) for r in rows[-2:]]
+    t0, t1 = s0 * cfg.train.batch_size / e0, s1 * cfg.train.batch_size / e1
+    return (s1 - s0) / (t1 - t0)
