@@ -338,3 +338,24 @@ def test_colour_presets_train_a_few_steps_and_sample_in_colour(preset: str, tmp_
     assert (tmp_path / "run" / "samples" / "samples.png").is_file()
     with Image.open(tmp_path / "run" / "samples" / "samples.png") as grid:
         assert grid.mode == "RGB"
+
+
+@pytest.mark.parametrize("preset", ["cifar", "cifar-hvae"])
+def test_colour_presets_train_at_64x64_from_a_class_folder_of_mixed_sizes(preset: str, tmp_path: Path) -> None:
+    """The networks take 64x64 as well as 32x32: a user's folder of 64x64 and 72x80 JPEGs, resized and cropped."""
+    from vaekit.config import load_config
+    from vaekit.training.loop import train
+
+    for i in range(24):
+        _png(tmp_path / "pets" / ("cat" if i % 2 else "dog") / f"{i}.jpg", (64, 64) if i % 3 else (72, 80), seed=i)
+    small = ["model.hidden=[4, 8, 8, 8]", "model.res_blocks=1", "model.mixture_components=2", "model.latent_dim=8"]
+    if preset == "cifar-hvae":
+        small = ["model.width=8", "model.groups=[2, 2]", "model.group_scales=[8, 4]", "model.mixture_components=2"]
+    cfg = load_config(preset, [f"data.name={tmp_path / 'pets'}", "data.image_size=64", "train.steps=4",
+                               "train.batch_size=8", "guard.ema_decay=0", "optim.lr_warmup_steps=0",
+                               "train.samples=2", "train.eval_batch_size=8", *small])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result.test is not None and np.isfinite(result.test.neg_elbo)
+    assert result.model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 3, 64, 64)
+    x = load_dataset(str(tmp_path / "pets"), "all", image_size=64).batch(torch.arange(2))
+    assert result.model.reconstruct(x).shape == (2, 3, 64, 64)
