@@ -359,3 +359,8 @@ def test_colour_presets_train_at_64x64_from_a_class_folder_of_mixed_sizes(preset
     assert result.model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 3, 64, 64)
     x = load_dataset(str(tmp_path / "pets"), "all", image_size=64).batch(torch.arange(2))
     assert result.model.reconstruct(x).shape == (2, 3, 64, 64)
+    if preset == "cifar":  # `vaekit eval RUN --data FOLDER` resizes a mixed-size folder as the run's training did
+        scored = subprocess.run([sys.executable, "-m", "vaekit", "eval", str(tmp_path / "run"), "--data",
+                                 str(tmp_path / "pets"), "--json"], capture_output=True, text=True, timeout=300)
+        assert scored.returncode == 0, scored.stderr
+        assert (json.loads(scored.stdout)["split"], json.loads(scored.stdout)["n"]) == ("all", 24)

@@ -23,15 +23,18 @@ def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
     model = load_model(args.run)
     data_dir, split = args.data_dir, args.split
-    trained = _trained_on(args.run) if args.data is None else None
-    val_size, val_seed, channels, image_size = None, 0, None, None
-    if trained is not None:
+    trained = _trained_on(args.run)
+    # The run's image policy (data.image_size, data.channels) holds for any images it is used on: a folder of
+    # mixed sizes is resized and cropped as the training images were, so it fits the model.
+    channels, image_size = trained.channels, trained.image_size
+    own_data = args.data is None
+    val_size, val_seed = None, 0
+    if own_data:
         args.data = trained.name
         data_dir = data_dir or trained.data_dir
         val_size, val_seed = trained.val_size, trained.val_seed
-        channels, image_size = trained.channels, trained.image_size
     if split is None:  # not asked for: the test split, else the run's held-out images, else the whole given set
-        split = "test" if has_split(args.data, "test") else "val" if trained is not None else "all"
+        split = "test" if has_split(args.data, "test") else "val" if own_data else "all"
     data = load_dataset(args.data, split, data_dir, val_size, val_seed, channels=channels, image_size=image_size)
     check_shape(model, data.shape, args.data)
     return model, data
@@ -178,7 +181,9 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     sets = [(args.data, data)]
     if args.ood:
         ood_split = data.split if has_split(args.ood, data.split) and data.split != "val" else None
-        ood = load_dataset(args.ood, ood_split or ("test" if has_split(args.ood, "test") else "all"), None)
+        trained = _trained_on(args.run)
+        ood = load_dataset(args.ood, ood_split or ("test" if has_split(args.ood, "test") else "all"), None,
+                           channels=trained.channels, image_size=trained.image_size)
         check_shape(model, ood.shape, args.ood)
         sets.append((args.ood, ood))
     background, entropy = None, None
