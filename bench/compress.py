@@ -132,42 +132,38 @@ def main() -> None:
         cfg = vaekit.load_config("burda", ["train.epochs=20", "train.tensorboard=false"])
         vaekit.train(cfg, run, quiet=True)
     rows = measure(run, binarized.images.numpy(), binarized, "binarized")
+
+    def minutes() -> str:
+        return f"{(time.perf_counter() - t0) / 60:.0f} min, {time.strftime('%Y-%m-%d')}"
+
     if args.binarized_only:
-        binarized_only(rows, run, t0)
+        write(f"compress-{run.name}", rows, f"`.venv/bin/python bench/compress.py --binarized-run {run} "
+              f"--binarized-only` ({minutes()}). The fixed-seed binarized test split (10,000 images), bits/dim over "
+              f"784 pixels per image, whole files. Model: `{run.name}`. Target: binarized <= 0.160.")
         return
     mnist = vaekit.load_dataset("mnist", "test")
     eight_bit = args.eight_bit_run or train_8bit(args.minutes, args.preset)
     rows += measure(eight_bit, mnist.images.numpy(), mnist, "8-bit")
-    notes = [r[5:] for r in rows if r.startswith("NOTE ")]
-    table = [r for r in rows if not r.startswith("NOTE ")]
     flags = f"--minutes {args.minutes:g}"
     flags += f" --binarized-run {run}" if run != OUT / "burda" else ""
     flags += f" --preset {args.preset}" if args.preset != "mlp" else ""
     flags += f" --eight-bit-run {args.eight_bit_run}" if args.eight_bit_run else ""
     targets = ("Targets: binarized <= 0.17, 8-bit <= 1.35 (published BB-ANS: 0.19 and 1.41)." if args.preset == "mlp"
                else "Targets: binarized <= 0.160, 8-bit <= 1.27 (Bit-Swap's published 8-bit figure).")
-    body = "\n".join([
-        f"Command: `.venv/bin/python bench/compress.py {flags}` "
-        f"({(time.perf_counter() - t0) / 60:.0f} min, {time.strftime('%Y-%m-%d')}). All 10,000 MNIST test images; "
-        "binarized = the fixed-seed binarized test split. bits/dim over 784 pixels per image, whole files. "
-        f"Binarized model: `{run.name}`; 8-bit model: `{args.preset}` with a mixture of 3 discretized logistics. "
-        + targets, "",
-        "| data | method | bits/dim | compress / decompress images/s |", "|---|---|---|---|", *table, "",
-        *[f"- {n}" for n in notes]])
-    update_section("compress" if args.preset == "mlp" else f"compress-{args.preset}", body)
-    print(body)
+    write("compress" if args.preset == "mlp" else f"compress-{args.preset}", rows,
+          f"`.venv/bin/python bench/compress.py {flags}` ({minutes()}). All 10,000 MNIST test images; "
+          "binarized = the fixed-seed binarized test split. bits/dim over 784 pixels per image, whole files. "
+          f"Binarized model: `{run.name}`; 8-bit model: `{args.preset}` with a mixture of 3 discretized logistics. "
+          + targets)
 
 
-def binarized_only(rows: list[str], run: Path, t0: float) -> None:
+def write(section: str, rows: list[str], command: str) -> None:
+    """The section's command line, its table of `measure` rows and their notes, in RESULTS.md and on stdout."""
     notes = [r[5:] for r in rows if r.startswith("NOTE ")]
-    body = "\n".join([
-        f"Command: `.venv/bin/python bench/compress.py --binarized-run {run} --binarized-only` "
-        f"({(time.perf_counter() - t0) / 60:.0f} min, {time.strftime('%Y-%m-%d')}). The fixed-seed binarized test "
-        f"split (10,000 images), bits/dim over 784 pixels per image, whole files. Model: `{run.name}`. "
-        "Target: binarized <= 0.160.", "",
-        "| data | method | bits/dim | compress / decompress images/s |", "|---|---|---|---|",
-        *[r for r in rows if not r.startswith("NOTE ")], "", *[f"- {n}" for n in notes]])
-    update_section(f"compress-{run.name}", body)
+    table = [r for r in rows if not r.startswith("NOTE ")]
+    body = "\n".join([f"Command: {command}", "", "| data | method | bits/dim | compress / decompress images/s |",
+                      "|---|---|---|---|", *table, "", *[f"- {n}" for n in notes]])
+    update_section(section, body)
     print(body)
 
 

@@ -178,10 +178,10 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.storage import atomic_write_bytes
 
     model, data = model_and_data(args)
+    trained = _trained_on(args.run)
     sets = [(args.data, data)]
     if args.ood:
         ood_split = data.split if has_split(args.ood, data.split) and data.split != "val" else None
-        trained = _trained_on(args.run)
         ood = load_dataset(args.ood, ood_split or ("test" if has_split(args.ood, "test") else "all"), None,
                            channels=trained.channels, image_size=trained.image_size)
         check_shape(model, ood.shape, args.ood)
@@ -191,7 +191,6 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
         background = load_model(args.background)
         check_shape(background, data.shape, args.background)
     if args.method == "typicality":
-        trained = _trained_on(args.run)
         train_set = load_dataset(trained.name, "train", trained.data_dir, trained.val_size, trained.val_seed)
         entropy = typical_entropy(model, train_set, args.iw_samples)
     base = f"nll_k{args.iw_samples}" if args.iw_samples else "neg_elbo"
