@@ -38,7 +38,7 @@ def measure(preset: str, rounds: int, seconds: float) -> dict[str, object]:
     import torch
 
     import vaekit
-    from vaekit.models.objectives import elbo_terms
+    from vaekit.models.bounds import elbo_terms
     from vaekit.training.step import build_state, train_step
 
     base = vaekit.load_config(preset, ["train.compile=false", "train.channels_last=false"])  # NCHW unless asked
@@ -66,7 +66,7 @@ def measure(preset: str, rounds: int, seconds: float) -> dict[str, object]:
         opt = torch.optim.Adam(model.parameters(), lr=base.optim.lr)
 
         def step() -> None:
-            loss = elbo_terms(model(x), x).neg_elbo()
+            loss = elbo_terms(model(x), x).neg_elbo.mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -73,7 +73,7 @@ def plain_run(cfg: vaekit.Config, train_set: vaekit.Dataset, test_set: vaekit.Da
     step = 0
     while step < (cfg.train.steps or 0):
         for x in train_set.batches(cfg.train.batch_size, shuffle=True, generator=gen):
-            model.elbo(x).neg_elbo().backward()
+            model.elbo(x).neg_elbo.mean().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -110,7 +110,7 @@ def plain_loop(cfg: vaekit.Config, train_set: vaekit.Dataset, test_set: vaekit.D
         while step < steps:
             for x in train_set.batches(cfg.train.batch_size, shuffle=True, generator=gen):
                 with cast:
-                    loss = model.elbo(x).neg_elbo()
+                    loss = model.elbo(x).neg_elbo.mean()
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)

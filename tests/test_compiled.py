@@ -124,11 +124,12 @@ def test_auto_compiles_only_long_supported_runs(tmp_path: Path, monkeypatch: pyt
     assert compile_whole_step(auto, AUTO_COMPILE_STEPS, False, False, cpu)
     assert not compile_whole_step(auto, 10**7, True, False, cpu)  # DDP
     assert not compile_whole_step(auto, 10**7, False, True, cpu)  # spectral regularization
-    assert not compile_whole_step(_cfg(["objective.iw_samples=5"]), 10**7, False, False, cpu)
+    assert not compile_whole_step(_cfg(["objective.name=iwae", "objective.iw_samples=5"]), 10**7, False, False, cpu)
     assert not compile_whole_step(_cfg(["train.compile=false"]), 10**7, False, False, cpu)
     assert not compile_whole_step(auto, 10**7, False, False, torch.device("mps"))
     with pytest.warns(UserWarning, match="does not apply to importance-weighted"):
-        assert not compile_whole_step(_cfg(["train.compile=true", "objective.iw_samples=5"]), 10, False, False, cpu)
+        iwae = _cfg(["train.compile=true", "objective.name=iwae", "objective.iw_samples=5"])
+        assert not compile_whole_step(iwae, 10, False, False, cpu)
     assert compile_whole_step(_cfg(["train.compile=true"]), 10, False, False, cpu)
 
 

@@ -154,7 +154,7 @@ def test_code_length_tracks_the_negative_elbo(version: int) -> None:
     words = bbans.encode_images(model, images, bbans.KIND_BINARY, version=version)
     assert np.array_equal(bbans.decode_images(model, words, bbans.KIND_BINARY, images.shape, version), images)
     with torch.no_grad():
-        neg_elbo = model.elbo(torch.from_numpy(images).float(), n_samples=64).neg_elbo_per_example.mean().item()
+        neg_elbo = model.elbo(torch.from_numpy(images).float(), n_samples=64).neg_elbo.mean().item()
     bits_per_image = (words.size - bbans.seed_words(model)) * 32 / len(images)
     assert abs(bits_per_image - neg_elbo / math.log(2)) / (neg_elbo / math.log(2)) < 0.05
 

@@ -17,11 +17,14 @@ from vaekit.errors import ConfigError
 from vaekit.evaluation.diagnostics import group_collapse_warnings
 from vaekit.evaluation.evaluate import evaluate
 from vaekit.models.blocks import BLOCKS
+from vaekit.models.bounds import elbo_terms, log_weights
 from vaekit.models.distributions import DiagonalGaussian, GaussianMixture, gaussian_kl
-from vaekit.models.objectives import elbo_terms, iwae_loss, log_weights
 from vaekit.models.posteriors import IAF, MADE, POSTERIORS
 from vaekit.models.priors import PRIORS
 from vaekit.models.vae import VAE
+from vaekit.objectives import build_objective
+from vaekit.objectives.elbo import weighted_kl
+from vaekit.objectives.iwae import k_sample_bound
 from vaekit.training.loop import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -43,7 +46,7 @@ def test_one_group_model_gives_the_numbers_of_vaekit_0_1(name: str) -> None:
     torch.testing.assert_close(terms.log_px, ref["log_px"], **same)
     torch.testing.assert_close(terms.kl_per_dim, ref["kl_per_dim"], **same)
     torch.testing.assert_close(log_weights(out, x).detach(), ref["log_w"], **same)
-    torch.testing.assert_close(iwae_loss(out, x).detach().reshape(1), ref["iwae"], **same)
+    torch.testing.assert_close(-k_sample_bound(out, x).mean().detach().reshape(1), ref["iwae"], **same)
     nll = model.log_likelihood(x, k=20, chunk=7, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(nll, ref["nll"], **same)
     torch.testing.assert_close(model.reconstruct(x), ref["recon"], **same)
@@ -143,10 +146,10 @@ def test_hierarchy_uses_one_noise_stream_and_given_eps() -> None:
     model = _model(HVAE)
     x = torch.rand(3, 1, 28, 28)
     eps = torch.randn(2, 3, model.latent_dim, generator=torch.Generator().manual_seed(4))
-    a = elbo_terms(model(x, eps=eps), x).neg_elbo_per_example
-    b = elbo_terms(model(x, eps=eps), x).neg_elbo_per_example
+    a = elbo_terms(model(x, eps=eps), x).neg_elbo
+    b = elbo_terms(model(x, eps=eps), x).neg_elbo
     assert torch.equal(a, b)
-    c = elbo_terms(model(x, n_samples=2, generator=torch.Generator().manual_seed(4)), x).neg_elbo_per_example
+    c = elbo_terms(model(x, n_samples=2, generator=torch.Generator().manual_seed(4)), x).neg_elbo
     assert torch.equal(a, c)  # the generator draws exactly the (S, B, sum D_l) tensor
     out = model(x, eps=eps)
     assert [g.z.shape for g in out.groups] == [(2, 3, 6), (2, 3, 10)]
@@ -158,16 +161,15 @@ def test_free_bits_per_group_stop_a_small_groups_gradient() -> None:
     terms = elbo_terms(model(x, generator=torch.Generator().manual_seed(0)), x)
     per_group = terms.kl_per_group.mean(0)
     threshold = float(per_group.max()) + 1.0  # above both groups: the KL term has no gradient
-    loss = terms.neg_elbo(free_bits_group=threshold)
+    loss = -terms.log_px.mean() + weighted_kl(terms, free_bits_group=threshold)
     assert math.isclose(loss.item(), -terms.log_px.mean().item() + 2 * threshold, rel_tol=1e-6)
 
 
 def test_dreg_is_refused_where_it_is_not_valid() -> None:
     for overrides in (HVAE, ["model.posterior=iaf"]):
-        model = _model(overrides)
-        x = torch.rand(2, 1, 28, 28).round()
+        cfg = load_config(None, [*overrides, "objective.name=dreg", "objective.iw_samples=3"])
         with pytest.raises(ConfigError, match="dreg needs a one-group Gaussian posterior"):
-            iwae_loss(model(x, n_samples=3), x, dreg=True)
+            build_objective(cfg.objective, cfg.model)
 
 
 def test_group_collapse_warning_names_the_group_and_the_remedy() -> None:
@@ -243,7 +245,7 @@ def test_every_registry_entry_trains_reloads_and_bounds_its_nll(entry: str, bina
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     assert torch.equal(loaded.reconstruct(x), result.model.reconstruct(x))
     assert torch.equal(
-        loaded.elbo(x, 2, gen()).neg_elbo_per_example, result.model.elbo(x, 2, gen()).neg_elbo_per_example
+        loaded.elbo(x, 2, gen()).neg_elbo, result.model.elbo(x, 2, gen()).neg_elbo
     )
     assert torch.equal(loaded.sample(4, 0.7, gen()), result.model.sample(4, 0.7, gen()))
 
@@ -276,7 +278,7 @@ def _kind_cfg(data: str, case: str, extra: list[str]):  # type: ignore[no-untype
 
 @pytest.mark.parametrize("case", list(KIND_CASES))
 def test_every_kind_resumes_exactly_with_iwae_schedules_and_ema(case: str, binary_digits: str, tmp_path: Path) -> None:
-    iwae = ["objective.iw_samples=2"]
+    iwae = ["objective.name=iwae", "objective.iw_samples=2"]
     full = train(_kind_cfg(binary_digits, case, iwae), tmp_path / "full", quiet=True)
     train(_kind_cfg(binary_digits, case, [*iwae, "train.steps=14"]), tmp_path / "part", quiet=True)
     resumed = train(_kind_cfg(binary_digits, case, iwae), tmp_path / "part", resume=True, quiet=True)
@@ -307,7 +309,7 @@ def test_hierarchy_codes_bit_exactly_at_about_its_negative_elbo(block: str) -> N
     words = bbans.encode_images(model, images, bbans.KIND_8BIT)
     assert np.array_equal(bbans.decode_images(model, words, bbans.KIND_8BIT, images.shape), images)
     with torch.no_grad():
-        nats = model.elbo(torch.from_numpy(images).float() / 255, n_samples=64).neg_elbo_per_example
+        nats = model.elbo(torch.from_numpy(images).float() / 255, n_samples=64).neg_elbo
     # what the last 8 images add to the file, against their -ELBO
     head = bbans.encode_images(model, images[:4], bbans.KIND_8BIT)
     bits = (words.size - head.size) * 32 / 8
@@ -333,7 +335,7 @@ def test_mixture_priors_code_their_component_first_bit_exactly(prior: str) -> No
     head = bbans.encode_images(model, images[:3], bbans.KIND_8BIT)
     with torch.no_grad():
         x = torch.from_numpy(images[3:]).float() / 255
-        nats = model.elbo(x, n_samples=64).neg_elbo_per_example.mean().item()
+        nats = model.elbo(x, n_samples=64).neg_elbo.mean().item()
     bits = (words.size - head.size) * 32 / 7
     # the component costs KL(q(k|x) || p(k|z)) on top of the -ELBO: small, and never a saving
     assert -0.02 < (bits - nats / math.log(2)) / (nats / math.log(2)) < 0.05, (bits, nats / math.log(2))
@@ -351,15 +353,16 @@ def test_flows_are_refused_by_the_coder_in_one_line() -> None:
 
 
 def test_kl_balancing_follows_nvae() -> None:
-    from vaekit.models.objectives import ElboTerms, kl_balance_coefficients
+    from vaekit.models.bounds import ElboTerms
+    from vaekit.objectives.elbo import kl_balance_coefficients
 
     kl = torch.tensor([[1.0, 10.0], [3.0, 30.0]])  # (B, L): group 0 carries 2 nats, group 1 20 nats
     c = kl_balance_coefficients(kl, (4, 8))
     raw = torch.tensor([2.01, 20.01]) / torch.tensor([1.0, 2.0]) * 22.02  # |KL| mean + 0.01, / alpha, * total
     torch.testing.assert_close(c, raw / raw.mean())
     terms = ElboTerms(torch.zeros(2), (kl[:, 0], kl[:, 1]), (4, 8))
-    torch.testing.assert_close(terms.neg_elbo(balance=True), (c * kl.mean(0)).sum())
-    torch.testing.assert_close(terms.neg_elbo(group_weights=[0.5, 1.0]), 0.5 * 2.0 + 20.0 * torch.ones(()))
+    torch.testing.assert_close(weighted_kl(terms, balance=True), (c * kl.mean(0)).sum())
+    torch.testing.assert_close(weighted_kl(terms, group_weights=[0.5, 1.0]), 0.5 * 2.0 + 20.0 * torch.ones(()))
 
 
 def test_group_warmup_ramps_each_group_and_checks_its_length() -> None:

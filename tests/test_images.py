@@ -282,7 +282,7 @@ def test_colour_code_length_tracks_the_negative_elbo(tmp_path: Path) -> None:
     words = bbans.encode_images(model, images, bbans.KIND_8BIT)
     with torch.no_grad():
         x = torch.from_numpy(images).float() / 255
-        nats = model.elbo(x, n_samples=64).neg_elbo_per_example.mean().item()
+        nats = model.elbo(x, n_samples=64).neg_elbo.mean().item()
     bits = (words.size - bbans.seed_words(model)) * 32 / len(images)
     assert abs(bits - nats / np.log(2)) / (nats / np.log(2)) < 0.05, (bits, nats / np.log(2))
     assert np.array_equal(bbans.decode_images(model, words, bbans.KIND_8BIT, images.shape), images)

@@ -9,7 +9,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "src" / "vaekit"
 # top to bottom; a module may import its own layer and any layer after it in this list
-LAYERS = ["cli", "training", "apps", "evaluation", "checkpoint", "models", "data", "base"]
+LAYERS = ["cli", "training", "apps", "evaluation", "checkpoint", "objectives", "models", "data", "base"]
 BASE = {"config", "config_checks", "registry", "storage", "errors", "zoo"}
 
 
@@ -44,5 +44,5 @@ def test_every_import_points_down_the_layers() -> None:
                 wrong.append(f"{module} imports {target}")
     assert not wrong, wrong
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == {
-        "cli", "training", "apps", "evaluation", "models", "data"
+        "cli", "training", "apps", "evaluation", "objectives", "models", "data"
     }

@@ -7,27 +7,49 @@ import math
 import torch
 from torch import distributions as D
 
-from vaekit.config import ModelConfig
-from vaekit.models.objectives import ElboTerms, bits_per_dim, iw_bound
+from vaekit.config import ModelConfig, ObjectiveConfig
+from vaekit.models.bounds import ElboTerms, bits_per_dim, iw_bound
+from vaekit.models.distributions import DiagonalGaussian, StandardNormal
+from vaekit.models.outputs import LatentGroup, VAEOutput
 from vaekit.models.vae import VAE
+from vaekit.objectives import Batch, Knobs, Nets
+from vaekit.objectives.elbo import Elbo, weighted_kl
 
 
-def test_neg_elbo_is_minus_log_px_plus_beta_kl() -> None:
+def test_neg_elbo_is_minus_log_px_plus_kl_and_the_loss_weighs_the_kl_by_beta() -> None:
     log_px = torch.tensor([-100.0, -120.0])
     kl = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     terms = ElboTerms(log_px, (kl,), (2,))
-    assert terms.neg_elbo().item() == 110.0 + 5.0
-    assert terms.neg_elbo(beta=2.0).item() == 110.0 + 10.0
-    torch.testing.assert_close(terms.neg_elbo_per_example, torch.tensor([103.0, 127.0]))
+    torch.testing.assert_close(terms.neg_elbo, torch.tensor([103.0, 127.0]))
+    assert weighted_kl(terms).item() == 5.0
+    elbo = Elbo(ObjectiveConfig())
+    out = VAEOutput((LatentGroup(DiagonalGaussian(torch.zeros(2, 2), torch.zeros(2, 2)), StandardNormal(2),
+                                 torch.zeros(1, 2, 2)),), _FixedLogProb(log_px))
+
+    def forward(x: torch.Tensor, **_: object) -> VAEOutput:
+        return out
+
+    for beta in (1.0, 2.0):
+        loss = elbo.loss(Nets(None, forward), Batch(torch.zeros(2, 1, 1, 1)), Knobs(kl_weight=beta))  # type: ignore
+        assert loss.loss.item() == 110.0 + beta * 0.0  # this posterior equals the prior: KL 0
+        torch.testing.assert_close(loss.score, torch.tensor([100.0, 120.0]))
+
+
+class _FixedLogProb:
+    def __init__(self, log_px: torch.Tensor) -> None:
+        self.log_px = log_px
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_px.unsqueeze(0)  # (S = 1, B)
 
 
 def test_free_bits_stop_the_gradient_below_the_threshold() -> None:
     kl = torch.tensor([[0.1, 2.0], [0.3, 4.0]], requires_grad=True)  # dim 0 mean 0.2 < 0.5, dim 1 mean 3
-    ElboTerms(torch.zeros(2), (kl,), (2,)).neg_elbo(free_bits=0.5).backward()
+    weighted_kl(ElboTerms(torch.zeros(2), (kl,), (2,)), free_bits=0.5).backward()
     assert kl.grad is not None
     assert (kl.grad[:, 0] == 0).all()
     assert (kl.grad[:, 1] > 0).all()
-    value = ElboTerms(torch.zeros(2), (kl.detach(),), (2,)).neg_elbo(free_bits=0.5).item()
+    value = weighted_kl(ElboTerms(torch.zeros(2), (kl.detach(),), (2,)), free_bits=0.5).item()
     assert math.isclose(value, 0.5 + 3.0)
 
 
@@ -80,7 +102,7 @@ def test_k1_bound_equals_the_elbo_on_average() -> None:
     g = torch.Generator().manual_seed(3)
     k1 = torch.stack([model.log_likelihood(x, k=1, generator=g) for _ in range(4000)])  # (R, B)
     with torch.no_grad():
-        elbo = -model.elbo(x, n_samples=20_000, generator=g).neg_elbo_per_example  # analytic KL, MC log p(x|z)
+        elbo = -model.elbo(x, n_samples=20_000, generator=g).neg_elbo  # analytic KL, MC log p(x|z)
     se = k1.std(0) / math.sqrt(k1.shape[0])
     assert ((k1.mean(0) - elbo).abs() < 4 * se + 1e-3).all(), (k1.mean(0), elbo, se)
     big_k = model.log_likelihood(x, k=500, generator=g)

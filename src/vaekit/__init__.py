@@ -4,7 +4,7 @@ from vaekit.config import Config, load_config
 from vaekit.data.datasets import Dataset, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import EvalResult, evaluate
-from vaekit.models.objectives import ElboTerms
+from vaekit.models.bounds import ElboTerms
 from vaekit.models.outputs import VAEOutput
 from vaekit.models.vae import VAE
 from vaekit.training.loop import TrainResult, train

@@ -17,7 +17,7 @@ import yaml
 
 from vaekit.errors import ConfigError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: objective.name (a registry name) replaces iw_samples > 1 and objective.estimator
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
@@ -73,6 +73,7 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
+    name: str = "elbo"  # registry name: elbo, iwae, dreg, ae (vaekit objectives lists them)
     beta: float = 1.0  # KL weight after any schedule has finished
     kl_schedule: Literal["constant", "linear", "cyclical", "sigmoid"] = "constant"
     kl_warmup_steps: int = 0  # length of the linear/sigmoid ramp, or of one cycle
@@ -83,8 +84,7 @@ class ObjectiveConfig:
     group_warmup_steps: list[int] = field(default_factory=list)  # per group (top first): a linear KL ramp each
     kl_balance: bool = False  # NVAE's KL balancing across groups while the KL weight is below 1
     spectral_reg: float = 0.0  # NVAE's spectral regularization: lambda * sum of the weights' top singular values
-    iw_samples: int = 1  # k > 1 trains the importance-weighted bound (Burda et al. 2016)
-    estimator: Literal["standard", "dreg"] = "standard"  # IWAE encoder gradient; dreg = Tucker et al. 2019
+    iw_samples: int = 1  # iwae and dreg: the k of the k-sample bound (Burda et al. 2016)
 
 
 @dataclass
@@ -272,8 +272,21 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"config version {version!r} is not supported; this vaekit reads versions 1..{CONFIG_VERSION}"
         )
-    # Version 1 is the first; later versions add their migrations here, oldest first.
+    if version < 2:  # 1 -> 2: the objective is named; iw_samples > 1 chose IWAE, `estimator` its gradient
+        raw = _objective_named(raw)
     return {**raw, "version": CONFIG_VERSION}
+
+
+def _objective_named(raw: dict[str, Any]) -> dict[str, Any]:
+    objective = raw.get("objective")
+    if not isinstance(objective, dict):
+        return raw
+    objective = dict(objective)
+    estimator = objective.pop("estimator", "standard")
+    k = objective.get("iw_samples", 1)
+    if "name" not in objective and isinstance(k, int) and k > 1:
+        objective["name"] = "dreg" if estimator == "dreg" else "iwae"
+    return {**raw, "objective": objective}
 
 
 def _assign(raw: dict[str, Any], keys: list[str], value: Any, full: str) -> None:

@@ -13,9 +13,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A table of named factories; `get` fails with the list of valid names."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, entries: dict[str, T] | None = None) -> None:
+        """`entries`: the table written out in one place (no registration by importing a module for its effect)."""
         self.kind = kind
-        self._entries: dict[str, T] = {}
+        self._entries: dict[str, T] = dict(entries or {})
 
     def register(self, name: str) -> Callable[[T], T]:
         def add(entry: T) -> T:

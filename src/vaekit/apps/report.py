@@ -58,7 +58,8 @@ def _curves(rows: list[dict[str, Any]]) -> str:
     evals = [r for r in rows if r.get("kind") == "eval"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     ax = axes[0]
-    ax.plot([r["step"] for r in train], [r["neg_elbo"] for r in train], label="train (running mean)")
+    score = "neg_elbo" if all("neg_elbo" in r for r in train) else "neg_log_px"  # the ae objective scores -log p(x|z)
+    ax.plot([r["step"] for r in train], [r.get(score) for r in train], label=f"train {score} (running mean)")
     for split in sorted({r["split"] for r in evals}):
         pts = [r for r in evals if r["split"] == split]
         ax.plot([r["step"] for r in pts], [r["neg_elbo"] for r in pts], "o-", label=f"{split}")

@@ -47,7 +47,7 @@ def score(
         if iw_samples:
             out.append(-model.log_likelihood(x, k=iw_samples, generator=gen).cpu())
         else:
-            out.append(model.elbo(x, generator=gen).neg_elbo_per_example.cpu())
+            out.append(model.elbo(x, generator=gen).neg_elbo.cpu())
     model.train(was_training)
     return torch.cat(out)
 

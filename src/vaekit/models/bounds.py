@@ -1,4 +1,4 @@
-"""Objectives as pure functions of tensors: the ELBO's terms, the importance-weighted bound, units.
+"""Bounds as pure functions of tensors: the ELBO's terms, the importance-weighted bound, units.
 
 Signs and units are in the names: `log_px` and `log_w` are nats (higher is better), `neg_elbo`
 is nats per example (lower is better), `bits_per_dim` divides nats by D * ln 2.
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vaekit.errors import ConfigError
 from vaekit.models.distributions import DiagonalGaussian, StandardNormal, gaussian_kl
 from vaekit.models.outputs import LatentGroup, VAEOutput
 
@@ -58,62 +57,9 @@ class ElboTerms:
         return total
 
     @property
-    def neg_elbo_per_example(self) -> Tensor:
-        """(B,) nats: -log p(x|z) + KL, the unweighted bound used for reporting."""
+    def neg_elbo(self) -> Tensor:
+        """(B,) nats: -E[log p(x|z)] + KL, the negative ELBO itself (the objectives weigh its terms for training)."""
         return self.kl - self.log_px
-
-    def neg_elbo(
-        self,
-        beta: float | Tensor = 1.0,
-        free_bits: float = 0.0,
-        free_bits_group: float = 0.0,
-        group_weights: list[float] | None = None,
-        balance: bool = False,
-    ) -> Tensor:
-        """() nats per example: the training loss, -E[log p(x|z)] + beta * sum_l w_l c_l KL_l.
-
-        Free bits (Kingma et al. 2016, Eq. 15) act on batch means: a dimension whose mean KL is
-        below `free_bits` nats contributes a constant, so its gradient is zero; a Monte Carlo group
-        has no per-dimension KL and gets the same budget on its total, `free_bits * D_l`.
-        `free_bits_group` does the same per group: a group below it is not pushed further down.
-        `group_weights` w_l (top first) are per-group KL weights (a per-group warm-up); `balance`
-        sets c_l by NVAE's KL balancing (`kl_balance_coefficients`), else c_l = 1.
-        """
-        coeffs = kl_balance_coefficients(self.kl_per_group.detach(), self.group_dims) if balance else None
-        total: Tensor | None = None
-        for i, (kl, dims) in enumerate(zip(self.kl_groups, self.group_dims, strict=True)):
-            if kl.dim() == 2:
-                per_dim = kl.mean(0)
-                if free_bits > 0:
-                    per_dim = per_dim.clamp(min=free_bits)
-                group = per_dim.sum()
-            else:
-                group = kl.mean()
-                if free_bits > 0:
-                    group = group.clamp(min=free_bits * dims)
-            if free_bits_group > 0:
-                group = group.clamp(min=free_bits_group)
-            if group_weights is not None:
-                group = group_weights[i] * group
-            if coeffs is not None:
-                group = coeffs[i] * group
-            total = group if total is None else total + group
-        assert total is not None
-        return -self.log_px.mean() + beta * total
-
-
-def kl_balance_coefficients(kl_per_group: Tensor, group_dims: tuple[int, ...]) -> Tensor:
-    """NVAE's KL balancing (Vahdat & Kautz 2020, App. A; their utils.kl_balancer), (L,) with mean 1.
-
-    c_l is proportional to the group's batch-mean |KL| (+ 0.01) divided by alpha_l, here the group's
-    size relative to the smallest (NVAE divides by the groups' spatial size): a group that carries
-    little is pushed down less, so the upper groups are not switched off while the KL weight ramps.
-    """
-    c = kl_per_group.abs().mean(0) + 0.01  # (L,)
-    alpha = torch.tensor(group_dims, dtype=c.dtype, device=c.device)
-    alpha = alpha / alpha.min()
-    c = c / alpha * c.sum()
-    return c / c.mean()
 
 
 def group_kl(group: LatentGroup) -> Tensor:
@@ -147,35 +93,6 @@ def iw_bound(log_w: Tensor) -> Tensor:
     log (1/S) sum_s w_s; with S = 1 it is a single-sample ELBO estimate.
     """
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
-
-
-def iwae_loss(out: VAEOutput, x: Tensor, dreg: bool = False) -> Tensor:
-    """-(k-sample bound), () nats per example, from a forward pass with S = k samples.
-
-    With `dreg`, the encoder's gradient is the doubly reparameterized estimator (Tucker et al.
-    2019, Eq. 5): log q is evaluated with the posterior's parameters detached, so the encoder
-    learns only through z, and the gradient reaching z is re-weighted by the normalized weights
-    once more (w~^2 in total), which removes the score-function term whose variance grows with k.
-    The decoder's gradient is the usual IWAE one. The loss value is the same either way. DReG
-    needs q's density with its parameters held fixed: one Gaussian group, so a hierarchy (whose
-    lower posteriors depend on sampled groups above) or a flow is refused.
-    """
-    if not dreg:
-        return -iw_bound(log_weights(out, x)).mean()
-    if len(out.groups) != 1 or out.groups[0].log_q is not None:
-        raise ConfigError(
-            "objective.estimator=dreg needs a one-group Gaussian posterior (model.kind=vae, model.posterior=gaussian); "
-            "use estimator=standard for hierarchies and flows"
-        )
-    g = out.groups[0]
-    q_stop = DiagonalGaussian(g.q.mean.detach(), g.q.logvar.detach())
-    log_w = (out.px.log_prob(x) + g.p.log_prob(g.z) - q_stop.log_prob(g.z)).float()  # (S, B)
-    weights = torch.softmax(log_w, dim=0).detach()  # (S, B) normalized importance weights
-    if g.z.requires_grad:
-        g.z.register_hook(lambda grad: grad * weights.unsqueeze(-1).to(grad.dtype))
-    surrogate = (weights * log_w).sum(0)  # gradient: sum_s w~_s grad log w_s
-    value = iw_bound(log_w).detach()
-    return -(surrogate + (value - surrogate.detach())).mean()  # the bound's value, DReG's gradient
 
 
 def bits_per_dim(nats: Tensor | float, dims: int) -> Tensor | float:

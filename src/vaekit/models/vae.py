@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from vaekit import zoo
 from vaekit.config import Config, ModelConfig
 from vaekit.errors import CheckpointError, ConfigError
+from vaekit.models.bounds import ElboTerms, elbo_terms, log_weights
 from vaekit.models.distributions import DiagonalGaussian, GaussianMixture, StandardNormal, soft_clamp
 from vaekit.models.likelihoods import PixelDistribution, build_likelihood
 from vaekit.models.nets import DECODERS, ENCODERS
-from vaekit.models.objectives import ElboTerms, elbo_terms, log_weights
 from vaekit.models.outputs import LatentGroup, VAEOutput
 from vaekit.models.posteriors import build_flow
 from vaekit.models.priors import Prior, build_prior
@@ -276,7 +276,7 @@ class VAE(nn.Module):
     def elbo(
         self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, y: Tensor | None = None
     ) -> ElboTerms:
-        """The ELBO's terms for x (B, C, H, W) (labels y if conditional); `neg_elbo_per_example` is (B,) nats."""
+        """The ELBO's terms for x (B, C, H, W) (labels y if conditional); `neg_elbo` is (B,) nats."""
         return elbo_terms(self(x, n_samples, generator, y=y), x)
 
     @torch.no_grad()

@@ -1,12 +1,13 @@
 """The whole training step as one compiled graph (`train.compile`).
 
-Forward, backward (`torch.func.grad_and_value`, so autograd is traced into the same graph), gradient
-clipping, the guards' skip decision, Adam, the skip counters and the EMA all run inside one
-`torch.compile`'d function, with no host sync. The step reads and writes the very tensors eager
-training uses (the parameters, `torch.optim.Adam`'s `exp_avg`, `exp_avg_sq` and `step`, the norm
-history, the counters, the EMA shadow), so checkpoints are the same files either way and a run can
-resume eagerly from a compiled one. A skipped update leaves weights, moments and EMA as they were, as
-the eager fused-Adam path does (`torch.where` on every tensor it would change).
+The eager step's own pieces, compiled into one graph with no host sync: the objective's `loss` (through
+`torch.func.grad_and_value`, so autograd is traced into the same graph), the guards' `total_norm`, `clip_`,
+`skip_decision` and `count_skip_`, torch's own Adam (`torch.optim.adam.adam`, capturable, with the optimizer's
+settings) and the EMA's `ema_blend_`. Nothing here restates a loss or an optimizer formula. The step reads and
+writes the very tensors eager training uses (the parameters, `torch.optim.Adam`'s `exp_avg`, `exp_avg_sq` and
+`step`, the norm history, the counters, the EMA shadow), so checkpoints are the same files either way and a run can
+resume eagerly from a compiled one. A skipped update leaves weights, moments and EMA as they were, as the eager
+fused-Adam path does (Adam runs on copies, kept by `torch.where` unless the step is skipped).
 
 The learning rate, the KL weight, the clip norm and the EMA's decay enter as one device tensor (`knobs`), copied on the
 device from a block of 1,024 steps' schedules sent over at once, so schedules neither recompile nor
@@ -29,10 +30,21 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam as torch_adam
 
 from vaekit.config import Config
-from vaekit.models.objectives import elbo_terms
-from vaekit.training.guards import EMA, NormHistory, StepReport
+from vaekit.objectives import Batch, Knobs, Nets, Objective, build_objective
+from vaekit.training.guards import (
+    EMA,
+    NormHistory,
+    StepReport,
+    clip_,
+    count_skip_,
+    ema_blend_,
+    ema_weight,
+    skip_decision,
+    total_norm,
+)
 
 KNOB_BLOCK = 1024  # steps whose schedules go to the device in one copy
 
@@ -56,7 +68,7 @@ def graph_key(cfg: Config, device: torch.device) -> str:
     """What the compiled graph depends on: the model, the loss and guard settings, precision, batch, torch, device."""
     parts = {
         "model": dataclasses.asdict(cfg.model),
-        "objective": [cfg.objective.free_bits, cfg.objective.free_bits_group],
+        "objective": dataclasses.asdict(cfg.objective),
         "guard": dataclasses.asdict(cfg.guard),
         "optim": [cfg.optim.betas, cfg.optim.eps, cfg.optim.weight_decay],
         "train": [cfg.train.precision, cfg.train.batch_size, cfg.train.channels_last],
@@ -104,8 +116,17 @@ class WholeStep:
     object's own buffers (`grad_norm`, `skip`): a replay overwrites a graph's outputs.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, history: NormHistory, cfg: Config) -> None:
-        self.model, self.optimizer, self.history, self.cfg = model, optimizer, history, cfg
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        optimizer: torch.optim.Optimizer,
+        history: NormHistory,
+        cfg: Config,
+    ) -> None:
+        self.model, self.objective, self.optimizer, self.history, self.cfg = model, objective, optimizer, history, cfg
+        group = optimizer.param_groups[0]  # read once: the step sets group["lr"], which a graph must not guard on
+        self.adam = AdamSettings(group["betas"][0], group["betas"][1], group["eps"], group["weight_decay"])
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = device = self.params[0].device
@@ -186,7 +207,7 @@ class WholeStep:
         if not self.warmed:  # compiled and ran: the next run of this graph on this machine starts warm
             self.warmed = True
             _mark_warm(self.key)
-        return StepReport(grad_norm=self.grad_norm, skipped=self.skip, objective=watched[1]), watched[0]
+        return StepReport(grad_norm=self.grad_norm, skipped=self.skip, per_example_loss=watched[1]), watched[0]
 
     def _step(
         self,
@@ -203,68 +224,78 @@ class WholeStep:
         shadow: list[Tensor],
         y: Tensor | None,
     ) -> Tensor:
-        cfg, guard, optim = self.cfg, self.cfg.guard, self.cfg.optim
         beta, lr, clip, decay = knobs[0], knobs[1], knobs[2], knobs[3]
-        free_bits = (cfg.objective.free_bits, cfg.objective.free_bits_group)
+        grads, loss, watched = self._gradients(params, x, eps, y, Knobs(kl_weight=beta))
+        grad_norm = total_norm(grads)
+        clip_(grads, clip, grad_norm)  # clip = inf when guard.clip_grad_norm is off: a factor of 1
+        history = NormHistory.over(log_norms, count)
+        skip = skip_decision(loss, grad_norm, self.cfg.guard, history)
+        with torch.no_grad():
+            _adam_unless_skipped(self.adam, (params, grads, exp_avg, exp_avg_sq, steps), lr, ~skip)
+            if shadow:
+                ema_blend_(shadow, params, ema_weight(decay, skip, shadow[0].dtype))
+            skipped, streak, norm_out, skip_out = outputs
+            count_skip_(skipped, streak, skip)
+            norm_out.copy_(grad_norm.detach())
+            skip_out.copy_(skip)
+        return watched  # (2, B): the objective's score and its per-example loss
+
+    def _gradients(
+        self, params: list[Tensor], x: Tensor, eps: Tensor, y: Tensor | None, knobs: Knobs
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The objective's loss and its gradients with respect to `params`, as a function of the weights."""
+        precision = self.cfg.train.precision
 
         def loss_fn(weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            with autocast(cfg.train.precision, x.device.type):
-                out = torch.func.functional_call(self.model, weights, (x,), {"eps": eps, "y": y})
-            terms = elbo_terms(out, x)
-            watched = torch.stack([terms.neg_elbo_per_example, beta * terms.kl - terms.log_px])
-            return terms.neg_elbo(beta, *free_bits), watched.detach()
+            def forward(inputs: Tensor, **kwargs: object) -> Any:
+                with autocast(precision, inputs.device.type):
+                    return torch.func.functional_call(self.model, weights, (inputs,), kwargs)
+
+            out = self.objective.loss(Nets(self.model, forward), Batch(x, y, eps), knobs)  # type: ignore[arg-type]
+            return out.loss, torch.stack([out.score, out.per_example]).detach()
 
         detached = {n: p.detach() for n, p in zip(self.names, params, strict=True)}
         grads_by_name, (loss, watched) = torch.func.grad_and_value(loss_fn, has_aux=True)(detached)
-        grads = [grads_by_name[n] for n in self.names]
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        coef = torch.clamp(clip / (grad_norm + 1e-6), max=1.0)  # as clip_grad_norm_
-        skip = torch.zeros((), dtype=torch.bool, device=x.device)
-        if guard.skip_nonfinite:
-            skip = skip | ~torch.isfinite(grad_norm) | ~torch.isfinite(loss)
-        if guard.skip_grad_norm is not None:
-            skip = skip | (grad_norm > guard.skip_grad_norm)
-        if guard.skip_outlier is not None:
-            history = NormHistory.over(log_norms, count)
-            skip = skip | (grad_norm > history.limit(guard.skip_outlier, guard.skip_warmup))
-            history.push(grad_norm)
-        keep = ~skip
-        beta1, beta2 = optim.betas
-        ema_weight = (1.0 - decay) * keep.float()  # 0 on a skipped step, as EMA.update
-        with torch.no_grad():
-            for i, (p, g, m, v, t) in enumerate(zip(params, grads, exp_avg, exp_avg_sq, steps, strict=True)):
-                # torch.optim.Adam (L2 weight decay on the gradient), written out so that it fuses with the rest
-                g = g * coef
-                if optim.weight_decay:
-                    g = g + optim.weight_decay * p
-                t_new = t + 1
-                m_new = torch.lerp(m, g, 1 - beta1)
-                v_new = v * beta2 + (1 - beta2) * g * g
-                denom = (v_new.sqrt() / torch.sqrt(1 - beta2**t_new)) + optim.eps
-                p_new = torch.where(keep, p - (lr / (1 - beta1**t_new)) * m_new / denom, p)
-                p.copy_(p_new)
-                m.copy_(torch.where(keep, m_new, m))
-                v.copy_(torch.where(keep, v_new, v))
-                t.copy_(torch.where(keep, t_new, t))
-                if shadow:
-                    shadow[i].add_((p_new - shadow[i]) * ema_weight)
-            skipped, streak, norm_out, skip_out = outputs
-            skipped.add_(skip.long())
-            streak.copy_((streak + 1) * skip.long())
-            norm_out.copy_(grad_norm.detach())
-            skip_out.copy_(skip)
-        return watched  # (2, B): the -ELBO and the objective at this step's KL weight
+        return [grads_by_name[n] for n in self.names], loss, watched
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamSettings:
+    """The optimizer's settings besides the learning rate (which arrives as a knob)."""
+
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+
+
+def _adam_unless_skipped(
+    settings: AdamSettings,
+    tensors: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor]],
+    lr: Tensor,
+    keep: Tensor,
+) -> None:
+    """torch's own Adam (`torch.optim.adam.adam`, the optimizer's settings) on copies of the weights and moments,
+    written back unless the step is skipped, so a skipped step changes nothing (as fused Adam's `found_inf`)."""
+    params, grads, exp_avg, exp_avg_sq, steps = tensors
+    new = [[t.clone() for t in ts] for ts in (params, exp_avg, exp_avg_sq, steps)]
+    torch_adam(
+        new[0], grads, new[1], new[2], [], new[3],
+        foreach=False, capturable=True, differentiable=False, fused=None, grad_scale=None, found_inf=None,
+        has_complex=False, amsgrad=False, beta1=settings.beta1, beta2=settings.beta2, lr=lr,
+        weight_decay=settings.weight_decay, eps=settings.eps, maximize=False,
+    )  # fmt: skip
+    for old, updated in zip((params, exp_avg, exp_avg_sq, steps), new, strict=True):
+        for a, b in zip(old, updated, strict=True):
+            a.copy_(torch.where(keep, b, a))
 
 
 def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:
     """Why the whole step cannot be compiled for this run, or None when it can."""
-    obj = cfg.objective
     if distributed:
         return "several processes (DDP)"
-    if obj.iw_samples > 1:
-        return "importance-weighted training (objective.iw_samples > 1)"
-    if obj.group_warmup_steps or obj.kl_balance:
-        return "per-group KL weights (objective.group_warmup_steps, objective.kl_balance)"
+    if (blocker := build_objective(cfg.objective).compile_blocker()) is not None:
+        return blocker
     if spectral:
         return "spectral regularization (objective.spectral_reg)"
     if cfg.train.precision == "fp16":

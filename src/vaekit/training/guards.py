@@ -9,9 +9,9 @@ instead of stalling; during the first `guard.skip_warmup` steps nothing is judge
 
 Skips catch single bad updates; `LossWatch` catches a run that goes bad without a streak of them (a
 learned Gaussian scale at a high learning rate blows the -ELBO up to 1e9 nats inside 25 steps, with a
-skip here and there): it rolls the run back when the training -ELBO, averaged over `guard.loss_window`
-steps, rises `guard.loss_rise` nats per data dimension above the lower of where the run started and its
-best window.
+skip here and there): it rolls the run back when the training loss (the objective's own), averaged over
+`guard.loss_window` steps, rises `guard.loss_rise` nats per data dimension above the lower of where the run
+started and its best window.
 
 The skip decision stays on the device: with fused Adam the optimizer is handed a `found_inf` flag
 (the protocol torch's GradScaler uses), so a skipped step leaves weights and moments untouched
@@ -35,9 +35,9 @@ from vaekit.config import GuardConfig
 class StepReport:
     grad_norm: Tensor  # () the total gradient norm before clipping (inf/nan when non-finite)
     skipped: Tensor  # () bool: the update was not applied
-    # (B,) nats: -log p(x|z) + beta KL at the step's KL weight, what the step minimized (the loss watch judges it:
-    # under a KL warm-up the -ELBO at weight 1 rises by design as the KL grows); None: judge the -ELBO
-    objective: Tensor | None = None
+    # (B,) nats: the objective's own per-example loss, what the step minimized (the loss watch judges it: under a
+    # KL warm-up the -ELBO at weight 1 rises by design as the KL grows; IWAE may worsen the -ELBO as its bound improves)
+    per_example_loss: Tensor | None = None
 
 
 MAD_TO_STD = 1.4826  # the median absolute deviation of a normal distribution is 0.6745 sigma
@@ -87,23 +87,24 @@ class NormHistory:
 
 
 class LossWatch:
-    """The training -ELBO in windows of steps, and whether the latest window rose too far.
+    """The training loss (the objective's own per-example loss) in windows of steps, and whether the latest window
+    rose too far.
 
-    Per-example -ELBOs are summed on the device (one host sync per window, where the window closes).
+    Per-example losses are summed on the device (one host sync per window, where the window closes).
     The first step's batch mean is the run's start; every later window mean is judged against
     reference = min(start, best window so far): above reference + `rise` nats it has risen.
     """
 
     def __init__(self, rise: float, device: torch.device | str = "cpu") -> None:
         self.rise = rise  # nats per example (guard.loss_rise times the data dimensions)
-        self.total = torch.zeros((), dtype=torch.float64, device=device)  # finite -ELBOs of the open window
+        self.total = torch.zeros((), dtype=torch.float64, device=device)  # finite losses of the open window
         self.count = torch.zeros((), dtype=torch.float64, device=device)
         self.start, self.best, self.last = math.nan, math.inf, math.nan
 
-    def add(self, neg_elbo: Tensor) -> None:
-        """Count one step's per-example -ELBOs (non-finite ones are the skip rule's business)."""
-        finite = torch.isfinite(neg_elbo)
-        self.total += torch.where(finite, neg_elbo, 0).sum(dtype=torch.float64)
+    def add(self, loss: Tensor) -> None:
+        """Count one step's per-example training losses (non-finite ones are the skip rule's business)."""
+        finite = torch.isfinite(loss)
+        self.total += torch.where(finite, loss, 0).sum(dtype=torch.float64)
         self.count += finite.sum(dtype=torch.float64)
 
     @property
@@ -151,6 +152,37 @@ class LossWatch:
         self.start, self.best, self.last = float(state["start"]), float(state["best"]), float(state["last"])
 
 
+def total_norm(grads: list[Tensor]) -> Tensor:
+    """() the 2-norm of all gradients together (as `clip_grad_norm_` measures it); inf/nan when one is non-finite."""
+    return nn.utils.get_total_norm(grads, foreach=True)
+
+
+def clip_(grads: list[Tensor], max_norm: float | Tensor, grad_norm: Tensor) -> None:
+    """Scale `grads` in place to a total norm of at most `max_norm` (`clip_grads_with_norm_`'s rule, on a list)."""
+    coef = torch.clamp(max_norm / (grad_norm + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef)
+
+
+def skip_decision(loss: Tensor, grad_norm: Tensor, cfg: GuardConfig, history: NormHistory | None) -> Tensor:
+    """() bool on the device, no host sync: skip this update (non-finite, above `skip_grad_norm`, or an outlier
+    against the run's recent norms, which this norm then joins)."""
+    skip = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
+    if cfg.skip_nonfinite:
+        skip = skip | ~torch.isfinite(grad_norm) | ~torch.isfinite(loss.detach())
+    if cfg.skip_grad_norm is not None:
+        skip = skip | (grad_norm > cfg.skip_grad_norm)
+    if history is not None and cfg.skip_outlier is not None:
+        skip = skip | (grad_norm > history.limit(cfg.skip_outlier, cfg.skip_warmup))
+        history.push(grad_norm.detach())
+    return skip
+
+
+def count_skip_(skipped: Tensor, streak: Tensor, skip: Tensor) -> None:
+    """Add this step's skip to the total, and to the streak of skips in a row (reset by an applied update)."""
+    skipped.add_(skip.long())
+    streak.add_(1).mul_(skip.long())
+
+
 def guarded_update(
     optimizer: torch.optim.Optimizer,
     params: Iterable[nn.Parameter],
@@ -166,19 +198,11 @@ def guarded_update(
     `history` judges outliers against the run's recent norms (and records this one);
     `clip_scale` multiplies `cfg.clip_grad_norm` (a rollback lowers it).
     """
-    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
+    grad_norm = total_norm(grads)
     if cfg.clip_grad_norm is not None:
-        grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm * clip_scale, foreach=True)
-    else:
-        grad_norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
-    skip = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
-    if cfg.skip_nonfinite:
-        skip = skip | ~torch.isfinite(grad_norm) | ~torch.isfinite(loss.detach())
-    if cfg.skip_grad_norm is not None:
-        skip = skip | (grad_norm > cfg.skip_grad_norm)
-    if history is not None and cfg.skip_outlier is not None:
-        skip = skip | (grad_norm > history.limit(cfg.skip_outlier, cfg.skip_warmup))
-        history.push(grad_norm.detach())
+        clip_(grads, cfg.clip_grad_norm * clip_scale, grad_norm)
+    skip = skip_decision(loss, grad_norm, cfg, history)
     if step is not None:
         if not bool(skip):
             step()
@@ -193,6 +217,18 @@ def guarded_update(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepReport(grad_norm=grad_norm.detach(), skipped=skip)
+
+
+def ema_weight(decay: float | Tensor, skipped: Tensor, dtype: torch.dtype) -> Tensor:
+    """() the weight of the new weights in the average: 1 - decay, or 0 on a skipped step."""
+    return (1.0 - decay) * (~skipped).to(dtype)
+
+
+def ema_blend_(shadow: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
+    """shadow += weight * (current - shadow), in place."""
+    delta = torch._foreach_sub(current, shadow)
+    torch._foreach_mul_(delta, weight)
+    torch._foreach_add_(shadow, delta)
 
 
 class EMA:
@@ -221,10 +257,7 @@ class EMA:
         if not keys:
             return
         shadow = [self.shadow[k] for k in keys]
-        weight = (1.0 - self.decay_at(step)) * (~skipped).to(shadow[0].dtype)  # 0 on a skipped step
-        delta = torch._foreach_sub([current[k] for k in keys], shadow)
-        torch._foreach_mul_(delta, weight)
-        torch._foreach_add_(shadow, delta)
+        ema_blend_(shadow, [current[k] for k in keys], ema_weight(self.decay_at(step), skipped, shadow[0].dtype))
 
     def state_dict(self, model: nn.Module) -> dict[str, Tensor]:
         """The model's state with the averaged weights in place of the live ones."""

@@ -28,6 +28,7 @@ from vaekit.errors import Preempted, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
 from vaekit.models.vae import VAE
+from vaekit.objectives import build_objective
 from vaekit.storage import atomic_write_bytes
 from vaekit.training.distributed import Topology, setup, teardown
 from vaekit.training.guards import StepReport
@@ -100,6 +101,7 @@ def train(
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    build_objective(cfg.objective, cfg.model)  # an objective that cannot train this model fails before the data loads
     splits = load_splits(cfg)
     cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)))
     if cfg.model.conditional:
@@ -200,17 +202,18 @@ def _loop(run: _Run) -> float:
         epoch, first = divmod(state.step, run.steps_per_epoch)
         for index, x, labels in _epoch_batches(run, epoch, first):  # the global batch: under DDP a rank keeps its rows
             rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
-            report, neg_elbo = train_step(state, x, cfg, run.total, rows, labels)  # labels: conditional models only
-            running = running[0] + neg_elbo.sum(), running[1] + neg_elbo.shape[0]
+            report, score = train_step(state, x, cfg, run.total, rows, labels)  # labels: conditional models only
+            running = running[0] + score.sum(), running[1] + score.shape[0]
             bar.update(1)
             if state.step % cfg.train.log_every == 0 or state.step == run.total:
                 row = _train_row(state, cfg, epoch, report, running, run.total, start_step, t_train)
                 run.log.write(row)
-                bar.set_postfix(neg_elbo=f"{row['neg_elbo']:.2f}", skipped=row["skipped"])
+                name = state.objective.score_name
+                bar.set_postfix({name: f"{row[name]:.2f}", "skipped": row["skipped"]})
                 running = torch.zeros(()), 0
             stuck = guard.rollback_after and state.step % check_every == 0 and state.streak >= guard.rollback_after
-            assert report.objective is not None  # both step paths report what they minimized
-            risen = watch_loss(state, guard, run.topology, report.objective)
+            assert report.per_example_loss is not None  # both step paths report what they minimized
+            risen = watch_loss(state, guard, run.topology, report.per_example_loss)
             if stuck or risen is not None:
                 roll_back(state, guard, run.run_dir, run.log, index, x, report, risen)
                 bar.n = state.step
@@ -287,13 +290,13 @@ def _train_row(
     t0: float,
 ) -> dict[str, Any]:
     # The only host sync in the loop: once per `log_every` steps (before the clock: the steps queued count).
-    neg_elbo = running[0].item() / max(running[1], 1)
+    score = running[0].item() / max(running[1], 1)
     elapsed = time.perf_counter() - t0
     return {
         "kind": "train",
         "step": state.step,
         "epoch": epoch,
-        "neg_elbo": neg_elbo,
+        state.objective.score_name: score,  # the running mean of the objective's score: neg_elbo for the ELBO
         "grad_norm": report.grad_norm.item(),
         "skipped": int(state.skipped.item()),
         "beta": kl_weight(state.step - 1, cfg.objective, total),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 from vaekit.config import ObjectiveConfig, OptimConfig
+from vaekit.errors import ConfigError
+from vaekit.objectives import Knobs
 
 
 def kl_weight(step: int, cfg: ObjectiveConfig, total_steps: int | None = None) -> float:
@@ -52,12 +54,18 @@ def group_kl_weights(step: int, cfg: ObjectiveConfig, n_groups: int) -> list[flo
     if not cfg.group_warmup_steps:
         return None
     if len(cfg.group_warmup_steps) != n_groups:
-        from vaekit.errors import ConfigError
-
         raise ConfigError(
             f"objective.group_warmup_steps has {len(cfg.group_warmup_steps)} entries; the model has {n_groups} groups"
         )
     return [1.0 if w == 0 else min(1.0, step / w) for w in cfg.group_warmup_steps]
+
+
+def knobs_at(step: int, cfg: ObjectiveConfig, total_steps: int, n_groups: int) -> Knobs:
+    """The objective's knobs at `step`: the KL weight, the per-group weights, and KL balancing (NVAE balances only
+    while the KL weight ramps up)."""
+    beta = kl_weight(step, cfg, total_steps)
+    balance = cfg.kl_balance and beta < cfg.beta
+    return Knobs(kl_weight=beta, group_weights=group_kl_weights(step, cfg, n_groups), kl_balance=balance)
 
 
 def warmup_warning(cfg: ObjectiveConfig, total_steps: int) -> str | None:

@@ -1,8 +1,9 @@
 """One guarded update: the training state, the step, and building both from a config.
 
-`TrainState` holds everything a resumed run needs; `train_step` applies one update to it with the
-KL schedule, learning-rate schedule, autocast, guards and EMA; `build_state` makes the model,
-fused Adam, EMA, DDP wrapper, fp16 scaler and (with `train.compile`) the compiled whole step.
+`TrainState` holds everything a resumed run needs; `train_step` applies one update to it: the objective's loss at
+the step's knobs (objectives/), then the guards, Adam and the EMA; it never asks which objective it runs.
+`build_state` makes the model, the objective, fused Adam, EMA, DDP wrapper, fp16 scaler and (with `train.compile`)
+the compiled whole step, built from the same functions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,15 +22,15 @@ from torch import Tensor
 
 from vaekit.config import Config
 from vaekit.errors import VaekitError
-from vaekit.models.objectives import elbo_terms, iwae_loss
 from vaekit.models.outputs import VAEOutput
 from vaekit.models.vae import VAE
+from vaekit.objectives import Batch, Nets, Objective, build_objective
 from vaekit.storage import load_state
 from vaekit.training.compiled import Counters, WholeStep, autocast, graph_key, is_warm, supported
 from vaekit.training.distributed import Topology
-from vaekit.training.guards import EMA, LossWatch, NormHistory, StepReport, guarded_update
+from vaekit.training.guards import EMA, LossWatch, NormHistory, StepReport, count_skip_, guarded_update
 from vaekit.training.regularizers import SpectralPenalty
-from vaekit.training.schedules import group_kl_weights, kl_weight, lr_factor
+from vaekit.training.schedules import kl_weight, knobs_at, lr_factor
 
 # `train.compile: auto` compiles a run of at least this many full steps, the measured break-even of the compiled
 # step on this project's 2-core CPU (bench/compile_break_even.py, bench/RESULTS.md "Compiled whole step"): with an
@@ -40,6 +42,7 @@ AUTO_COMPILE_STEPS_WARM = 2_000
 @dataclass
 class TrainState:
     model: VAE
+    objective: Objective
     optimizer: torch.optim.Optimizer
     ema: EMA | None
     step: int = 0
@@ -54,7 +57,7 @@ class TrainState:
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     compiled: WholeStep | None = None  # train.compile: forward, backward, guards and Adam as one compiled graph
     spectral: SpectralPenalty | None = None  # objective.spectral_reg > 0
-    watch: LossWatch | None = None  # guard.loss_rise: the training -ELBO in windows (rollback when it rises)
+    watch: LossWatch | None = None  # guard.loss_rise: the training loss in windows (rollback when it rises)
 
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
@@ -135,18 +138,17 @@ def train_step(
     state: TrainState, x: Tensor, cfg: Config, total_steps: int, rows: slice | None = None, y: Tensor | None = None
 ) -> tuple[StepReport, Tensor]:
     """One guarded update on batch x (B, C, H, W) (labels y (B,) for a conditional model); returns the
-    report and -ELBO (B,) nats.
+    report and the objective's score (B,) nats (the -ELBO, or what `state.objective.score_name` names).
 
     With `rows` (DDP), x is the global batch: this rank keeps its rows, and the reparameterization
     noise is drawn for the whole global batch so every rank's slice matches a single-process run.
     """
-    beta = kl_weight(state.step, cfg.objective, total_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = cfg.optim.lr * state.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
     device = state.device
     eps = None
     if rows is not None:
-        eps = torch.randn(cfg.objective.iw_samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
+        eps = torch.randn(state.objective.samples, x.shape[0], state.model.latent_dim)[:, rows].to(device)
         x = x[rows]
         y = y[rows] if y is not None else None
     x = x.to(device, non_blocking=True)  # a no-op for batches the feed already placed on the device
@@ -156,36 +158,33 @@ def train_step(
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
     whole = state.compiled is not None and x.shape[0] == cfg.train.batch_size
     done = _compiled_update(state, x, cfg, total_steps, y) if whole else None
-    if done is not None:  # the compiled step also updated the EMA and the counters
-        report, neg_elbo = done
-    else:
-        with autocast(cfg.train.precision, device.type):
-            out = (state.net or state.model)(x, n_samples=cfg.objective.iw_samples, eps=eps, y=y)
-        loss, neg_elbo, objective = _loss(state, out, x, beta, cfg)
-        if state.spectral is not None:
-            loss = loss + state.spectral()
-        report = replace(_backward_and_update(state, loss, cfg), objective=objective)
-        if state.ema is not None:
-            state.ema.update(state.model, report.skipped, step=state.step)
-        state.skipped += report.skipped
-        state.streak.add_(1).mul_(report.skipped)  # in place, on the device: no sync per step
-    state.grad_norm = report.grad_norm
+    if done is None:  # the compiled step also updated the EMA and the counters
+        done = _eager_update(state, Batch(x, y, eps), cfg, total_steps)
+    state.grad_norm = done[0].grad_norm
     state.step += 1
-    return report, neg_elbo
+    return done
 
 
-def _loss(state: TrainState, out: VAEOutput, x: Tensor, beta: float, cfg: Config) -> tuple[Tensor, Tensor, Tensor]:
-    """The training loss (IWAE bound, or the ELBO with its schedules), -ELBO (B,) and the objective (B,) at the
-    step's KL weight (-log p(x|z) + beta KL; the -ELBO for the IWAE bound) of one forward pass."""
-    terms = elbo_terms(out, x)
-    obj = cfg.objective
-    neg_elbo = terms.neg_elbo_per_example.detach()
-    if obj.iw_samples > 1:  # Burda et al. 2016: maximize the k-sample bound
-        return iwae_loss(out, x, dreg=obj.estimator == "dreg"), neg_elbo, neg_elbo
-    weights = group_kl_weights(state.step, obj, len(out.groups))
-    balance = obj.kl_balance and beta < obj.beta  # NVAE balances only while the KL weight ramps up
-    loss = terms.neg_elbo(beta, obj.free_bits, obj.free_bits_group, weights, balance)
-    return loss, neg_elbo, (beta * terms.kl - terms.log_px).detach()
+def _eager_update(state: TrainState, batch: Batch, cfg: Config, total_steps: int) -> tuple[StepReport, Tensor]:
+    knobs = knobs_at(state.step, cfg.objective, total_steps, len(state.model.group_dims))
+    out = state.objective.loss(Nets(state.model, _forward(state, cfg)), batch, knobs)
+    loss = out.loss + state.spectral() if state.spectral is not None else out.loss
+    report = replace(_backward_and_update(state, loss, cfg), per_example_loss=out.per_example)
+    if state.ema is not None:
+        state.ema.update(state.model, report.skipped, step=state.step)
+    count_skip_(state.skipped, state.streak, report.skipped)  # in place, on the device: no sync per step
+    return report, out.score
+
+
+def _forward(state: TrainState, cfg: Config) -> Callable[..., VAEOutput]:
+    """The model (its DDP wrapper in multi-process runs) under the run's autocast; the loss terms stay in fp32."""
+    net = state.net or state.model
+
+    def forward(x: Tensor, **kwargs: Any) -> VAEOutput:
+        with autocast(cfg.train.precision, x.device.type):
+            return net(x, **kwargs)
+
+    return forward
 
 
 def _compiled_update(
@@ -193,7 +192,8 @@ def _compiled_update(
 ) -> tuple[StepReport, Tensor] | None:
     """The whole step compiled, or None (and eager from then on) if compiling fails, e.g. with no C++ compiler."""
     assert state.compiled is not None
-    eps = torch.randn(1, x.shape[0], state.model.latent_dim, device=x.device)  # the stream eager rsample draws
+    # the stream eager rsample draws
+    eps = torch.randn(state.objective.samples, x.shape[0], state.model.latent_dim, device=x.device)
     clip = cfg.guard.clip_grad_norm
     scales = (state.lr_scale, state.clip_scale)
 
@@ -253,6 +253,7 @@ def build_state(
     device = topology.device if topology else torch.device("cpu")
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
+    objective = build_objective(cfg.objective, cfg.model)
     model = (VAE(cfg.model, *nets) if any(n is not None for n in nets) else VAE(cfg.model)).to(device)
     if cfg.train.channels_last:  # before the optimizer: Adam's moments take the parameters' layout
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
@@ -265,7 +266,8 @@ def build_state(
         fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
     )
     ema = EMA(model, cfg.guard.ema_decay, cfg.guard.ema_warmup_power) if cfg.guard.ema_decay > 0 else None
-    state = TrainState(model=model, optimizer=optimizer, ema=ema, history=NormHistory(cfg.guard.skip_window, device))
+    history = NormHistory(cfg.guard.skip_window, device)
+    state = TrainState(model=model, objective=objective, optimizer=optimizer, ema=ema, history=history)
     for name in ("skipped", "streak", "grad_norm"):
         setattr(state, name, getattr(state, name).to(device))
     if topology is not None and topology.world > 1:
@@ -278,7 +280,7 @@ def build_state(
     if cfg.objective.spectral_reg > 0:
         state.spectral = SpectralPenalty(model, cfg.objective.spectral_reg)
     if compile_whole_step(cfg, total_steps, state.net is not None, state.spectral is not None, device):
-        state.compiled = WholeStep(model, optimizer, state.history, cfg)
+        state.compiled = WholeStep(model, objective, optimizer, state.history, cfg)
     return state
 
 

@@ -1,0 +1,42 @@
+"""`ae`: the plain autoencoder, reconstruction only (the article's Q1: what a VAE is without its KL term).
+
+z is the posterior mean (the forward pass runs with zero noise), and the loss is -log p(x | z) with no KL, so the
+latents are not held near the prior: the model reconstructs but cannot sample from it (Ghosh et al. 2020 fit a
+density to the codes afterwards instead). The score is that reconstruction term, `neg_log_px`, nats per example: it
+is not a bound on -log p(x), and is named so it is never read as one. `vaekit eval` still reports the -ELBO of the
+trained model for comparison with a VAE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vaekit.config import ModelConfig, ObjectiveConfig
+from vaekit.errors import ConfigError
+from vaekit.objectives.base import Batch, Knobs, LossOut, Nets
+
+
+@dataclass(frozen=True)
+class Autoencoder:
+    cfg: ObjectiveConfig
+    score_name: str = "neg_log_px"
+    samples: int = 1
+
+    def check(self, model: ModelConfig) -> None:
+        if model.prior != "standard-normal":
+            raise ConfigError(
+                f"objective.name=ae trains no prior (it has no KL term): model.prior={model.prior} would not learn; "
+                "use model.prior=standard-normal"
+            )
+
+    def compile_blocker(self) -> str | None:
+        return None
+
+    def loss(self, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
+        zero = torch.zeros(1, batch.x.shape[0], nets.model.latent_dim, device=batch.x.device)  # z = the mean
+        out = nets.forward(batch.x, n_samples=1, eps=zero, y=batch.y)
+        log_px = out.px.log_prob(batch.x).mean(0).float()  # (B,)
+        neg_log_px = -log_px.detach()
+        return LossOut(loss=-log_px.mean(), per_example=neg_log_px, score=neg_log_px, terms={"log_px": -neg_log_px})

@@ -1,0 +1,75 @@
+"""The contract every objective keeps: what it is given (the nets, a batch, the step's knobs) and what it returns.
+
+An objective reads a model's outputs and returns losses; it never builds a network or touches an optimizer
+(LAYOUT.md). The training step calls `loss` and never asks which objective it runs, so adding one is a new file,
+its line in `objectives/__init__.py` and its row in tests/test_objective_contract.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch import Tensor
+
+from vaekit.config import ModelConfig
+from vaekit.models.outputs import VAEOutput
+from vaekit.models.vae import VAE
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The schedules at one step: what an objective may weigh its terms by."""
+
+    kl_weight: float | Tensor  # beta at this step (a device tensor inside the compiled step)
+    group_weights: list[float] | None = None  # per-group KL weights, top first (objective.group_warmup_steps)
+    kl_balance: bool = False  # NVAE's KL balancing, on while the KL weight ramps up
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: Tensor  # (B, C, H, W) in [0, 1]
+    y: Tensor | None = None  # (B,) labels of a conditional model
+    eps: Tensor | None = None  # (S, B, D) the reparameterization noise when the step draws it (DDP, compiled)
+
+
+@dataclass(frozen=True)
+class Nets:
+    """The networks a step trains, and how to run the model this step (itself, its DDP wrapper, or a functional call
+    over the compiled step's weights, under the run's autocast)."""
+
+    model: VAE  # for its attributes (latent_dim, group_dims, ...)
+    forward: Callable[..., VAEOutput]  # forward(x, n_samples=S, eps=eps, y=y) -> VAEOutput
+
+
+@dataclass(frozen=True)
+class LossOut:
+    loss: Tensor  # () what the optimizer minimizes
+    per_example: Tensor  # (B,) nats, detached: the same loss per example, what the loss watch judges
+    score: Tensor  # (B,) nats, detached: what the run reports (`Objective.score_name` says which quantity)
+    terms: dict[str, Tensor] = field(default_factory=dict)  # named (B,) detached values for the log
+
+
+class Objective(Protocol):
+    """A registry entry of `objectives/__init__.py`, built from the run's `ObjectiveConfig`."""
+
+    @property
+    def score_name(self) -> str:
+        """The name of `LossOut.score`: "neg_elbo", or the objective's own quantity."""
+        ...
+
+    @property
+    def samples(self) -> int:
+        """Posterior samples per example the forward pass draws (the noise the step draws for it)."""
+        ...
+
+    def check(self, model: ModelConfig) -> None:
+        """Raise `ConfigError` (one line) when this objective cannot train a model of this kind."""
+        ...
+
+    def compile_blocker(self) -> str | None:
+        """Why the compiled step cannot run this objective, or None when it can."""
+        ...
+
+    def loss(self, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut: ...
