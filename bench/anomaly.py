@@ -26,6 +26,7 @@ from pathlib import Path
 import vaekit
 from results import plan_epochs, update_section
 from vaekit.apps.score import auroc, code_length_nats, score, typical_entropy, typicality
+from vaekit.config import override
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -74,7 +75,7 @@ def colour_pair(minutes: float, k: int) -> tuple[str, str, str, list[str]]:
     cfg = vaekit.load_config(None, [*base, f"train.epochs={epochs}"])
     with tempfile.TemporaryDirectory() as tmp:
         model = vaekit.train(cfg, f"{tmp}/run", quiet=True).model
-        background = vaekit.train(cfg.override(["data.noise=0.2"]), f"{tmp}/bg", quiet=True).model
+        background = vaekit.train(override(cfg, ["data.noise=0.2"]), f"{tmp}/bg", quiet=True).model
     train_set = vaekit.load_dataset("cifar10-jpeg", "train")
     cells, aurocs = methods_row(model, background, train_set, vaekit.load_dataset("cifar10-jpeg", "test"),
                                 coloured_digits(), k)
@@ -124,7 +125,7 @@ def main() -> None:
     rows, methods, names = [], [], []
     for train_name, ood_name in (("mnist", "fashion-mnist"), ("fashion-mnist", "mnist")):
         cfg = vaekit.load_config("mlp", [f"data.name={train_name}", f"train.epochs={args.epochs}"])
-        bg_cfg = cfg.override(["data.noise=0.2"])
+        bg_cfg = override(cfg, ["data.noise=0.2"])
         with tempfile.TemporaryDirectory() as tmp:
             model = vaekit.train(cfg, f"{tmp}/run", quiet=True).model
             background = vaekit.train(bg_cfg, f"{tmp}/bg", quiet=True).model

@@ -38,6 +38,7 @@ def measure(preset: str, rounds: int, seconds: float) -> dict[str, object]:
     import torch
 
     import vaekit
+    from vaekit.config import override
     from vaekit.models.bounds import elbo_terms
     from vaekit.training.step import build_state, train_step
 
@@ -51,7 +52,7 @@ def measure(preset: str, rounds: int, seconds: float) -> dict[str, object]:
         x = torch.randint(0, 256, (batch, *base.model.input_shape), generator=gen).float() / 255
 
     def vaekit_variant(overrides: list[str]) -> Callable[[], None]:
-        cfg = base.override(overrides) if overrides else base
+        cfg = override(base, overrides) if overrides else base
         torch.manual_seed(0)
         state = build_state(cfg, total_steps=10**6)
 

@@ -130,10 +130,10 @@ def test_iw_samples_without_an_importance_weighted_objective_is_refused() -> Non
 
 
 def test_version_1_configs_name_their_objective() -> None:
-    from vaekit.config import Config
+    from vaekit.config import config_from_dict
 
-    iwae = Config.from_dict({"version": 1, "objective": {"iw_samples": 50, "estimator": "standard"}})
-    dreg = Config.from_dict({"version": 1, "objective": {"iw_samples": 5, "estimator": "dreg"}})
-    plain = Config.from_dict({"version": 1, "objective": {"beta": 2.0}})
+    iwae = config_from_dict({"version": 1, "objective": {"iw_samples": 50, "estimator": "standard"}})
+    dreg = config_from_dict({"version": 1, "objective": {"iw_samples": 5, "estimator": "dreg"}})
+    plain = config_from_dict({"version": 1, "objective": {"beta": 2.0}})
     assert (iwae.objective.name, iwae.objective.iw_samples) == ("iwae", 50)
     assert dreg.objective.name == "dreg" and plain.objective.name == "elbo" and plain.version == 2

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaekit import zoo
-from vaekit.config import Config, ModelConfig
+from vaekit.config import ModelConfig, config_from_dict
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models.bounds import ElboTerms, elbo_terms, log_weights
 from vaekit.models.distributions import DiagonalGaussian, GaussianMixture, StandardNormal, soft_clamp
@@ -388,7 +388,7 @@ def load_model(
         or not isinstance(config.get("model"), dict)
     ):
         raise CheckpointError(f"{str(config_path)!r} is not a vaekit model config (format {MODEL_FORMAT})")
-    cfg = Config.from_dict({"model": config["model"]})
+    cfg = config_from_dict({"model": config["model"]})
     tensors, _ = read_safetensors(folder / "model.safetensors")
     if config.get("weights_sha256") != tensors_digest(tensors):
         raise CheckpointError(

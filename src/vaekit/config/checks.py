@@ -1,13 +1,9 @@
-"""Range checks of a built config that types alone cannot express (called by `Config.from_dict`)."""
+"""Range checks of a built config that types alone cannot express (called by `load.config_from_dict`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from vaekit.config.schema import Config, ModelConfig
 from vaekit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from vaekit.config import Config, ModelConfig
 
 
 def validate(cfg: Config) -> None:
