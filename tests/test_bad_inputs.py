@@ -330,9 +330,9 @@ def _flip_byte(data: bytes) -> bytes:
 
 
 def _other_model(tmp: Path) -> str:
-    from vaekit.models.vae import VAE
+    from vaekit.models.vae import build_model
 
-    model = VAE(load_config("mlp", ["model.hidden=[8]", "model.input_shape=[1, 28, 28]"]).model)
+    model = build_model(load_config("mlp", ["model.hidden=[8]", "model.input_shape=[1, 28, 28]"]).model)
     model.save_pretrained(str(tmp / "other-model"))
     return str(tmp / "other-model")
 

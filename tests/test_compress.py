@@ -24,12 +24,12 @@ from vaekit.cli.main import main
 from vaekit.config import ModelConfig
 from vaekit.errors import DataError
 from vaekit.models.likelihoods import DiscretizedLogistic, LogisticMixture
-from vaekit.models.vae import VAE
+from vaekit.models.vae import VAE, build_model
 
 
 def _model(likelihood: str, seed: int = 0) -> VAE:
     torch.manual_seed(seed)
-    return VAE(ModelConfig(hidden=[32], latent_dim=3, likelihood=likelihood, input_shape=[1, 6, 6]))
+    return build_model(ModelConfig(hidden=[32], latent_dim=3, likelihood=likelihood, input_shape=[1, 6, 6]))
 
 
 @settings(max_examples=25, deadline=None)

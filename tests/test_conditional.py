@@ -15,7 +15,7 @@ from vaekit.config import load_config
 from vaekit.data.datasets import load_dataset
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation.evaluate import evaluate
-from vaekit.models.vae import VAE
+from vaekit.models.vae import VAE, build_model
 from vaekit.training.loop import train
 
 
@@ -61,7 +61,7 @@ def test_no_labels_and_no_label_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(VaekitError, match=r"needs class labels, and .*plain.npy' has none"):
         train(load_config(None, [f"data.name={tmp_path / 'plain.npy'}", "model.conditional=true"]), tmp_path / "r")
     cfg = load_config(None, ["model.conditional=true", "model.num_classes=3", "model.input_shape=[1, 8, 8]"])
-    model = VAE(cfg.model)
+    model = build_model(cfg.model)
     with pytest.raises(ConfigError, match="this model is conditional on the class label: pass y"):
         model.elbo(torch.rand(2, 1, 8, 8))
     with pytest.raises(ConfigError, match=r"labels y must be \(2,\) integers in 0..2"):
@@ -69,7 +69,7 @@ def test_no_labels_and_no_label_are_one_line_errors(tmp_path: Path) -> None:
     hierarchy = load_config(None, ["model.conditional=true", "model.num_classes=3", "model.kind=hierarchical",
                                    "model.groups=[4, 6]", "model.input_shape=[1, 8, 8]"])
     with pytest.raises(ConfigError, match="this model is conditional on the class label: pass y"):
-        VAE(hierarchy.model).elbo(torch.rand(2, 1, 8, 8))
+        build_model(hierarchy.model).elbo(torch.rand(2, 1, 8, 8))
 
 
 def test_cli_samples_a_label_and_a_row_per_class(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from vaekit.models.bounds import elbo_terms, log_weights
 from vaekit.models.distributions import DiagonalGaussian, GaussianMixture, gaussian_kl
 from vaekit.models.posteriors import IAF, MADE, POSTERIORS
 from vaekit.models.priors import PRIORS
-from vaekit.models.vae import VAE
+from vaekit.models.vae import VAE, build_model
 from vaekit.objectives import build_objective
 from vaekit.objectives.elbo import weighted_kl
 from vaekit.objectives.iwae import k_sample_bound
@@ -54,7 +54,7 @@ def test_one_group_model_gives_the_numbers_of_vaekit_0_1(name: str) -> None:
 
 def _model(overrides: list[str]) -> VAE:
     torch.manual_seed(0)
-    return VAE(load_config("burda", [*overrides, "model.input_shape=[1, 28, 28]"]).model)
+    return build_model(load_config("burda", [*overrides, "model.input_shape=[1, 28, 28]"]).model)
 
 
 HVAE = ["model.kind=hierarchical", "model.groups=[6, 10]", "model.hidden=[32]", "model.group_hidden=[16]"]

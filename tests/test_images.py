@@ -244,12 +244,12 @@ def test_rgb_mixture_coding_probabilities_multiply_to_the_pixel_probability() ->
 
 def _colour_model(tmp_path: Path):  # type: ignore[no-untyped-def]
     from vaekit.config import load_config
-    from vaekit.models.vae import VAE
+    from vaekit.models.vae import build_model
 
     torch.manual_seed(0)
     cfg = load_config("cifar", ["model.input_shape=[3, 8, 8]", "model.hidden=[8]", "model.res_blocks=1",
                                 "model.latent_dim=4", "model.mixture_components=2"])
-    model = VAE(cfg.model)
+    model = build_model(cfg.model)
     model.save_pretrained(tmp_path / "m")
     return model
 
@@ -293,7 +293,7 @@ def test_your_own_encoder_and_decoder_train_save_and_reload(tmp_path: Path) -> N
 
     from vaekit.config import load_config
     from vaekit.errors import ConfigError
-    from vaekit.models.vae import VAE
+    from vaekit.models.vae import VAE, build_model
     from vaekit.training.loop import train
 
     def nets() -> tuple[nn.Module, nn.Module]:
@@ -314,7 +314,7 @@ def test_your_own_encoder_and_decoder_train_save_and_reload(tmp_path: Path) -> N
     assert torch.equal(loaded.reconstruct(x), result.model.reconstruct(x))
     wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
     with pytest.raises(ConfigError, match=r"encoder maps images \(2, 1, 8, 8\) to \(2, 5\); it must give \(2, 8\)"):
-        VAE(load_config(None, ["model.latent_dim=4", "model.input_shape=[1, 8, 8]"]).model, encoder=wrong)
+        build_model(load_config(None, ["model.latent_dim=4", "model.input_shape=[1, 8, 8]"]).model, encoder=wrong)
 
 
 @pytest.mark.parametrize("preset", ["cifar", "cifar-hvae"])

@@ -12,7 +12,7 @@ from vaekit.config import ModelConfig
 from vaekit.errors import CheckpointError
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.nets import ENCODERS
-from vaekit.models.vae import VAE
+from vaekit.models.vae import VAE, build_model
 from vaekit.storage import read_safetensors
 
 
@@ -39,7 +39,7 @@ def _channels(likelihood: str) -> int:
 @pytest.mark.parametrize("likelihood", LIKELIHOODS.names())
 def test_shapes_and_gradients(net: str, likelihood: str) -> None:
     torch.manual_seed(0)
-    model = VAE(_cfg(net, likelihood))
+    model = build_model(_cfg(net, likelihood))
     c = _channels(likelihood)
     x = torch.rand(5, c, 28, 28)
     out = model(x, n_samples=2)
@@ -56,7 +56,7 @@ def test_shapes_and_gradients(net: str, likelihood: str) -> None:
 
 
 def test_sample_is_repeatable_with_a_generator() -> None:
-    model = VAE(_cfg("mlp", "bernoulli"))
+    model = build_model(_cfg("mlp", "bernoulli"))
     a = model.sample(6, generator=torch.Generator().manual_seed(5))
     b = model.sample(6, generator=torch.Generator().manual_seed(5))
     c = model.sample(6, generator=torch.Generator().manual_seed(6))
@@ -64,7 +64,7 @@ def test_sample_is_repeatable_with_a_generator() -> None:
 
 
 def test_logvar_is_soft_clamped() -> None:
-    model = VAE(_cfg("mlp", "bernoulli", logvar_min=-3.0, logvar_max=2.0))
+    model = build_model(_cfg("mlp", "bernoulli", logvar_min=-3.0, logvar_max=2.0))
     with torch.no_grad():
         model.encoder.net[-1].bias.fill_(1e3)
     q = model.encode(torch.rand(2, 1, 28, 28))
@@ -72,7 +72,7 @@ def test_logvar_is_soft_clamped() -> None:
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
-    model = VAE(_cfg("conv", "gaussian"))
+    model = build_model(_cfg("conv", "gaussian"))
     model.save_pretrained(str(tmp_path / "m"))
     loaded = VAE.from_pretrained(str(tmp_path / "m"))
     x = torch.rand(3, 1, 28, 28)
@@ -84,7 +84,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="config.json is missing"):
         VAE.from_pretrained(str(tmp_path))
-    VAE(_cfg("mlp", "bernoulli")).save_pretrained(str(tmp_path / "a"))
+    build_model(_cfg("mlp", "bernoulli")).save_pretrained(str(tmp_path / "a"))
     weights = tmp_path / "a" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
@@ -95,8 +95,8 @@ def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="truncated"):
         VAE.from_pretrained(str(tmp_path / "a"))
     # weights of another architecture under a config that does not match them
-    VAE(_cfg("mlp", "bernoulli")).save_pretrained(str(tmp_path / "b"))
-    VAE(_cfg("conv", "bernoulli")).save_pretrained(str(tmp_path / "c"))
+    build_model(_cfg("mlp", "bernoulli")).save_pretrained(str(tmp_path / "b"))
+    build_model(_cfg("conv", "bernoulli")).save_pretrained(str(tmp_path / "c"))
     (tmp_path / "b" / "model.safetensors").write_bytes((tmp_path / "c" / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="does not belong"):
         VAE.from_pretrained(str(tmp_path / "b"))

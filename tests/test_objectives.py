@@ -11,7 +11,7 @@ from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.models.bounds import ElboTerms, bits_per_dim, iw_bound
 from vaekit.models.distributions import DiagonalGaussian, StandardNormal
 from vaekit.models.outputs import LatentGroup, VAEOutput
-from vaekit.models.vae import VAE
+from vaekit.models.vae import VAE, build_model
 from vaekit.objectives import Batch, Knobs, Nets
 from vaekit.objectives.elbo import Elbo, weighted_kl
 
@@ -68,7 +68,7 @@ def _ppca_model(seed: int = 0) -> tuple[VAE, torch.Tensor, torch.Tensor, float]:
     """A linear Gaussian VAE (probabilistic PCA) with a deliberately imperfect linear encoder."""
     torch.manual_seed(seed)
     cfg = ModelConfig(hidden=[], latent_dim=2, likelihood="gaussian", input_shape=[1, 2, 2], min_scale=1e-3)
-    model = VAE(cfg)
+    model = build_model(cfg)
     dec = model.decoder.net[0]
     w, b = dec.weight.detach(), dec.bias.detach()  # (4, 2), (4,)
     scale = float(torch.nn.functional.softplus(model.likelihood.raw_scale.detach()) + 1e-3)

@@ -18,12 +18,13 @@ from vaekit.apps.score import code_length_nats, ood_scores, score, typical_entro
 from vaekit.config import load_config
 from vaekit.data.datasets import load_dataset
 from vaekit.errors import VaekitError
-from vaekit.models.vae import VAE
+from vaekit.models.vae import VAE, build_model
 
 
 def _model() -> VAE:
     torch.manual_seed(0)
-    return VAE(load_config("mlp", ["model.hidden=[32]", "model.latent_dim=4", "model.input_shape=[1, 28, 28]"]).model)
+    cfg = load_config("mlp", ["model.hidden=[32]", "model.latent_dim=4", "model.input_shape=[1, 28, 28]"])
+    return build_model(cfg.model)
 
 
 def test_complexity_subtracts_the_png_code_length_in_nats() -> None:
@@ -39,7 +40,7 @@ def test_complexity_subtracts_the_png_code_length_in_nats() -> None:
 def test_ratio_is_the_difference_of_two_models_and_needs_its_background() -> None:
     model, data = _model(), load_dataset("mnist", "test").subset(torch.arange(6))
     torch.manual_seed(1)
-    background = VAE(model.cfg)
+    background = build_model(model.cfg)
     torch.testing.assert_close(ood_scores(model, data, "ratio", background=background),
                                score(model, data) - score(background, data))
     with pytest.raises(VaekitError, match="needs a background model"):

@@ -17,7 +17,7 @@ from vaekit.errors import TrainingDiverged
 from vaekit.evaluation.diagnostics import collapse_warnings, mutual_information
 from vaekit.models.bounds import log_weights
 from vaekit.models.distributions import DiagonalGaussian
-from vaekit.models.vae import VAE
+from vaekit.models.vae import VAE, build_model
 from vaekit.objectives.iwae import k_sample_bound
 from vaekit.training.loop import train
 
@@ -108,7 +108,7 @@ def test_a_loss_that_keeps_rising_stops_with_a_diagnosis(tmp_path: Path, monkeyp
 
 def _ppca(latent: int, exact_posterior: bool) -> VAE:
     torch.manual_seed(0)
-    model = VAE(ModelConfig(hidden=[], latent_dim=latent, likelihood="gaussian", input_shape=[1, 2, 2]))
+    model = build_model(ModelConfig(hidden=[], latent_dim=latent, likelihood="gaussian", input_shape=[1, 2, 2]))
     w, b = model.decoder.net[0].weight.detach(), model.decoder.net[0].bias.detach()
     s2 = float(torch.nn.functional.softplus(model.likelihood.raw_scale.detach()) + model.cfg.min_scale) ** 2
     post_cov = torch.linalg.inv(torch.eye(latent) + w.T @ w / s2)

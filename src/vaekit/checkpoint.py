@@ -9,8 +9,6 @@ used instead.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -92,15 +90,3 @@ def load_latest_checkpoint(
             return state
         oldest = state
     return oldest
-
-
-def replace_folder(src: Path, dst: Path) -> None:
-    """Swap a finished temp folder into place, keeping the old one until the new one is there."""
-    old = dst.with_name(dst.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old.exists():
-        shutil.rmtree(old)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from vaekit.data.datasets import Dataset
-from vaekit.models.vae import VAE
+from vaekit.models.base import BaseVAE
 
 
 def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
@@ -34,7 +34,7 @@ def lerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def interpolate(model: VAE, x0: Tensor, x1: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+def interpolate(model: BaseVAE, x0: Tensor, x1: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     """Decoded linear and spherical paths between the posterior means of x0 and x1 (1, C, H, W).
 
     Returns (images (2, steps, C, H, W): row 0 linear, row 1 spherical; latents (2, steps, D)).
@@ -51,7 +51,7 @@ def dims_by_kl(kl_per_dim: Tensor, limit: int) -> list[int]:
 
 
 @torch.no_grad()
-def traverse(model: VAE, x: Tensor | None, dims: list[int], values: Tensor) -> Tensor:
+def traverse(model: BaseVAE, x: Tensor | None, dims: list[int], values: Tensor) -> Tensor:
     """Sweep each of `dims` over `values` from the posterior mean of x (1, C, H, W), or from z = 0.
 
     Returns images (len(dims), len(values), C, H, W).
@@ -65,7 +65,7 @@ def traverse(model: VAE, x: Tensor | None, dims: list[int], values: Tensor) -> T
 
 @torch.no_grad()
 def encode_dataset(
-    model: VAE, data: Dataset, batch_size: int = 1000, sample: bool = False, seed: int = 0
+    model: BaseVAE, data: Dataset, batch_size: int = 1000, sample: bool = False, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
     """Posterior means (or one sample each) and log-variances of every example, (N, D) each."""
     gen = torch.Generator().manual_seed(seed)
@@ -78,7 +78,7 @@ def encode_dataset(
 
 
 @torch.no_grad()
-def manifold(model: VAE, n: int = 20) -> Tensor:
+def manifold(model: BaseVAE, n: int = 20) -> Tensor:
     """For a 2-d latent: decoded images on an n x n grid of prior quantiles, (n*n, C, H, W).
 
     The grid is uniform in probability, mapped through the normal's inverse CDF (Kingma & Welling

@@ -15,7 +15,7 @@ from vaekit.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
     from vaekit.data.datasets import Dataset
-    from vaekit.models.vae import VAE
+    from vaekit.models.base import BaseVAE
 
 
 def grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -53,7 +53,7 @@ def side_by_side(x: Tensor, x_hat: Tensor, per_row: int = 8) -> Tensor:
     return torch.stack([rows, rows_hat], dim=1).flatten(0, 2)  # (R, 2, per_row, ...) -> (2*B, ...)
 
 
-def save_reconstructions(model: VAE, data: Dataset, n: int, path: str | Path) -> tuple[Path, int]:
+def save_reconstructions(model: BaseVAE, data: Dataset, n: int, path: str | Path) -> tuple[Path, int]:
     """The first `n` images of `data` (rounded down to full rows of 8) above their reconstructions."""
     n = min(n, len(data))
     per_row = min(8, n)

@@ -25,7 +25,7 @@ from torch import Tensor
 from vaekit.data.datasets import Dataset
 from vaekit.errors import VaekitError
 from vaekit.evaluation.evaluate import EVAL_SEED
-from vaekit.models.vae import VAE
+from vaekit.models.base import BaseVAE
 
 METHODS = ("nll", "complexity", "ratio", "typicality")
 COMPRESSORS = ("png", "webp")
@@ -34,7 +34,7 @@ TYPICAL_SET_EXAMPLES = 5000  # training images that estimate H
 
 @torch.no_grad()
 def score(
-    model: VAE, data: Dataset, iw_samples: int | None = None, batch_size: int = 500, seed: int = EVAL_SEED
+    model: BaseVAE, data: Dataset, iw_samples: int | None = None, batch_size: int = 500, seed: int = EVAL_SEED
 ) -> Tensor:
     """(N,) nats per example: -ELBO (single sample), or -log p(x) with `iw_samples` importance samples."""
     was_training = model.training
@@ -71,7 +71,7 @@ def code_length_nats(data: Dataset, compressor: str = "png") -> Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
-def typical_entropy(model: VAE, train: Dataset, iw_samples: int | None = None) -> float:
+def typical_entropy(model: BaseVAE, train: Dataset, iw_samples: int | None = None) -> float:
     """H: the mean -log p(x) (or -ELBO) over up to 5,000 training images, nats."""
     n = min(len(train), TYPICAL_SET_EXAMPLES)
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n].sort().values
@@ -88,12 +88,12 @@ def typicality(nll: Tensor, entropy: float, batch: int = 1, seed: int = 0) -> Te
 
 
 def ood_scores(
-    model: VAE,
+    model: BaseVAE,
     data: Dataset,
     method: str = "nll",
     iw_samples: int | None = None,
     compressor: str = "png",
-    background: VAE | None = None,
+    background: BaseVAE | None = None,
     entropy: float | None = None,
     batch: int = 1,
 ) -> Tensor:

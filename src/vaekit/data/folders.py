@@ -68,10 +68,6 @@ def list_images(folder: Path) -> FolderListing:
     return FolderListing(files, labels, classes)
 
 
-def image_files(folder: Path) -> list[Path]:
-    return list_images(folder).files
-
-
 def read_image(file: Path, channels: int | None = None, size: int | None = None) -> np.ndarray:
     """One 8-bit image as (H, W) grey or (H, W, 3) colour uint8, converted and resized as asked."""
     from PIL import Image, UnidentifiedImageError

@@ -11,9 +11,9 @@ from torch import Tensor
 
 from vaekit.data.datasets import BINARIZED_TEST_SEED, Dataset
 from vaekit.evaluation.diagnostics import active_units, mutual_information
+from vaekit.models.base import BaseVAE
 from vaekit.models.bounds import bits_per_dim, elbo_terms
 from vaekit.models.distributions import DiagonalGaussian
-from vaekit.models.vae import VAE
 
 EVAL_SEED = 1234  # fixed draws of z, so the same weights always score the same
 
@@ -49,9 +49,23 @@ class EvalResult:
 MI_EXAMPLES = 2000  # posteriors used for I(x; z): O(N^2) pairs; the estimate's bias is at most log N
 
 
+@dataclass
+class _Scores:
+    """Per-batch pieces of an evaluation, concatenated at the end."""
+
+    neg_elbo: list[Tensor] = field(default_factory=list)  # (B,) each
+    log_px: list[Tensor] = field(default_factory=list)
+    kl_groups: list[list[Tensor]] = field(default_factory=list)  # per batch, per group (B, D_l) or (B, 1)
+    means: list[Tensor] = field(default_factory=list)  # (B, D) posterior means
+    top_q: list[DiagonalGaussian] = field(default_factory=list)
+    nll: list[Tensor] = field(default_factory=list)
+    hits: list[Tensor] = field(default_factory=list)  # a conditional model's correct class guesses
+    closed: tuple[bool, ...] = ()
+
+
 @torch.no_grad()
 def evaluate(
-    model: VAE,
+    model: BaseVAE,
     data: Dataset,
     batch_size: int = 1000,
     iw_samples: int | None = None,
@@ -66,46 +80,56 @@ def evaluate(
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    neg_elbo, log_px, kl_groups, means, top_q, nll = [], [], [], [], [], []
-    closed: tuple[bool, ...] = ()
+    try:
+        scores = _score(model, data, batch_size, gen, iw_samples, classify_k)
+    finally:
+        model.train(was_training)
+    return _result(model, data, scores, gen, iw_samples, classify_k)
+
+
+def _score(
+    model: BaseVAE, data: Dataset, batch_size: int, gen: torch.Generator, iw_samples: int | None, classify_k: int | None
+) -> _Scores:
+    scores = _Scores()
     device = next(model.parameters()).device
-    hits = []
     for x, labels in data.labelled_batches(batch_size, generator=gen):
         x = x.to(device)
         y = labels if model.num_classes else None
         out = model(x, generator=gen, y=y)
         terms = elbo_terms(out, x)
-        closed = terms.closed_form
-        neg_elbo.append(terms.neg_elbo)
-        log_px.append(terms.log_px)
-        kl_groups.append([kl if kl.dim() == 2 else kl[:, None] for kl in terms.kl_groups])
+        scores.closed = terms.closed_form
+        scores.neg_elbo.append(terms.neg_elbo)
+        scores.log_px.append(terms.log_px)
+        scores.kl_groups.append([kl if kl.dim() == 2 else kl[:, None] for kl in terms.kl_groups])
         # posterior means: a hierarchy's along its mean path (each group given the means above)
-        means.append((out.groups[0].posterior_mean if len(out.groups) == 1 else model.encode(x, y).mean).float())
-        top_q.append(out.groups[0].q)
+        scores.means.append((out.groups[0].posterior_mean if len(out.groups) == 1 else model.encode(x, y).mean).float())
+        scores.top_q.append(out.groups[0].q)
         if iw_samples:
-            nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen, y=y))
+            scores.nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen, y=y))
         if classify_k and y is not None:
-            hits.append((model.classify(x, classify_k, gen).cpu() == y).float())
-    model.train(was_training)
-    ne, mean = torch.cat(neg_elbo), torch.cat(means)
-    per_group = [torch.cat(parts) for parts in zip(*kl_groups, strict=True)]  # (N, D_l) or (N, 1) Monte Carlo
+            scores.hits.append((model.classify(x, classify_k, gen).cpu() == y).float())
+    return scores
+
+
+def _result(
+    model: BaseVAE,
+    data: Dataset,
+    scores: _Scores,
+    gen: torch.Generator,
+    iw_samples: int | None,
+    classify_k: int | None,
+) -> EvalResult:
+    ne, mean = torch.cat(scores.neg_elbo), torch.cat(scores.means)
+    per_group = [torch.cat(parts) for parts in zip(*scores.kl_groups, strict=True)]  # (N, D_l) or (N, 1) Monte Carlo
     dims = list(model.group_dims)
     kl_per_dim: list[float | None] = []
-    for kl, is_closed, d in zip(per_group, closed, dims, strict=True):
+    for kl, is_closed, d in zip(per_group, scores.closed, dims, strict=True):
         kl_per_dim += [round(v, 5) for v in kl.mean(0).tolist()] if is_closed else [None] * d
-    group_means = mean.split(dims, dim=-1)
-    mi = None
-    if model.flow is None:  # I(x; z_top) from the top group's Gaussian posteriors
-        q_sub = DiagonalGaussian(
-            torch.cat([q.mean.float() for q in top_q])[:MI_EXAMPLES],
-            torch.cat([q.logvar.float() for q in top_q])[:MI_EXAMPLES],
-        )
-        mi = mutual_information(q_sub, gen)
     extra: dict[str, Any] = {}
-    if hits:
-        extra = {"class_accuracy": torch.cat(hits).mean().item(), "classify_k": classify_k}
+    if scores.hits:
+        extra = {"class_accuracy": torch.cat(scores.hits).mean().item(), "classify_k": classify_k}
     if iw_samples:
-        nl = torch.cat(nll)
+        nl = torch.cat(scores.nll)
         extra |= {
             "nll": nl.mean().item(),
             "nll_se": _se(nl),
@@ -117,19 +141,30 @@ def evaluate(
         n=ne.shape[0],
         neg_elbo=ne.mean().item(),
         neg_elbo_se=_se(ne),
-        log_px=torch.cat(log_px).mean().item(),
+        log_px=torch.cat(scores.log_px).mean().item(),
         kl=torch.stack([kl.sum(-1) for kl in per_group]).sum(0).mean().item(),
         bits_per_dim=float(bits_per_dim(ne.mean().item(), model.dims)),
         active_units=active_units(mean),
-        mutual_info=mi,
+        mutual_info=_top_mutual_information(model, scores.top_q, gen),
         kl_per_dim=kl_per_dim,
         kl_per_group=[round(kl.sum(-1).mean().item(), 5) for kl in per_group],
-        active_per_group=[active_units(m) for m in group_means],
+        active_per_group=[active_units(m) for m in mean.split(dims, dim=-1)],
         group_dims=dims,
-        kl_estimate=["closed-form" if c else "monte-carlo" for c in closed],
+        kl_estimate=["closed-form" if c else "monte-carlo" for c in scores.closed],
         binarization_seed=BINARIZED_TEST_SEED if data.name.startswith("binarized-") and data.split != "train" else None,
         **extra,
     )
+
+
+def _top_mutual_information(model: BaseVAE, top_q: list[DiagonalGaussian], gen: torch.Generator) -> float | None:
+    """I(x; z_top) from the top group's Gaussian posteriors (None for a flow, whose q is not that Gaussian)."""
+    if model.flow is not None:
+        return None
+    q_sub = DiagonalGaussian(
+        torch.cat([q.mean.float() for q in top_q])[:MI_EXAMPLES],
+        torch.cat([q.logvar.float() for q in top_q])[:MI_EXAMPLES],
+    )
+    return mutual_information(q_sub, gen)
 
 
 def _se(values: Tensor) -> float:

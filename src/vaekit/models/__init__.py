@@ -1,7 +1,2 @@
-"""The model family: distributions, likelihoods, priors, posteriors, networks, the VAE and its objectives.
-
-Importing the package registers every model kind (models/hierarchy.py adds `hierarchical` to
-`vae.KINDS`), so `VAE(cfg)` can build any of them.
-"""
-
-from vaekit.models import hierarchy as hierarchy
+"""The model family: distributions, likelihoods, priors, posteriors, networks, the kinds (`base.BaseVAE`, the
+one-group `vae.VAE`, the top-down `hierarchy.TopDownVAE`) and `vae.build_model`, which reads `vae.KINDS`."""

@@ -32,13 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.errors import ConfigError
+from vaekit.models.base import BaseVAE, Step, draw_noise
 from vaekit.models.blocks import BLOCKS
 from vaekit.models.distributions import DiagonalGaussian, soft_clamp
-from vaekit.models.likelihoods import PixelDistribution, build_likelihood
+from vaekit.models.likelihoods import PixelDistribution
 from vaekit.models.outputs import LatentGroup, VAEOutput
 from vaekit.models.priors import build_prior
-from vaekit.models.vae import KINDS, VAE, Step, draw_noise
 
 
 def _repeat(t: Tensor, s: int) -> Tensor:
@@ -46,29 +45,15 @@ def _repeat(t: Tensor, s: int) -> Tensor:
     return t.unsqueeze(0).expand(s, *t.shape).reshape(s * t.shape[0], *t.shape[1:])
 
 
-@KINDS.register("hierarchical")
-class TopDownVAE(VAE):
+class TopDownVAE(BaseVAE):
     """`model.kind: hierarchical`: groups of `model.groups` (top first) over the `model.block` network."""
 
-    def __init__(self, cfg: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> None:
-        if encoder is not None or decoder is not None:
-            raise ConfigError(
-                "your own encoder and decoder plug into one-group models (model.kind=vae), not hierarchies"
-            )
-        super(VAE, self).__init__()  # nn.Module's: the one-group layers are not built
-        c, h, w = self._check_shape(cfg)
-        self.cfg = cfg
-        self.shape = (c, h, w)
-        self.likelihood = build_likelihood(self.shape, cfg)
-        self.net = BLOCKS.get(cfg.block)(self.shape, cfg, self.likelihood.param_channels(c))
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)  # the likelihood; a hierarchy takes its labels through offsets (below), not label_in
+        self.net = BLOCKS.get(cfg.block)(self.shape, cfg, self.likelihood_channels)
         self.group_dims = self.net.group_dims
         self.latent_dim = sum(self.group_dims)
-        self.context_dim = 0
-        self.likelihood_channels = self.likelihood.param_channels(c)
-        self.flow = None
-        self.label_in = None  # a hierarchy takes its labels through offsets (below)
         self.prior = build_prior(self.group_dims[0], cfg, self.shape)
-        self.num_classes = self._classes(cfg)
         self.label_up: nn.ModuleList | None = None
         self.label_down: nn.ModuleList | None = None
         if self.num_classes:

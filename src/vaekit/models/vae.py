@@ -1,92 +1,61 @@
-"""The VAE: a model over an ordered list of latent groups, and its one-group kind.
+"""The one-group VAE, the table of model kinds, and loading a saved model of any kind.
 
-Kingma & Welling 2014, "Auto-Encoding Variational Bayes". `VAE(cfg)` builds the kind that
-`cfg.kind` names: `vae` (this file: encoder to a diagonal Gaussian q(z|x), an optional posterior
-flow, a registry prior, decoder to a likelihood p(x|z)) or `hierarchical` (models/hierarchy.py:
-a top-down model over several groups). Every kind returns a `VAEOutput` of groups, top first, so
-objectives, evaluation, guards and training treat them alike. The model returns distributions;
-the loss lives in `objectives` (STYLE.md, habit 1).
+Kingma & Welling 2014, "Auto-Encoding Variational Bayes": an encoder to a diagonal Gaussian q(z|x), an optional
+posterior flow, a registry prior, and a decoder to a likelihood p(x|z). `build_model(cfg)` builds the kind
+`cfg.kind` names from `KINDS` (this file's `VAE`, or models/hierarchy.py's `TopDownVAE`); every kind runs its own
+constructor over `BaseVAE`'s (models/base.py). The model returns distributions; the loss lives in `objectives`
+(STYLE.md, habit 1).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaekit import zoo
 from vaekit.config import ModelConfig, config_from_dict
 from vaekit.errors import CheckpointError, ConfigError
-from vaekit.models.bounds import ElboTerms, elbo_terms, log_weights
-from vaekit.models.distributions import DiagonalGaussian, GaussianMixture, StandardNormal, soft_clamp
-from vaekit.models.likelihoods import PixelDistribution, build_likelihood
+from vaekit.models.base import MODEL_FORMAT, BaseVAE, Step
+from vaekit.models.distributions import DiagonalGaussian
+from vaekit.models.hierarchy import TopDownVAE
+from vaekit.models.likelihoods import PixelDistribution
 from vaekit.models.nets import DECODERS, ENCODERS
 from vaekit.models.outputs import LatentGroup, VAEOutput
 from vaekit.models.posteriors import build_flow
-from vaekit.models.priors import Prior, build_prior
+from vaekit.models.priors import build_prior
 from vaekit.registry import Registry
-from vaekit.storage import atomic_write_bytes, load_state, read_safetensors, tensors_digest, write_safetensors
-
-MODEL_FORMAT = "vaekit-model/1"
-SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) = 1
-KINDS: Registry[type[VAE]] = Registry("model kind")  # models/hierarchy.py registers "hierarchical"
-# (prior, posterior) of one group, as `walk` yields: prior None = standard normal, or a mixture for the top group
-Step = tuple[DiagonalGaussian | GaussianMixture | None, DiagonalGaussian | None]
+from vaekit.storage import load_state, read_safetensors, tensors_digest
 
 
-def draw_noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise of `shape` on `like`'s device; a CPU generator draws on the CPU first."""
-    device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
-
-
-class VAE(nn.Module):
-    """A VAE over images of `cfg.input_shape` = (C, H, W) with pixels in [0, 1].
-
-    `group_dims` gives the latent size of each group, top first; `latent_dim` is their sum, the
-    width of the flat z that `decode` takes and `encode` describes.
-    """
-
-    group_dims: tuple[int, ...]
-    prior: Prior
-    num_classes: int = 0
-    label_in: nn.Linear | None  # set per instance: a class-level default would shadow the submodule under dynamo
-
-    def __new__(cls, cfg: ModelConfig | None = None, *args: Any, **kwargs: Any) -> VAE:
-        # VAE(cfg) builds the kind cfg.kind names; copy.deepcopy calls __new__ with no config
-        kind = KINDS.get(cfg.kind) if cls is VAE and cfg is not None and cfg.kind != "vae" else cls
-        return super().__new__(kind)
+class VAE(BaseVAE):
+    """`model.kind: vae`: one latent group of `model.latent_dim` over the `model.encoder` and `model.decoder` nets."""
 
     def __init__(self, cfg: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> None:
         """Build the nets `cfg` names, or use your own: `encoder` maps x (B, C, H, W) to (B, 2 * latent_dim),
         `decoder` maps z (N, latent_dim) to the likelihood's parameters (N, P, H, W) (P: `likelihood_channels`).
+        Other kinds: `build_model(cfg)`.
         """
-        super().__init__()
-        c, h, w = self._check_shape(cfg)
+        if cfg.kind != "vae":
+            raise ConfigError(f"VAE(cfg) builds model.kind=vae; build model.kind={cfg.kind} with build_model(cfg)")
         if encoder is not None or decoder is not None:
             cfg = dataclasses.replace(
                 cfg,
                 encoder="custom" if encoder is not None else cfg.encoder,
                 decoder="custom" if decoder is not None else cfg.decoder,
             )
-        self.cfg = cfg
-        self.shape = (c, h, w)
+        super().__init__(cfg)
         self.latent_dim = cfg.latent_dim
         self.group_dims = (cfg.latent_dim,)
-        self.likelihood = build_likelihood(self.shape, cfg)
-        self.likelihood_channels = self.likelihood.param_channels(c)
         self.flow = build_flow(cfg.latent_dim, cfg)
         self.context_dim = self.flow.context_dim if self.flow is not None else 0
         decoder_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else cfg.hidden[::-1]
         encoder_out = 2 * cfg.latent_dim + self.context_dim
-        self.num_classes = self._classes(cfg)
         decoder_in = cfg.latent_dim + self.num_classes  # a conditional decoder reads cat(z, one-hot y)
         extra = {"blocks": cfg.res_blocks} if cfg.encoder == "resnet" else {}
         self.encoder = (
@@ -109,31 +78,6 @@ class VAE(nn.Module):
         if encoder is not None or decoder is not None:
             self._check_own_nets(encoder_out)
         self.prior = build_prior(cfg.latent_dim, cfg, self.shape)
-
-    @staticmethod
-    def _classes(cfg: ModelConfig) -> int:
-        if not cfg.conditional:
-            return 0
-        if cfg.num_classes is None:
-            raise ConfigError("model.conditional=true needs model.num_classes; training fills it in from the labels")
-        return cfg.num_classes
-
-    def labels(self, y: Tensor | None, n: int) -> Tensor:
-        """Labels (n,) long on the model's device, checked; a missing or bad y is a one-line error."""
-        if y is None:
-            raise ConfigError(
-                f"this model is conditional on the class label: pass y, {n} labels in 0..{self.num_classes - 1}"
-            )
-        # the range check reads y on the host: a compiled step (labels checked on loading) leaves it out, no sync
-        compiled = torch.compiler.is_compiling()
-        out_of_range = not compiled and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)
-        if y.shape != (n,) or out_of_range:
-            raise ConfigError(f"labels y must be ({n},) integers in 0..{self.num_classes - 1}, got {tuple(y.shape)}")
-        return y.long().to(self.device)
-
-    def onehot(self, y: Tensor | None, n: int) -> Tensor:
-        """One-hot labels (n, K) of a conditional model; a missing or bad y is a one-line error."""
-        return F.one_hot(self.labels(y, n), self.num_classes).float()
 
     @staticmethod
     def _net(name: str, registry: Registry[Any], role: str) -> Any:
@@ -169,22 +113,6 @@ class VAE(nn.Module):
                 f"your decoder maps latents (2, {self.latent_dim}) to {tuple(params.shape)}; it must give {want} "
                 f"({self.likelihood_channels} channels: what the {self.cfg.likelihood!r} likelihood reads)"
             )
-
-    @staticmethod
-    def _check_shape(cfg: ModelConfig) -> tuple[int, int, int]:
-        if cfg.input_shape is None:
-            raise ConfigError("model.input_shape is not set; build the model from data or pass (C, H, W)")
-        c, h, w = cfg.input_shape
-        return c, h, w
-
-    @property
-    def dims(self) -> int:
-        """Data dimensions per example (C * H * W), for bits/dim."""
-        return math.prod(self.shape)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     # --- the kind-specific part: every kind overrides these four -------------------------------
 
@@ -238,11 +166,6 @@ class VAE(nn.Module):
         z = yield self.top_prior_for_coding(), q
         return self.decode(z)
 
-    def top_prior_for_coding(self) -> GaussianMixture | None:
-        """The top group's prior as `walk` yields it: None for N(0, I), else the mixture."""
-        dist = self.prior_distribution()
-        return dist if isinstance(dist, GaussianMixture) else None
-
     # --- shared by every kind -----------------------------------------------------------------
 
     def _posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[DiagonalGaussian, Tensor | None]:
@@ -253,89 +176,9 @@ class VAE(nn.Module):
         q = DiagonalGaussian(mean, self.logvar(logvar))
         return q, (context if self.context_dim else None)
 
-    def raw_logvar(self, raw: Tensor) -> Tensor:
-        """A network's scale output as a log-variance: raw itself (exp: std = exp(raw / 2)), or with
-        `model.scale_param=softplus` std = softplus(raw + 0.5413), smooth and linear for large raw instead of
-        exponential (Efficient-VDVAE, Hazami et al. 2022); raw = 0 is a unit scale either way."""
-        if self.cfg.scale_param == "softplus":
-            return 2 * torch.log(F.softplus(raw + SOFTPLUS_ONE) + 1e-6)
-        return raw
-
-    def logvar(self, raw: Tensor) -> Tensor:
-        """`raw_logvar`, softly clamped to [model.logvar_min, model.logvar_max]."""
-        return soft_clamp(self.raw_logvar(raw), self.cfg.logvar_min, self.cfg.logvar_max)
-
     def top_posterior(self) -> Callable[[Tensor], DiagonalGaussian]:
         """Images -> the top group's Gaussian posterior: what the VampPrior pushes its pseudo-inputs through."""
         return self.encode
-
-    def prior_distribution(self) -> StandardNormal | GaussianMixture:
-        """The top group's prior for this forward pass (a VampPrior runs its pseudo-inputs through the encoder)."""
-        return self.prior.distribution(self.top_posterior())
-
-    def elbo(
-        self, x: Tensor, n_samples: int = 1, generator: torch.Generator | None = None, y: Tensor | None = None
-    ) -> ElboTerms:
-        """The ELBO's terms for x (B, C, H, W) (labels y if conditional); `neg_elbo` is (B,) nats."""
-        return elbo_terms(self(x, n_samples, generator, y=y), x)
-
-    @torch.no_grad()
-    def log_likelihood(
-        self,
-        x: Tensor,
-        k: int = 1000,
-        chunk: int = 100,
-        generator: torch.Generator | None = None,
-        y: Tensor | None = None,
-    ) -> Tensor:
-        """Importance-sampled log p(x), (B,) nats, with q(z|x) as proposal (Burda et al. 2016, App. D).
-
-        Samples are drawn `chunk` at a time and combined with a running logsumexp, so memory
-        stays at O(chunk * B) for any k. With k = 1 this is a single-sample ELBO.
-        """
-        total = torch.full((x.shape[0],), -math.inf, device=x.device)
-        for start in range(0, k, chunk):
-            log_w = log_weights(self(x, min(chunk, k - start), generator, y=y), x)  # (S, B)
-            total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
-        return total - math.log(k)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        labels: Tensor | None = None,
-    ) -> Tensor:
-        """n images (n, C, H, W): the likelihood's mean at z drawn from the prior at `temperature`.
-
-        A conditional model draws class `labels` (n,); without them, classes 0, 1, ... in turn.
-        """
-        if self.num_classes and labels is None:
-            labels = torch.arange(n) % self.num_classes
-        return self.decode(self.sample_latents(n, temperature, generator, labels), labels).mean.clamp(0, 1)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """The likelihood's mean at the posterior mean, (B, C, H, W), on x's device (the model may be on a GPU)."""
-        return self.decode(self.encode(x.to(self.device), y).mean, y).mean.clamp(0, 1).to(x.device)
-
-    @torch.no_grad()
-    def classify(self, x: Tensor, k: int = 10, generator: torch.Generator | None = None) -> Tensor:
-        """A conditional model as a generative classifier: argmax_y log p(x | y), (B,), importance-sampled (k)."""
-        if not self.num_classes:
-            raise ConfigError("classify needs a conditional model (model.conditional=true)")
-        scores = torch.stack(
-            [
-                self.log_likelihood(x, k, generator=generator, y=torch.full((x.shape[0],), c))
-                for c in range(self.num_classes)
-            ]
-        )  # (K, B)
-        return scores.argmax(0)
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write `config.json` + `model.safetensors` (no pickle) to `folder`."""
-        save_model(self, folder)
 
     @classmethod
     def from_pretrained(
@@ -344,28 +187,30 @@ class VAE(nn.Module):
         map_location: str = "cpu",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
-    ) -> VAE:
-        """Load a model written by `save_pretrained`, a run directory's `model/`, or a zoo model by name
+    ) -> BaseVAE:
+        """Load a model of any kind written by `save_pretrained`, a run directory's `model/`, or a zoo model by name
         (`vaekit zoo` lists them), with its own nets if any."""
         return load_model(folder, map_location, encoder, decoder)
 
 
-KINDS.register("vae")(VAE)
+KINDS: Registry[Callable[..., BaseVAE]] = Registry("model kind", {"vae": VAE, "hierarchical": TopDownVAE})
 
 
-def save_model(model: VAE, folder: str | Path) -> None:
-    """`folder/config.json` + `folder/model.safetensors`; the weights' hash ties the two together."""
-    folder = Path(folder)
-    state = dict(model.state_dict())
-    digest = tensors_digest({k: v.detach().contiguous().cpu() for k, v in state.items()})
-    config = {"format": MODEL_FORMAT, "weights_sha256": digest, "model": dataclasses.asdict(model.cfg)}
-    write_safetensors(folder / "model.safetensors", state, {"format": MODEL_FORMAT})
-    atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> BaseVAE:
+    """The model of kind `cfg.kind` (its own `encoder` / `decoder`: one-group models only, see `VAE`)."""
+    kind = KINDS.get(cfg.kind)
+    if encoder is None and decoder is None:
+        return kind(cfg)
+    if cfg.kind != "vae":
+        raise ConfigError(
+            "your own encoder and decoder plug into one-group models (model.kind=vae), not hierarchies"
+        )
+    return VAE(cfg, encoder, decoder)
 
 
 def load_model(
     folder: str | Path, map_location: str = "cpu", encoder: nn.Module | None = None, decoder: nn.Module | None = None
-) -> VAE:
+) -> BaseVAE:
     """The model saved in `folder` (an exported model, a run directory or a zoo name), its weights' hash checked.
 
     Weights stored in lower precision (the zoo's fp16) are loaded into the model's fp32 parameters.
@@ -394,6 +239,6 @@ def load_model(
         raise CheckpointError(
             f"{str(folder)!r}: model.safetensors does not belong to this config.json (weights hash differs)"
         )
-    model = VAE(cfg.model, encoder, decoder) if encoder is not None or decoder is not None else VAE(cfg.model)
+    model = build_model(cfg.model, encoder, decoder)
     load_state(model, tensors, str(folder))
     return model.to(map_location)

@@ -14,8 +14,8 @@ from typing import Protocol
 from torch import Tensor
 
 from vaekit.config import ModelConfig
+from vaekit.models.base import BaseVAE
 from vaekit.models.outputs import VAEOutput
-from vaekit.models.vae import VAE
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Nets:
     """The networks a step trains, and how to run the model this step (itself, its DDP wrapper, or a functional call
     over the compiled step's weights, under the run's autocast)."""
 
-    model: VAE  # for its attributes (latent_dim, group_dims, ...)
+    model: BaseVAE  # for its attributes (latent_dim, group_dims, ...)
     forward: Callable[..., VAEOutput]  # forward(x, n_samples=S, eps=eps, y=y) -> VAEOutput
 
 

@@ -27,7 +27,7 @@ from vaekit.data.feed import Feed
 from vaekit.errors import Preempted, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
-from vaekit.models.vae import VAE
+from vaekit.models.base import BaseVAE
 from vaekit.objectives import build_objective
 from vaekit.storage import atomic_write_bytes
 from vaekit.training.distributed import Topology, setup, teardown
@@ -44,7 +44,7 @@ from vaekit.training.tracking import Tracker
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
-    model: VAE
+    model: BaseVAE
     test: EvalResult | None
     steps: int
     seconds: float
@@ -132,15 +132,7 @@ def _train(
     torch.manual_seed(cfg.train.seed)
     state = build_state(cfg, topology, nets, total)
     cfg = replace(cfg, model=state.model.cfg)  # own nets are recorded as model.encoder/decoder=custom
-    has_checkpoints = bool(list_checkpoints(run_dir / "checkpoints"))
-    if has_checkpoints and not resume:
-        raise VaekitError(f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or a new --run-dir")
-    if resume and not run_dir.is_dir():
-        raise VaekitError(f"nothing to resume: run directory {str(run_dir)!r} does not exist")
-    if resume and has_checkpoints:
-        _restore(state, run_dir)
-    elif resume and topology.is_main:  # killed before its first checkpoint: nothing was lost but the start
-        warnings.warn(f"{str(run_dir)!r} holds no checkpoint yet: starting from step 0", stacklevel=2)
+    has_checkpoints = _resume(state, run_dir, resume, topology.is_main)
     main = topology.is_main
     if main:
         atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
@@ -169,78 +161,125 @@ def _train(
         t0 = time.perf_counter()
         start_step, train_seconds = state.step, _loop(run)
         model = state.eval_model()
-        final = None
-        if main:
-            held_out = test_set if test_set is not None else val_set  # user data: its validation split
-            k = 10 if cfg.model.conditional else None  # the generative classifier's accuracy, at the end only
-            final = evaluate(model, held_out, cfg.train.eval_batch_size, classify_k=k) if held_out else None
-            export(model, run_dir, test_set or val_set or train_set, cfg.train.samples, cfg.train.seed)
-            write_report(run_dir)
-            samples = model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed))
-            tracker.images("samples", samples, state.step)
-            tracker.close()
+        final = _finish(run, model, tracker) if main else None
     examples = (state.step - start_step) * cfg.train.batch_size
     return TrainResult(run_dir, model, final, state.step, time.perf_counter() - t0, examples / max(train_seconds, 1e-9))
 
 
+def _resume(state: TrainState, run_dir: Path, resume: bool, main: bool) -> bool:
+    """Restore the newest checkpoint when resuming (refusing to overwrite one otherwise); whether any exists."""
+    has_checkpoints = bool(list_checkpoints(run_dir / "checkpoints"))
+    if has_checkpoints and not resume:
+        raise VaekitError(f"run directory {str(run_dir)!r} already holds checkpoints; pass --resume or a new --run-dir")
+    if resume and not run_dir.is_dir():
+        raise VaekitError(f"nothing to resume: run directory {str(run_dir)!r} does not exist")
+    if resume and has_checkpoints:
+        _restore(state, run_dir)
+    elif resume and main:  # killed before its first checkpoint: nothing was lost but the start
+        warnings.warn(f"{str(run_dir)!r} holds no checkpoint yet: starting from step 0", stacklevel=3)
+    return has_checkpoints
+
+
+def _finish(run: _Run, model: BaseVAE, tracker: Tracker) -> EvalResult | None:
+    """The run's last files: the held-out score, the exported model and samples, the report, TensorBoard images."""
+    cfg, data = run.cfg, run.test_set if run.test_set is not None else run.val_set  # user data: its validation split
+    k = 10 if cfg.model.conditional else None  # the generative classifier's accuracy, at the end only
+    final = evaluate(model, data, cfg.train.eval_batch_size, classify_k=k) if data is not None else None
+    export(model, run.run_dir, run.test_set or run.val_set or run.train_set, cfg.train.samples, cfg.train.seed)
+    write_report(run.run_dir)
+    samples = model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed))
+    tracker.images("samples", samples, run.state.step)
+    tracker.close()
+    return final
+
+
 def _loop(run: _Run) -> float:
     """Train to `run.total` steps; returns the seconds spent in training steps (evaluation excluded)."""
+    progress = _Progress(run)
+    while run.state.step < run.total:
+        epoch, first = divmod(run.state.step, run.steps_per_epoch)
+        if _epoch(run, progress, epoch, first):
+            continue  # rolled back: restart the epoch arithmetic from the restored step
+        paused = progress.clock()
+        run.train_seconds = paused - progress.t_train
+        _end_of_epoch(run, epoch, progress.bar)
+        progress.t_train += progress.clock() - paused  # logged throughput counts training steps only
+    progress.bar.close()
+    return run.train_seconds  # the final evaluation is not training time either
+
+
+def _epoch(run: _Run, progress: _Progress, epoch: int, first: int) -> bool:
+    """Steps `first`.. of `epoch`, to the epoch's end or the run's; True when a rollback cut the epoch short."""
     state, cfg = run.state, run.cfg
-    bar = tqdm(
-        total=run.total,
-        initial=state.step,
-        disable=run.quiet or not sys.stderr.isatty(),
-        unit="step",
-        dynamic_ncols=True,
-    )
-    guard = cfg.guard
-    check_every = max(1, guard.rollback_after // 4)
-    clock = _Clock(run.topology.device)
-    t_train, start_step = clock(), state.step
-    running = torch.zeros(()), 0
-    while state.step < run.total:
-        epoch, first = divmod(state.step, run.steps_per_epoch)
-        for index, x, labels in _epoch_batches(run, epoch, first):  # the global batch: under DDP a rank keeps its rows
-            rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
-            report, score = train_step(state, x, cfg, run.total, rows, labels)  # labels: conditional models only
-            running = running[0] + score.sum(), running[1] + score.shape[0]
-            bar.update(1)
-            if state.step % cfg.train.log_every == 0 or state.step == run.total:
-                row = _train_row(state, cfg, epoch, report, running, run.total, start_step, t_train)
-                run.log.write(row)
-                name = state.objective.score_name
-                bar.set_postfix({name: f"{row[name]:.2f}", "skipped": row["skipped"]})
-                running = torch.zeros(()), 0
-            stuck = guard.rollback_after and state.step % check_every == 0 and state.streak >= guard.rollback_after
-            assert report.per_example_loss is not None  # both step paths report what they minimized
-            risen = watch_loss(state, guard, run.topology, report.per_example_loss)
-            if stuck or risen is not None:
-                roll_back(state, guard, run.run_dir, run.log, index, x, report, risen)
-                bar.n = state.step
-                break  # restart the epoch arithmetic from the restored step
-            signum, due = run.stop.after_step(state.step) if run.stop is not None else (None, False)
-            if signum is not None:  # SIGTERM / SIGINT: the step in flight is done; keep it and stop
-                run.checkpoint()
-                run.log.write({"kind": "preempted", "step": state.step, "signal": signum})
-                bar.close()
-                raise Preempted(signum, state.step, str(run.run_dir))
-            if due or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
-                run.checkpoint()
-            if state.step >= run.total:
-                break
-        else:
-            paused = clock()
-            run.train_seconds = paused - t_train
-            _end_of_epoch(run, epoch, bar)
-            t_train += clock() - paused  # logged throughput counts training steps only
-            continue
+    for index, x, labels in _epoch_batches(run, epoch, first):  # the global batch: under DDP a rank keeps its rows
+        rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
+        report, score = train_step(state, x, cfg, run.total, rows, labels)  # labels: conditional models only
+        progress.add(score)
+        if state.step % cfg.train.log_every == 0 or state.step == run.total:
+            progress.log(epoch, report)
+        if _guard(run, index, x, report):
+            progress.bar.n = state.step
+            return True
+        _stop_or_checkpoint(run, progress)
         if state.step >= run.total:
-            run.train_seconds = clock() - t_train
-            _end_of_epoch(run, epoch, bar)
-            bar.close()
-            return run.train_seconds  # the final evaluation is not training time either
-    bar.close()
-    return clock() - t_train
+            break
+    return False
+
+
+def _guard(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> bool:
+    """Roll back after a streak of skipped updates or a risen training loss; True when it did."""
+    state, guard = run.state, run.cfg.guard
+    check_every = max(1, guard.rollback_after // 4)
+    stuck = guard.rollback_after and state.step % check_every == 0 and state.streak >= guard.rollback_after
+    assert report.per_example_loss is not None  # both step paths report what they minimized
+    risen = watch_loss(state, guard, run.topology, report.per_example_loss)
+    if not stuck and risen is None:
+        return False
+    roll_back(state, guard, run.run_dir, run.log, index, x, report, risen)
+    return True
+
+
+def _stop_or_checkpoint(run: _Run, progress: _Progress) -> None:
+    """After SIGTERM / SIGINT keep the step in flight and stop (Preempted); else checkpoint when one is due."""
+    step = run.state.step
+    signum, due = run.stop.after_step(step) if run.stop is not None else (None, False)
+    if signum is not None:
+        run.checkpoint()
+        run.log.write({"kind": "preempted", "step": step, "signal": signum})
+        progress.bar.close()
+        raise Preempted(signum, step, str(run.run_dir))
+    if due or (run.cfg.train.checkpoint_every and step % run.cfg.train.checkpoint_every == 0):
+        run.checkpoint()
+
+
+class _Progress:
+    """The loop's running score, training clock and progress bar."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.bar = tqdm(
+            total=run.total,
+            initial=run.state.step,
+            disable=run.quiet or not sys.stderr.isatty(),
+            unit="step",
+            dynamic_ncols=True,
+        )
+        self.clock = _Clock(run.topology.device)
+        self.t_train, self.start_step = self.clock(), run.state.step
+        self.total, self.count = torch.zeros(()), 0  # the objective's score since the last log row
+
+    def add(self, score: Tensor) -> None:
+        self.total, self.count = self.total + score.sum(), self.count + score.shape[0]
+        self.bar.update(1)
+
+    def log(self, epoch: int, report: StepReport) -> None:
+        run = self.run
+        row = _train_row(run.state, run.cfg, epoch, report, (self.total, self.count), run.total, self.start_step,
+                         self.t_train)
+        run.log.write(row)
+        name = run.state.objective.score_name
+        self.bar.set_postfix({name: f"{row[name]:.2f}", "skipped": row["skipped"]})
+        self.total, self.count = torch.zeros(()), 0
 
 
 class _Clock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import Tensor
@@ -51,29 +52,7 @@ def roll_back(
     else:
         what = f"{streak} updates in a row skipped"
     if state.rollbacks >= guard.max_rollbacks:
-        dump = run_dir / "divergence.json"
-        stats = {
-            "step": streak_step,
-            "cause": "loss rose" if risen is not None else "skipped in a row",
-            "skipped_in_a_row": streak,
-            "skipped_total": int(state.skipped),
-            "rollbacks": state.rollbacks,
-            "lr": state.optimizer.param_groups[0]["lr"],
-            "grad_norm": float(report.grad_norm),
-            "window_loss": risen,
-            "batch_index": index.tolist(),
-            "batch_min": float(x.min()),
-            "batch_max": float(x.max()),
-            "batch_mean": float(x.mean()),
-            "batch_nonfinite": int((~torch.isfinite(x)).sum()),
-        }
-        atomic_write_bytes(dump, (json.dumps(stats, indent=1) + "\n").encode())
-        hint = "optim.lr_warmup_steps" if risen is not None else "guard.clip_grad_norm"
-        raise TrainingDiverged(
-            f"training diverged: {what} at step {streak_step} (grad norm {float(report.grad_norm):.3g}) after "
-            f"{state.rollbacks} rollbacks; lower optim.lr (now {stats['lr']:.3g}) or set {hint}, or check the data; "
-            f"batch details in {dump}"
-        )
+        _stop(state, run_dir, index, x, report, risen, what)
     rollbacks, lr_scale = state.rollbacks + 1, state.lr_scale * guard.rollback_lr_factor
     clip_scale = state.clip_scale * guard.rollback_clip_factor
     skipped = state.skipped.clone()  # the count is history: a rollback does not undo it
@@ -105,6 +84,36 @@ def roll_back(
         f"with the learning rate x{lr_scale:g}{_clip_note(guard.clip_grad_norm, clip_scale)} "
         f"(rollback {rollbacks} of {guard.max_rollbacks})",
         stacklevel=2,
+    )
+
+
+def _stop(
+    state: TrainState, run_dir: Path, index: Tensor, x: Tensor, report: StepReport, risen: float | None, what: str
+) -> NoReturn:
+    """No rollback left: write divergence.json (the step, the cause, the batch) and stop with the diagnosis."""
+    streak_step, streak = state.step, int(state.streak)
+    dump = run_dir / "divergence.json"
+    stats = {
+        "step": streak_step,
+        "cause": "loss rose" if risen is not None else "skipped in a row",
+        "skipped_in_a_row": streak,
+        "skipped_total": int(state.skipped),
+        "rollbacks": state.rollbacks,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "grad_norm": float(report.grad_norm),
+        "window_loss": risen,
+        "batch_index": index.tolist(),
+        "batch_min": float(x.min()),
+        "batch_max": float(x.max()),
+        "batch_mean": float(x.mean()),
+        "batch_nonfinite": int((~torch.isfinite(x)).sum()),
+    }
+    atomic_write_bytes(dump, (json.dumps(stats, indent=1) + "\n").encode())
+    hint = "optim.lr_warmup_steps" if risen is not None else "guard.clip_grad_norm"
+    raise TrainingDiverged(
+        f"training diverged: {what} at step {streak_step} (grad norm {float(report.grad_norm):.3g}) after "
+        f"{state.rollbacks} rollbacks; lower optim.lr (now {stats['lr']:.3g}) or set {hint}, or check the data; "
+        f"batch details in {dump}"
     )
 
 

@@ -11,7 +11,7 @@ import torch
 
 from vaekit.apps.images import save_grid, save_reconstructions
 from vaekit.data.datasets import Dataset
-from vaekit.models.vae import VAE
+from vaekit.models.base import BaseVAE
 from vaekit.storage import atomic_write_bytes
 from vaekit.training.tracking import Tracker
 
@@ -47,7 +47,7 @@ class MetricsLog:
             self.tracker.row(row)
 
 
-def export(model: VAE, run_dir: Path, data: Dataset, n_samples: int, seed: int) -> None:
+def export(model: BaseVAE, run_dir: Path, data: Dataset, n_samples: int, seed: int) -> None:
     """`model/` (safetensors + JSON), `samples/samples.png` and `samples/reconstructions.png`."""
     model.save_pretrained(str(run_dir / "model"))
     gen = torch.Generator().manual_seed(seed)

@@ -22,8 +22,9 @@ from torch import Tensor
 
 from vaekit.config import Config
 from vaekit.errors import VaekitError
+from vaekit.models.base import BaseVAE
 from vaekit.models.outputs import VAEOutput
-from vaekit.models.vae import VAE
+from vaekit.models.vae import build_model
 from vaekit.objectives import Batch, Nets, Objective, build_objective
 from vaekit.storage import load_state
 from vaekit.training.compiled import Counters, WholeStep, autocast, graph_key, is_warm, supported
@@ -41,7 +42,7 @@ AUTO_COMPILE_STEPS_WARM = 2_000
 
 @dataclass
 class TrainState:
-    model: VAE
+    model: BaseVAE
     objective: Objective
     optimizer: torch.optim.Optimizer
     ema: EMA | None
@@ -114,7 +115,7 @@ class TrainState:
         """What the compiled step updates in place besides weights and Adam: the skip counters and the EMA."""
         return Counters(self.skipped, self.streak, self.ema)
 
-    def eval_model(self) -> VAE:
+    def eval_model(self) -> BaseVAE:
         """The model with EMA weights when an EMA is kept, else the live model."""
         if self.ema is None:
             return self.model
@@ -254,7 +255,7 @@ def build_state(
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
     objective = build_objective(cfg.objective, cfg.model)
-    model = (VAE(cfg.model, *nets) if any(n is not None for n in nets) else VAE(cfg.model)).to(device)
+    model = build_model(cfg.model, *nets).to(device)
     if cfg.train.channels_last:  # before the optimizer: Adam's moments take the parameters' layout
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     optimizer = torch.optim.Adam(

@@ -43,6 +43,7 @@ from torch import Tensor
 from vaekit.apps.compress.latents import CATEGORICAL as _CATEGORICAL
 from vaekit.apps.compress.latents import Latents, latents_for
 from vaekit.errors import VaekitError
+from vaekit.models.base import BaseVAE
 from vaekit.models.distributions import DiagonalGaussian, GaussianMixture
 from vaekit.models.likelihoods import (
     BernoulliPixels,
@@ -50,14 +51,13 @@ from vaekit.models.likelihoods import (
     LogisticMixturePixels,
     RGBMixturePixels,
 )
-from vaekit.models.vae import VAE
 
 SEED_WORDS = 16  # initial random words on the stack, plus SEED_BITS_PER_LATENT for each latent dimension
 SEED_BITS_PER_LATENT = 24  # enough to borrow the first image's z from (its q has at most ~12 bits per dimension)
 KIND_BINARY, KIND_8BIT = 0, 1  # symbols: 0/1 per pixel, or 0..255 per pixel
 
 
-def seed_words(model: VAE) -> int:
+def seed_words(model: BaseVAE) -> int:
     """The random words the stack starts with: the first image pops its z from them (BB-ANS's "initial bits").
 
     Too few and the first pops run the stack dry: with 16 words, a model of 150 latents paid ~17,000 bits
@@ -79,7 +79,7 @@ def deterministic() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def check_codable(model: VAE) -> None:
+def check_codable(model: BaseVAE) -> None:
     """Refuse, in one line, a model whose latents this coder cannot discretize exactly."""
     if model.flow is not None:
         raise VaekitError(
@@ -93,7 +93,7 @@ def check_codable(model: VAE) -> None:
         )
 
 
-def kind_for(model: VAE) -> int:
+def kind_for(model: BaseVAE) -> int:
     check_codable(model)
     name = model.cfg.likelihood
     if name == "bernoulli":
@@ -106,7 +106,7 @@ def kind_for(model: VAE) -> int:
     )
 
 
-def probe_hash(model: VAE) -> bytes:
+def probe_hash(model: BaseVAE) -> bytes:
     """SHA-256 of the decoder's output on fixed latents (and a hierarchy's conditional priors): it differs
     where this machine's arithmetic does."""
     with deterministic():
@@ -202,7 +202,7 @@ def _pop_pixels(coder: Any, px: object, kind: int, shape: tuple[int, int, int]) 
     return np.asarray(coder.decode(family, params)).astype(np.uint8).reshape(c, h, w)
 
 
-def encode_images(model: VAE, images: np.ndarray, kind: int, version: int = 2) -> np.ndarray:
+def encode_images(model: BaseVAE, images: np.ndarray, kind: int, version: int = 2) -> np.ndarray:
     """Compress uint8 symbols (N, C, H, W) (0/1 when binary, 0..255 when 8-bit) into ANS words (uint32).
 
     `version` picks the latents' discretization (2, the default; 1 is kept to test the old files' decoder).
@@ -240,7 +240,7 @@ def encode_images(model: VAE, images: np.ndarray, kind: int, version: int = 2) -
 
 
 def decode_images(
-    model: VAE, words: np.ndarray, kind: int, shape: tuple[int, int, int, int], version: int = 2
+    model: BaseVAE, words: np.ndarray, kind: int, shape: tuple[int, int, int, int], version: int = 2
 ) -> np.ndarray:
     """The inverse of `encode_images`: uint8 symbols (N, C, H, W)."""
     n, c, h, w = shape
