@@ -10,13 +10,13 @@ process, one after another (run it alone).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import vaekit
 from results import update_section
+from vaekit.apps.report import read_metrics
 
 SETTINGS = [
     [],
@@ -41,7 +41,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = vaekit.load_config("mlp", [*extra, "train.tensorboard=false"])
             result = vaekit.train(cfg, f"{tmp}/run", quiet=True)
-            logged = [json.loads(x) for x in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+            logged = read_metrics(Path(f"{tmp}/run"))
         speed = [r for r in logged if r["kind"] == "train"][-1]["examples_per_s"]
         assert result.test is not None
         label = " ".join(f"`{e}`" for e in extra) or "default (fp32, batch 128, lr 1e-3, constant)"

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 import vaekit
 from results import update_section
 from throughput import PYTHAE_VENV, ceilings_line, ensure_pythae, matmul_gflops
+from vaekit.apps.report import read_metrics
 
 BENCH = Path(__file__).resolve().parent
 VAEKIT = {
@@ -84,7 +85,7 @@ def vaekit_rate(data: Path, n: int, latent: int, extra: list[str]) -> float:
                                     "optim.lr=0.001", "train.samples=4", *extra])
     with tempfile.TemporaryDirectory() as tmp:
         vaekit.train(cfg, f"{tmp}/run", quiet=True, encoder=encoder, decoder=decoder)
-        rows = [json.loads(x) for x in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(f"{tmp}/run"))
     clock = [(r["step"], r["step"] * 64 / r["examples_per_s"]) for r in rows if r["kind"] == "train"]
     (s0, t0), (s1, t1) = clock[1], clock[-1]
     return (s1 - s0) * 64 / (t1 - t0)

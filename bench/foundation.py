@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from results import update_section
+from vaekit.apps.report import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def run_mlp() -> dict[str, float]:
             check=True,
         )
         payload = json.loads(out.stdout)
-        rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(f"{tmp}/run"))
     train_rows = [r for r in rows if r["kind"] == "train"]
     return {
         "neg_elbo": payload["test"]["neg_elbo"],

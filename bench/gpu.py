@@ -33,6 +33,7 @@ import torch
 from results import update_section
 from throughput import BALANCED, FAST, mnist_npz
 from time_to_quality import describe, pythae_curve, vaekit_curve
+from vaekit.apps.report import read_metrics
 
 BENCH = Path(__file__).resolve().parent
 GPU_FAST = ["train.precision=bf16", "train.batch_size=4096", "optim.lr=0.008", "optim.lr_warmup_steps=50",
@@ -79,7 +80,7 @@ def _train_rows(extra: list[str], epochs: int, preset: str = "mlp") -> tuple[lis
                "--set", "train.log_every=50",
                *(arg for item in extra for arg in ("--set", item))]
         out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(f"{tmp}/run"))
     return rows, out
 
 
@@ -156,7 +157,7 @@ def models(args: argparse.Namespace, data: Path, tmp: Path) -> None:
             try:
                 with tempfile.TemporaryDirectory() as run:
                     vaekit.train(cfg, f"{run}/r", quiet=True)
-                    rows = [json.loads(x) for x in Path(f"{run}/r/metrics.jsonl").read_text().splitlines()]
+                    rows = read_metrics(Path(f"{run}/r"))
             except Exception as err:  # report and go on: the other presets still measure
                 failed = f"failed: {type(err).__name__}"
                 lines.append(f"| `{preset}` | {precision} | {cfg.train.batch_size} | {failed} | | |")

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 from pathlib import Path
 
-from vaekit.apps.report import group_figure
+from vaekit.apps.report import group_figure, read_metrics
 
 
 def main() -> None:
@@ -18,7 +17,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    rows = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(args.run)
     evals = [r for r in rows if r.get("kind") == "eval" and r.get("kl_per_group")]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(base64.b64decode(group_figure(evals)))

@@ -2,27 +2,57 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import tempfile
 from pathlib import Path
 
 import vaekit
+from vaekit.apps.report import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+# RESULTS.md's topics (its `## ` headings), in order, and which sections (by marker name prefix) belong to each
+TOPICS = {
+    "Likelihood": ("foundation", "nll", "time-to-nll", "family-calibration"),
+    "Speed": ("throughput", "batch-sweep", "ablation", "compile-break-even", "time-to-quality", "model-speed", "gpu",
+              "step-refactor", "weights-digest"),
+    "Stability": ("stability", "collapse", "reliability"),
+    "Compression": ("compress", "latent-codes"),
+    "Colour images": ("cifar", "ema-lag"),
+    "Uses": ("anomaly", "conditional"),
+    "Sample quality": ("quality",),
+}
+
+
+def topic_of(name: str) -> str | None:
+    """The topic a section named `name` goes under (the longest matching prefix), or None."""
+    found = [(len(p), topic) for topic, prefixes in TOPICS.items() for p in prefixes if name.startswith(p)]
+    return max(found)[1] if found else None
+
+
 def update_section(name: str, body: str) -> None:
-    """Write `body` between `<!-- name:start -->` and `<!-- name:end -->`, appending the pair if absent."""
+    """Write `body` between `<!-- name:start -->` and `<!-- name:end -->`; a new pair goes at the end of its topic
+    (`topic_of`), or at the end of the file when it has none."""
     block = f"<!-- {name}:start -->\n{body.strip()}\n<!-- {name}:end -->"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     pattern = rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->"
     if re.search(pattern, text, flags=re.S):
         text = re.sub(pattern, lambda _: block, text, flags=re.S)
     else:
-        text = text.rstrip() + "\n\n" + block + "\n"
+        text = insert_under_topic(text, topic_of(name), block)
     RESULTS.write_text(text)
+
+
+def insert_under_topic(text: str, topic: str | None, block: str) -> str:
+    """`text` with `block` added as the last part of the `## topic` section (appended when there is none)."""
+    heading = re.search(rf"(?m)^## {re.escape(topic)}\n", text) if topic else None
+    if heading is None:
+        return text.rstrip() + "\n\n" + block + "\n"
+    after = re.search(r"(?m)^## ", text[heading.end():])
+    end = heading.end() + after.start() if after else len(text)
+    return text[:end].rstrip() + "\n\n" + block + "\n\n" + text[end:].lstrip("\n")
 
 
 def plan_epochs(preset: str | None, sets: list[str], minutes: float, probe_steps: int = 200) -> int:
@@ -50,7 +80,7 @@ def steps_per_second(preset: str, sets: list[str], steps: int = 600) -> float:
         cfg = vaekit.load_config(preset, [*sets, f"train.steps={2 * half}", f"train.log_every={half}",
                                           "train.tensorboard=false"])
         vaekit.train(cfg, f"{tmp}/r", quiet=True)
-        rows = [json.loads(x) for x in Path(f"{tmp}/r/metrics.jsonl").read_text().splitlines() if '"train"' in x]
+        rows = [r for r in read_metrics(Path(f"{tmp}/r")) if r["kind"] == "train"]
     # rows log cumulative examples/s, so each row gives the wall time of the steps up to it
     (s0, e0), (s1, e1) = [(r["step"], r["examples_per_s"]) for r in rows[-2:]]
     t0, t1 = s0 * cfg.train.batch_size / e0, s1 * cfg.train.batch_size / e1

@@ -39,6 +39,7 @@ import torch
 
 import vaekit
 from results import update_section
+from vaekit.apps.report import read_metrics
 from vaekit.data.datasets import load_dataset
 from vaekit.models.vae import VAE
 
@@ -91,9 +92,7 @@ def vaekit_run(cfg: vaekit.Config) -> tuple[vaekit.EvalResult, int, int]:
             print(f"    vaekit stopped: {exc}")
             nan = float("nan")
             return vaekit.EvalResult("test", 0, nan, nan, nan, nan, nan, 0, nan, []), -1, -1
-        text = Path(f"{tmp}/run/metrics.jsonl").read_text()
-        skipped = int(text.rsplit('"skipped": ', 1)[1].split(",")[0]) if '"skipped": ' in text else 0
-        rollbacks = text.count('"kind": "rollback"')
+        skipped, rollbacks = _counts(Path(f"{tmp}/run"))
     assert result.test is not None
     return result.test, skipped, rollbacks
 
@@ -132,17 +131,19 @@ def vaekit_defaults(cfg: vaekit.Config) -> Run:
             result = vaekit.train(cfg, f"{tmp}/run", quiet=True)
         except vaekit.VaekitError as exc:  # TrainingDiverged: the guard stopped it with its diagnosis
             print(f"    vaekit stopped: {str(exc)[:160]}")
-            text = Path(f"{tmp}/run/metrics.jsonl").read_text() if Path(f"{tmp}/run/metrics.jsonl").exists() else ""
-            return {"neg_elbo": math.nan, "active": [], "skipped": _last_skipped(text),
-                    "rollbacks": text.count('"kind": "rollback"'), "aborted": True}
-        text = Path(f"{tmp}/run/metrics.jsonl").read_text()
+            skipped, rollbacks = _counts(Path(f"{tmp}/run"))
+            return {"neg_elbo": math.nan, "active": [], "skipped": skipped, "rollbacks": rollbacks, "aborted": True}
+        skipped, rollbacks = _counts(Path(f"{tmp}/run"))
     assert result.test is not None
-    return {"neg_elbo": result.test.neg_elbo, "active": result.test.active_per_group, "skipped": _last_skipped(text),
-            "rollbacks": text.count('"kind": "rollback"'), "aborted": False}
+    return {"neg_elbo": result.test.neg_elbo, "active": result.test.active_per_group, "skipped": skipped,
+            "rollbacks": rollbacks, "aborted": False}
 
 
-def _last_skipped(text: str) -> int:
-    return int(text.rsplit('"skipped": ', 1)[1].split(",")[0]) if '"skipped": ' in text else 0
+def _counts(run: Path) -> tuple[int, int]:
+    """(skipped updates, rollbacks) from a run's metrics.jsonl: the last row's count, the rollback rows."""
+    rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+    skipped = [r["skipped"] for r in rows if "skipped" in r]
+    return (skipped[-1] if skipped else 0), sum(r["kind"] == "rollback" for r in rows)
 
 
 def pythae_cell(python: Path, data: Path, lr: float, seed: int) -> Run:

@@ -27,6 +27,7 @@ import numpy as np
 
 import vaekit
 from results import update_section
+from vaekit.apps.report import read_metrics
 
 BENCH = Path(__file__).resolve().parent
 PYTHAE_VENV = BENCH / ".venv-pythae"
@@ -112,7 +113,7 @@ def run_vaekit(extra: list[str], epochs: int) -> dict[str, float]:
         cmd = [sys.executable, "-m", "vaekit", "train", "mlp", "--run-dir", f"{tmp}/run", "--epochs", str(epochs),
                "--json", *(arg for item in extra for arg in ("--set", item))]
         out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(f"{tmp}/run"))
     train_rows = [r for r in rows if r["kind"] == "train"]
     return {"examples_per_s": train_rows[-1]["examples_per_s"], "neg_elbo": out["test"]["neg_elbo"],
             "seconds": 60000 * epochs / train_rows[-1]["examples_per_s"]}

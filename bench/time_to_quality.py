@@ -35,6 +35,7 @@ from pathlib import Path
 
 from results import update_section
 from throughput import ceilings_line, ensure_pythae, matmul_gflops, mnist_npz
+from vaekit.apps.report import read_metrics
 
 BENCH = Path(__file__).resolve().parent
 TARGET = 105.5
@@ -86,7 +87,7 @@ def vaekit_curve(extra: list[str], epochs: int) -> list[dict[str, float]]:
         cmd = [sys.executable, "-m", "vaekit", "train", "mlp", "--run-dir", f"{tmp}/run", "--epochs", str(epochs),
                "--quiet", "--set", "train.tensorboard=false", *(arg for item in extra for arg in ("--set", item))]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(f"{tmp}/run"))
     return [{"epoch": r["epoch"], "train_seconds": r["train_seconds"], "neg_elbo": r["neg_elbo"]}
             for r in rows if r["kind"] == "eval" and r.get("split") == "test"]
 
@@ -135,7 +136,7 @@ def nll_time(run: Path, target: float) -> list[str]:
     from vaekit.evaluation.evaluate import evaluate
     from vaekit.storage import read_safetensors
 
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run)
     cfg = vaekit.load_config(run / "config.yaml")
     batch = cfg.train.batch_size
     # examples_per_s is cumulative over training steps only, so step * batch / it = training seconds at that row

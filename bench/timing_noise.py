@@ -14,7 +14,6 @@ writes nothing to RESULTS.md (its numbers were copied there by hand).
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 import vaekit
+from vaekit.apps.report import read_metrics
 from vaekit.training.step import TrainState, build_state, train_step
 
 
@@ -35,7 +35,7 @@ def runs() -> None:
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             vaekit.train(cfg, f"{tmp}/r", quiet=True)
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-            rows = [json.loads(x) for x in Path(f"{tmp}/r/metrics.jsonl").read_text().splitlines() if '"train"' in x]
+            rows = [r for r in read_metrics(Path(f"{tmp}/r")) if r["kind"] == "train"]
             print(f"run {i}: {rows[-1]['examples_per_s']:.0f} examples/s, {faults} minor page faults", flush=True)
 
 
