@@ -22,6 +22,7 @@ import vaekit
 from results import update_section
 from vaekit.checkpoint import load_latest_checkpoint
 from vaekit.evaluation.evaluate import evaluate
+from vaekit.training.players import players_state
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -42,7 +43,7 @@ def main() -> None:
     data = data.subset(torch.arange(min(args.test_images, len(data))))
     exported = vaekit.VAE.from_pretrained(str(args.run))
     live = copy.deepcopy(exported)
-    live.load_state_dict(state["model"])
+    live.load_state_dict(players_state(state)["model"]["weights"])
     dims = data.images[0].numel()
     rows = []
     for name, model in (("exported (EMA)" if cfg.guard.ema_decay > 0 else "exported", exported),

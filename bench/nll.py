@@ -32,6 +32,7 @@ from results import steps_per_second, update_section
 from vaekit.checkpoint import list_checkpoints, unflatten_state
 from vaekit.evaluation.evaluate import evaluate
 from vaekit.storage import read_safetensors
+from vaekit.training.players import model_weights
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -114,7 +115,7 @@ def nll_curve(model: vaekit.VAE, run: Path, test: vaekit.Dataset, epochs: int, m
     for path in picks:
         tensors, meta = read_safetensors(path)
         state = unflatten_state(json.loads(meta["state"]), tensors)
-        model.load_state_dict({**state["model"], **(state["ema"] or {})})  # the EMA weights when kept
+        model.load_state_dict(model_weights(state))  # the EMA weights when kept
         nll = evaluate(model, subset, batch_size=100, iw_samples=k).nll
         epoch = float(state["epoch"])
         rows.append(f"| {minutes * epoch / epochs:.1f} | {epoch:.0f} | {nll:.2f} |")

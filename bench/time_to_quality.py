@@ -135,6 +135,7 @@ def nll_time(run: Path, target: float) -> list[str]:
     from vaekit.checkpoint import list_checkpoints, unflatten_state
     from vaekit.evaluation.evaluate import evaluate
     from vaekit.storage import read_safetensors
+    from vaekit.training.players import model_weights
 
     rows = read_metrics(run)
     cfg = vaekit.load_config(run / "config.yaml")
@@ -150,7 +151,7 @@ def nll_time(run: Path, target: float) -> list[str]:
         if i not in scored:
             tensors, meta = read_safetensors(checkpoints[i])
             state = unflatten_state(json.loads(meta["state"]), tensors)
-            model.load_state_dict({**state["model"], **(state["ema"] or {})})
+            model.load_state_dict(model_weights(state))
             scored[i] = (int(state["step"]), evaluate(model, subset, batch_size=100, iw_samples=1000).nll)
             print(f"checkpoint {checkpoints[i].name}: {scored[i][1]:.2f} nats", flush=True)
         return scored[i][1]

@@ -27,6 +27,7 @@ import vaekit
 from vaekit.checkpoint import load_latest_checkpoint
 from vaekit.config import preset_names
 from vaekit.storage import read_safetensors, tensors_digest
+from vaekit.training.players import players_state
 
 
 def _data(folder: Path, colour: bool) -> str:
@@ -57,7 +58,7 @@ def digest(preset: str, steps: int, compiled: bool, folder: Path) -> dict[str, s
     exported, _ = read_safetensors(run / "model" / "model.safetensors")
     saved = load_latest_checkpoint(run / "checkpoints")
     assert saved is not None
-    live = saved["model"] if "model" in saved else saved["players"]["model"]["weights"]
+    live = players_state(saved)["model"]["weights"]
     return {"exported": tensors_digest(exported), "live": tensors_digest(dict(live))}
 
 

@@ -30,7 +30,7 @@ def test_neg_elbo_is_minus_log_px_plus_kl_and_the_loss_weighs_the_kl_by_beta() -
         return out
 
     for beta in (1.0, 2.0):
-        loss = elbo.loss(Nets(None, forward), Batch(torch.zeros(2, 1, 1, 1)), Knobs(kl_weight=beta))  # type: ignore
+        loss = elbo.loss("model", Nets(None, forward), Batch(torch.zeros(2, 1, 1, 1)), Knobs(kl_weight=beta))  # type: ignore
         assert loss.loss.item() == 110.0 + beta * 0.0  # this posterior equals the prior: KL 0
         torch.testing.assert_close(loss.score, torch.tensor([100.0, 120.0]))
 

@@ -180,4 +180,5 @@ def test_restored_moments_take_their_channels_last_parameters_layout(tmp_path: P
         for key in ("exp_avg", "exp_avg_sq"):
             moment = state.optimizer.state[p][key]
             assert moment.stride() == p.stride(), key
-            torch.testing.assert_close(moment, saved["optimizer"]["state"][i][key].to(p), rtol=0, atol=0)
+            saved_moment = saved["players"]["model"]["optimizer"]["state"][i][key]
+            torch.testing.assert_close(moment, saved_moment.to(p), rtol=0, atol=0)

@@ -68,7 +68,21 @@ def tensors_digest(tensors: dict[str, Tensor]) -> str:
 def write_safetensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     meta = {**metadata, "sha256": tensors_digest(tensors)}
-    atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=meta))
+    atomic_write_bytes(path, canonical_header(safetensors.torch.save(tensors, metadata=meta)))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """A safetensors file with its JSON header in one fixed order (metadata keys sorted, tensors by offset), so the
+    same weights always give the same bytes: safetensors writes its metadata map in a per-process hash order."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    metadata = header.pop("__metadata__", None)
+    ordered = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    ordered |= dict(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    if len(text) > size:  # never: the compact form is what safetensors writes; keep its bytes if it ever is not
+        return data
+    return data[:8] + text.ljust(size) + data[8 + size :]
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:

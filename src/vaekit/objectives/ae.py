@@ -22,6 +22,7 @@ from vaekit.objectives.base import Batch, Knobs, LossOut, Nets
 class Autoencoder:
     cfg: ObjectiveConfig
     score_name: str = "neg_log_px"
+    players: tuple[str, ...] = ("model",)
     samples: int = 1
 
     def check(self, model: ModelConfig) -> None:
@@ -34,7 +35,7 @@ class Autoencoder:
     def compile_blocker(self) -> str | None:
         return None
 
-    def loss(self, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
+    def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
         zero = torch.zeros(1, batch.x.shape[0], nets.model.latent_dim, device=batch.x.device)  # z = the mean
         out = nets.forward(batch.x, n_samples=1, eps=zero, y=batch.y)
         log_px = out.px.log_prob(batch.x).mean(0).float()  # (B,)

@@ -1,8 +1,8 @@
 """The contract every objective keeps: what it is given (the nets, a batch, the step's knobs) and what it returns.
 
 An objective reads a model's outputs and returns losses; it never builds a network or touches an optimizer
-(LAYOUT.md). The training step calls `loss` and never asks which objective it runs, so adding one is a new file,
-its line in `objectives/__init__.py` and its row in tests/test_objective_contract.py.
+(LAYOUT.md). The training step calls `loss` once per player and never asks which objective it runs, so adding one
+is a new file, its line in `objectives/__init__.py` and its row in tests/test_objective_contract.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.models.base import BaseVAE
@@ -41,6 +41,7 @@ class Nets:
 
     model: BaseVAE  # for its attributes (latent_dim, group_dims, ...)
     forward: Callable[..., VAEOutput]  # forward(x, n_samples=S, eps=eps, y=y) -> VAEOutput
+    others: dict[str, nn.Module] = field(default_factory=dict)  # the other players' networks, by player name
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class Objective(Protocol):
         """Posterior samples per example the forward pass draws (the noise the step draws for it)."""
         ...
 
+    @property
+    def players(self) -> tuple[str, ...]:
+        """The parameter sets this objective trains, updated in this order each step; "model" is always one."""
+        ...
+
     def check(self, model: ModelConfig) -> None:
         """Raise `ConfigError` (one line) when this objective cannot train a model of this kind."""
         ...
@@ -72,4 +78,6 @@ class Objective(Protocol):
         """Why the compiled step cannot run this objective, or None when it can."""
         ...
 
-    def loss(self, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut: ...
+    def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
+        """What `player`'s optimizer minimizes this step, with the model's score and logged terms."""
+        ...

@@ -21,6 +21,7 @@ from vaekit.objectives.base import Batch, Knobs, LossOut, Nets
 class Elbo:
     cfg: ObjectiveConfig
     score_name: str = "neg_elbo"
+    players: tuple[str, ...] = ("model",)
     samples: int = 1
 
     def check(self, model: ModelConfig) -> None:
@@ -31,7 +32,7 @@ class Elbo:
             return "per-group KL weights (objective.group_warmup_steps, objective.kl_balance)"
         return None
 
-    def loss(self, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
+    def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
         out = nets.forward(batch.x, n_samples=self.samples, eps=batch.eps, y=batch.y)
         terms = elbo_terms(out, batch.x)
         kl = weighted_kl(terms, self.cfg.free_bits, self.cfg.free_bits_group, knobs.group_weights, knobs.kl_balance)

@@ -26,6 +26,7 @@ from vaekit.objectives.base import Batch, Knobs, LossOut, Nets
 class Iwae:
     cfg: ObjectiveConfig
     score_name: str = "neg_elbo"
+    players: tuple[str, ...] = ("model",)
     dreg: bool = False
 
     @property
@@ -42,7 +43,7 @@ class Iwae:
     def compile_blocker(self) -> str | None:
         return "importance-weighted training (objective.name=iwae or dreg)"
 
-    def loss(self, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
+    def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
         out = nets.forward(batch.x, n_samples=self.samples, eps=batch.eps, y=batch.y)
         terms = elbo_terms(out, batch.x)
         bound = k_sample_bound(out, batch.x, self.dreg)  # (B,)

@@ -251,7 +251,7 @@ class WholeStep:
                 with autocast(precision, inputs.device.type):
                     return torch.func.functional_call(self.model, weights, (inputs,), kwargs)
 
-            out = self.objective.loss(Nets(self.model, forward), Batch(x, y, eps), knobs)  # type: ignore[arg-type]
+            out = self.objective.loss("model", Nets(self.model, forward), Batch(x, y, eps), knobs)  # type: ignore[arg-type]
             return out.loss, torch.stack([out.score, out.per_example]).detach()
 
         detached = {n: p.detach() for n, p in zip(self.names, params, strict=True)}
@@ -294,7 +294,10 @@ def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:
     """Why the whole step cannot be compiled for this run, or None when it can."""
     if distributed:
         return "several processes (DDP)"
-    if (blocker := build_objective(cfg.objective).compile_blocker()) is not None:
+    objective = build_objective(cfg.objective)
+    if objective.players != ("model",):
+        return f"an objective with several players ({', '.join(objective.players)})"
+    if (blocker := objective.compile_blocker()) is not None:
         return blocker
     if spectral:
         return "spectral regularization (objective.spectral_reg)"

@@ -53,18 +53,25 @@ def roll_back(
         what = f"{streak} updates in a row skipped"
     if state.rollbacks >= guard.max_rollbacks:
         _stop(state, run_dir, index, x, report, risen, what)
-    rollbacks, lr_scale = state.rollbacks + 1, state.lr_scale * guard.rollback_lr_factor
-    clip_scale = state.clip_scale * guard.rollback_clip_factor
-    skipped = state.skipped.clone()  # the count is history: a rollback does not undo it
+    rollbacks = state.rollbacks + 1
+    # every player's remedy changes (a lower learning rate and clip norm); its skip count is history, not undone
+    remedies = {
+        name: (p.lr_scale * guard.rollback_lr_factor, p.clip_scale * guard.rollback_clip_factor, p.skipped.clone())
+        for name, p in state.players.items()
+    }
     watch = state.watch
     good = None if risen is None or watch is None else (lambda saved: watch.healthy(saved.get("loss_watch")))
     saved = load_latest_checkpoint(run_dir / "checkpoints", good)
     if saved is None:
         raise TrainingDiverged(f"training diverged at step {streak_step} and no checkpoint is readable to roll back to")
     state.load_state_dict(saved, str(run_dir))
-    state.rollbacks, state.lr_scale, state.clip_scale = rollbacks, lr_scale, clip_scale
-    state.skipped.copy_(skipped)  # in place: a compiled step keeps these tensors
-    state.streak.zero_()
+    state.rollbacks = rollbacks
+    for name, (lr_scale, clip_scale, skipped) in remedies.items():
+        player = state.players[name]
+        player.lr_scale, player.clip_scale = lr_scale, clip_scale
+        player.skipped.copy_(skipped)  # in place: a compiled step keeps these tensors
+        player.streak.zero_()
+    lr_scale, clip_scale = state.players["model"].lr_scale, state.players["model"].clip_scale
     log.truncate(state.step)
     log.write(
         {

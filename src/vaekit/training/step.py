@@ -8,13 +8,12 @@ the compiled whole step, built from the same functions.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -26,10 +25,10 @@ from vaekit.models.base import BaseVAE
 from vaekit.models.outputs import VAEOutput
 from vaekit.models.vae import build_model
 from vaekit.objectives import Batch, Nets, Objective, build_objective
-from vaekit.storage import load_state
 from vaekit.training.compiled import Counters, WholeStep, autocast, graph_key, is_warm, supported
 from vaekit.training.distributed import Topology
 from vaekit.training.guards import EMA, LossWatch, NormHistory, StepReport, count_skip_, guarded_update
+from vaekit.training.players import Player, players_state
 from vaekit.training.regularizers import SpectralPenalty
 from vaekit.training.schedules import kl_weight, knobs_at, lr_factor
 
@@ -42,37 +41,61 @@ AUTO_COMPILE_STEPS_WARM = 2_000
 
 @dataclass
 class TrainState:
-    model: BaseVAE
+    """Everything a resumed run needs: the players (the model, and any network an objective adds) and the run's own
+    state; `model`, `optimizer`, `ema`, `skipped`, ... read the model player's."""
+
+    players: dict[str, Player]
     objective: Objective
-    optimizer: torch.optim.Optimizer
-    ema: EMA | None
     step: int = 0
-    skipped: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # total skipped updates
-    streak: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))  # skipped in a row, now
-    lr_scale: float = 1.0  # lowered by each rollback
-    clip_scale: float = 1.0  # lowered by each rollback, with the learning rate
-    history: NormHistory = field(default_factory=lambda: NormHistory(100))  # recent gradient norms (outlier rule)
     rollbacks: int = 0
-    grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
     net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     compiled: WholeStep | None = None  # train.compile: forward, backward, guards and Adam as one compiled graph
     spectral: SpectralPenalty | None = None  # objective.spectral_reg > 0
     watch: LossWatch | None = None  # guard.loss_rise: the training loss in windows (rollback when it rises)
 
+    @property
+    def model(self) -> BaseVAE:
+        return self.players["model"].module  # type: ignore[return-value]
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.players["model"].optimizer
+
+    @property
+    def ema(self) -> EMA | None:
+        return self.players["model"].ema
+
+    @property
+    def history(self) -> NormHistory:
+        return self.players["model"].history
+
+    @property
+    def skipped(self) -> Tensor:
+        return self.players["model"].skipped
+
+    @property
+    def streak(self) -> Tensor:
+        return self.players["model"].streak
+
+    @property
+    def grad_norm(self) -> Tensor:
+        return self.players["model"].grad_norm
+
+    @property
+    def lr_scale(self) -> float:
+        return self.players["model"].lr_scale
+
+    @property
+    def device(self) -> torch.device:
+        return self.grad_norm.device
+
     def state_dict(self, epoch: float = 0.0) -> dict[str, Any]:
         """Everything a resumed run needs; `epoch` (fractional) is informational, the step decides."""
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.shadow if self.ema else None,
+            "players": {name: player.state_dict() for name, player in self.players.items()},
             "step": self.step,
             "epoch": epoch,
-            "skipped": self.skipped.clone(),  # the live tensors change in place
-            "streak": self.streak.clone(),
-            "lr_scale": self.lr_scale,
-            "clip_scale": self.clip_scale,
-            "norm_history": self.history.state_dict(),
             "spectral": self.spectral.state_dict() if self.spectral is not None else None,
             "loss_watch": self.watch.state_dict() if self.watch is not None else None,
             "rollbacks": self.rollbacks,
@@ -82,32 +105,18 @@ class TrainState:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
-    @property
-    def device(self) -> torch.device:
-        return self.grad_norm.device
-
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
-        """Restore `state_dict`'s output (tensors read back on the CPU go to this state's device)."""
-        device = self.device
-        load_state(self.model, state["model"], source)
-        self.optimizer.load_state_dict(state["optimizer"])  # moves the moments to the parameters' device
-        _match_layouts(self.optimizer)
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.shadow = {k: v.to(device) for k, v in state["ema"].items()}
-        self.step = int(state["step"])
-        self.skipped.copy_(state["skipped"])  # in place: a compiled (captured) step keeps these tensors
-        self.streak.copy_(state["streak"])
-        self.lr_scale, self.rollbacks = float(state["lr_scale"]), int(state["rollbacks"])
-        self.clip_scale = float(state.get("clip_scale", 1.0))
-        if state.get("norm_history") is not None:  # checkpoints of vaekit 0.1 have none: start the history afresh
-            self.history.load_state_dict(state["norm_history"])
+        """Restore `state_dict`'s output, or a checkpoint written before players (the model's state at the top)."""
+        for name, saved in players_state(state).items():
+            self.players[name].load_state_dict(saved, source)
+        self.step, self.rollbacks = int(state["step"]), int(state["rollbacks"])
         if self.watch is not None and state.get("loss_watch") is not None:  # older checkpoints: watch afresh
             self.watch.load_state_dict(state["loss_watch"])
         if self.spectral is not None and state.get("spectral") is not None:
             self.spectral.load_state_dict(state["spectral"])
         torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
@@ -117,22 +126,7 @@ class TrainState:
 
     def eval_model(self) -> BaseVAE:
         """The model with EMA weights when an EMA is kept, else the live model."""
-        if self.ema is None:
-            return self.model
-        averaged = copy.deepcopy(self.model)  # not VAE(cfg): a fresh init would draw from the global RNG
-        averaged.load_state_dict(self.ema.state_dict(self.model))
-        return averaged
-
-
-def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each restored moment its parameter's memory layout (channels_last convolutions): checkpoints hold
-    them contiguous, and CUDA's fused Adam refuses moments whose strides differ from the parameter's."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            for key, value in state.items():
-                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
-                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+        return self.players["model"].averaged()  # type: ignore[return-value]
 
 
 def train_step(
@@ -144,8 +138,9 @@ def train_step(
     With `rows` (DDP), x is the global batch: this rank keeps its rows, and the reparameterization
     noise is drawn for the whole global batch so every rank's slice matches a single-process run.
     """
-    for group in state.optimizer.param_groups:
-        group["lr"] = cfg.optim.lr * state.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
+    for player in state.players.values():
+        for group in player.optimizer.param_groups:
+            group["lr"] = cfg.optim.lr * player.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
     device = state.device
     eps = None
     if rows is not None:
@@ -161,20 +156,30 @@ def train_step(
     done = _compiled_update(state, x, cfg, total_steps, y) if whole else None
     if done is None:  # the compiled step also updated the EMA and the counters
         done = _eager_update(state, Batch(x, y, eps), cfg, total_steps)
-    state.grad_norm = done[0].grad_norm
+    state.players["model"].grad_norm = done[0].grad_norm
     state.step += 1
     return done
 
 
 def _eager_update(state: TrainState, batch: Batch, cfg: Config, total_steps: int) -> tuple[StepReport, Tensor]:
+    """Each player's guarded update in the objective's order; the model player's report and score."""
     knobs = knobs_at(state.step, cfg.objective, total_steps, len(state.model.group_dims))
-    out = state.objective.loss(Nets(state.model, _forward(state, cfg)), batch, knobs)
-    loss = out.loss + state.spectral() if state.spectral is not None else out.loss
-    report = replace(_backward_and_update(state, loss, cfg), per_example_loss=out.per_example)
-    if state.ema is not None:
-        state.ema.update(state.model, report.skipped, step=state.step)
-    count_skip_(state.skipped, state.streak, report.skipped)  # in place, on the device: no sync per step
-    return report, out.score
+    others = {name: player.module for name, player in state.players.items() if name != "model"}
+    nets = Nets(state.model, _forward(state, cfg), others)
+    reports = {}
+    for name in state.objective.players:
+        player = state.players[name]
+        out = state.objective.loss(name, nets, batch, knobs)
+        loss = out.loss + state.spectral() if state.spectral is not None and name == "model" else out.loss
+        if len(state.players) > 1:  # an earlier player's loss may have reached these weights: only this one's counts
+            player.optimizer.zero_grad(set_to_none=True)
+        report = replace(_backward_and_update(state, player, loss, cfg), per_example_loss=out.per_example)
+        if player.ema is not None:
+            player.ema.update(player.module, report.skipped, step=state.step)
+        count_skip_(player.skipped, player.streak, report.skipped)  # in place, on the device: no sync per step
+        player.grad_norm = report.grad_norm
+        reports[name] = (report, out.score)
+    return reports["model"]
 
 
 def _forward(state: TrainState, cfg: Config) -> Callable[..., VAEOutput]:
@@ -196,7 +201,7 @@ def _compiled_update(
     # the stream eager rsample draws
     eps = torch.randn(state.objective.samples, x.shape[0], state.model.latent_dim, device=x.device)
     clip = cfg.guard.clip_grad_norm
-    scales = (state.lr_scale, state.clip_scale)
+    scales = (state.lr_scale, state.players["model"].clip_scale)
 
     ema = state.ema
 
@@ -222,23 +227,22 @@ def _compiled_update(
         return None
 
 
-def _backward_and_update(state: TrainState, loss: Tensor, cfg: Config) -> StepReport:
+def _backward_and_update(state: TrainState, player: Player, loss: Tensor, cfg: Config) -> StepReport:
+    optimizer, params = player.optimizer, player.module.parameters()
     if state.scaler is None:
         loss.backward()
-        return guarded_update(
-            state.optimizer, state.model.parameters(), loss, cfg.guard, None, state.history, state.clip_scale
-        )
+        return guarded_update(optimizer, params, loss, cfg.guard, None, player.history, player.clip_scale)
     scaler = state.scaler  # fp16: scale the loss, unscale the grads, then the same guard
     scaler.scale(loss).backward()
-    scaler.unscale_(state.optimizer)
+    scaler.unscale_(optimizer)
     report = guarded_update(
-        state.optimizer,
-        state.model.parameters(),
+        optimizer,
+        params,
         loss,
         cfg.guard,
-        step=lambda: scaler.step(state.optimizer),
-        history=state.history,
-        clip_scale=state.clip_scale,
+        step=lambda: scaler.step(optimizer),
+        history=player.history,
+        clip_scale=player.clip_scale,
     )
     scaler.update()
     return report
@@ -249,8 +253,10 @@ def build_state(
     topology: Topology | None = None,
     nets: tuple[torch.nn.Module | None, torch.nn.Module | None] = (None, None),
     total_steps: int = 0,
+    others: dict[str, torch.nn.Module] | None = None,
 ) -> TrainState:
-    """The model (with `nets`, a user's own (encoder, decoder), where given), fused Adam, EMA, DDP, scaler, compile."""
+    """The model (with `nets`, a user's own (encoder, decoder), where given) as the "model" player (fused Adam, EMA,
+    guard state), the objective's other players over the networks in `others`, DDP, scaler, compile."""
     device = topology.device if topology else torch.device("cpu")
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
@@ -258,19 +264,12 @@ def build_state(
     model = build_model(cfg.model, *nets).to(device)
     if cfg.train.channels_last:  # before the optimizer: Adam's moments take the parameters' layout
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
-    optimizer = torch.optim.Adam(
-        model.parameters(),
-        lr=cfg.optim.lr,
-        betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
-        eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay,
-        fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
-    )
-    ema = EMA(model, cfg.guard.ema_decay, cfg.guard.ema_warmup_power) if cfg.guard.ema_decay > 0 else None
-    history = NormHistory(cfg.guard.skip_window, device)
-    state = TrainState(model=model, objective=objective, optimizer=optimizer, ema=ema, history=history)
-    for name in ("skipped", "streak", "grad_norm"):
-        setattr(state, name, getattr(state, name).to(device))
+    players = {"model": Player.build(model, cfg, device)}
+    for name in [n for n in objective.players if n != "model"]:  # each other player: its network, its optimizer
+        if others is None or name not in others:
+            raise VaekitError(f"objective {cfg.objective.name} trains a {name!r} player; pass its network")
+        players[name] = Player.build(others[name].to(device), cfg, device)
+    state = TrainState(players=players, objective=objective)
     if topology is not None and topology.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         state.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -281,7 +280,7 @@ def build_state(
     if cfg.objective.spectral_reg > 0:
         state.spectral = SpectralPenalty(model, cfg.objective.spectral_reg)
     if compile_whole_step(cfg, total_steps, state.net is not None, state.spectral is not None, device):
-        state.compiled = WholeStep(model, objective, optimizer, state.history, cfg)
+        state.compiled = WholeStep(model, objective, state.optimizer, state.history, cfg)
     return state
 
 
