@@ -288,35 +288,6 @@ def test_colour_code_length_tracks_the_negative_elbo(tmp_path: Path) -> None:
     assert np.array_equal(bbans.decode_images(model, words, bbans.KIND_8BIT, images.shape), images)
 
 
-def test_your_own_encoder_and_decoder_train_save_and_reload(tmp_path: Path) -> None:
-    from torch import nn
-
-    from vaekit.config import load_config
-    from vaekit.errors import ConfigError
-    from vaekit.models.vae import VAE, build_model
-    from vaekit.training.loop import train
-
-    def nets() -> tuple[nn.Module, nn.Module]:
-        torch.manual_seed(0)
-        enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))  # 2 x latent_dim 4
-        dec = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 64), nn.Unflatten(1, (1, 8, 8)))
-        return enc, dec
-
-    np.save(tmp_path / "d.npy", np.random.default_rng(0).integers(0, 256, (100, 8, 8), dtype=np.uint8))
-    cfg = load_config(None, [f"data.name={tmp_path / 'd.npy'}", "model.latent_dim=4", "train.steps=20",
-                             "train.batch_size=16", "train.tensorboard=false"])
-    result = train(cfg, tmp_path / "run", quiet=True, encoder=nets()[0], decoder=nets()[1])
-    assert result.model.cfg.encoder == "custom" and result.test is not None
-    with pytest.raises(ConfigError, match=r"built with your own encoder .*from_pretrained\(folder, encoder=\.\.\.\)"):
-        VAE.from_pretrained(tmp_path / "run")
-    loaded = VAE.from_pretrained(tmp_path / "run", encoder=nets()[0], decoder=nets()[1])
-    x = torch.rand(3, 1, 8, 8)
-    assert torch.equal(loaded.reconstruct(x), result.model.reconstruct(x))
-    wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
-    with pytest.raises(ConfigError, match=r"encoder maps images \(2, 1, 8, 8\) to \(2, 5\); it must give \(2, 8\)"):
-        build_model(load_config(None, ["model.latent_dim=4", "model.input_shape=[1, 8, 8]"]).model, encoder=wrong)
-
-
 @pytest.mark.parametrize("preset", ["cifar", "cifar-hvae"])
 def test_colour_presets_train_a_few_steps_and_sample_in_colour(preset: str, tmp_path: Path) -> None:
     from vaekit.config import load_config

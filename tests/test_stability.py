@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.config import GuardConfig, ModelConfig, load_config
+from vaekit.config import GuardConfig, load_config
 from vaekit.errors import TrainingDiverged
 from vaekit.evaluation.diagnostics import collapse_warnings, mutual_information
-from vaekit.models.bounds import log_weights
 from vaekit.models.distributions import DiagonalGaussian
-from vaekit.models.vae import VAE, build_model
-from vaekit.objectives.iwae import k_sample_bound
 from vaekit.training.loop import train
 
 step_module = importlib.import_module("vaekit.training.step")  # where train_step looks up guarded_update
@@ -106,83 +103,6 @@ def test_a_loss_that_keeps_rising_stops_with_a_diagnosis(tmp_path: Path, monkeyp
     assert json.loads((tmp_path / "run" / "divergence.json").read_text())["cause"] == "loss rose"
 
 
-def _ppca(latent: int, exact_posterior: bool) -> VAE:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(hidden=[], latent_dim=latent, likelihood="gaussian", input_shape=[1, 2, 2]))
-    w, b = model.decoder.net[0].weight.detach(), model.decoder.net[0].bias.detach()
-    s2 = float(torch.nn.functional.softplus(model.likelihood.raw_scale.detach()) + model.cfg.min_scale) ** 2
-    post_cov = torch.linalg.inv(torch.eye(latent) + w.T @ w / s2)
-    with torch.no_grad():
-        enc = model.encoder.net[0]
-        enc.weight.zero_()
-        enc.weight[:latent] = post_cov @ w.T / s2
-        enc.bias[:latent] = -(post_cov @ w.T / s2) @ b
-        # soft_clamp is the identity only approximately: undo it so logvar is exact
-        target = torch.log(post_cov.diagonal()) + (0.0 if exact_posterior else 0.8)
-        lo, hi = model.cfg.logvar_min, model.cfg.logvar_max
-        mid, half = (hi + lo) / 2, (hi - lo) / 2
-        enc.bias[latent:] = mid + half * torch.atanh((target - mid) / half)
-    return model
-
-
-def test_dreg_keeps_the_value_and_the_decoder_gradient() -> None:
-    model = _ppca(2, exact_posterior=False)
-    x = torch.rand(3, 1, 2, 2)
-    grads = {}
-    for dreg in (False, True):
-        model.zero_grad()
-        out = model(x, n_samples=8, generator=torch.Generator().manual_seed(1))
-        loss = -k_sample_bound(out, x, dreg=dreg).mean()
-        loss.backward()
-        grads[dreg] = (loss.detach(), [p.grad.clone() for p in model.decoder.parameters()],  # type: ignore[union-attr]
-                       model.encoder.net[0].weight.grad.clone())  # type: ignore[union-attr]
-    torch.testing.assert_close(grads[False][0], grads[True][0])
-    for a, b in zip(grads[False][1], grads[True][1], strict=True):
-        torch.testing.assert_close(a, b)
-    assert not torch.allclose(grads[False][2], grads[True][2])
-
-
-def test_dreg_encoder_gradient_vanishes_at_the_exact_posterior() -> None:
-    # With q(z|x) = p(z|x), log w = log p(x) for every z: DReG's encoder gradient is exactly zero,
-    # while the standard IWAE estimator still carries its score-function noise (Tucker et al. 2019).
-    model = _ppca(1, exact_posterior=True)
-    x = torch.rand(4, 1, 2, 2)
-    out = model(x, n_samples=16, generator=torch.Generator().manual_seed(2))
-    log_w = log_weights(out, x)
-    assert (log_w - log_w[0]).abs().max() < 1e-4  # the posterior really is exact
-    norms = {}
-    for dreg in (False, True):
-        model.zero_grad()
-        out = model(x, n_samples=16, generator=torch.Generator().manual_seed(2))
-        (-k_sample_bound(out, x, dreg=dreg).mean()).backward()
-        norms[dreg] = model.encoder.net[0].bias.grad.norm().item()  # type: ignore[union-attr]
-    assert norms[True] < 1e-4 < norms[False]
-
-
-def test_iwae_with_k1_is_exactly_the_single_sample_elbo() -> None:
-    model = _ppca(2, exact_posterior=False)
-    x = torch.rand(6, 1, 2, 2)
-    out = model(x, n_samples=1, generator=torch.Generator().manual_seed(4))
-    z = out.z
-    elbo = out.px.log_prob(x) + model.prior_distribution().log_prob(z) - out.q.log_prob(z)  # (1, B): log p(x|z) - MC KL
-    for dreg in (False, True):
-        torch.testing.assert_close(-k_sample_bound(out, x, dreg=dreg).mean(), -elbo.mean(), rtol=0, atol=0)
-
-
-def test_bigger_k_gives_a_bound_no_worse_on_average() -> None:
-    model = _ppca(2, exact_posterior=False)
-    x = torch.rand(5, 1, 2, 2)
-    g = torch.Generator().manual_seed(0)
-    means, ses = [], []
-    for k in (1, 5, 50):
-        runs = torch.stack([model.log_likelihood(x, k=k, generator=g).mean() for _ in range(300)])
-        means.append(runs.mean().item())
-        ses.append(runs.std().item() / math.sqrt(runs.shape[0]))
-    for i in range(2):
-        assert means[i + 1] > means[i] - 3 * math.hypot(ses[i], ses[i + 1]), (means, ses)
-    assert means[2] > means[0]  # strictly tighter here: the proposal is too wide
-
-
 def test_mutual_information_against_a_closed_form() -> None:
     # x uniform on {-1, +1}, q(z|x) = N(mu * x, 1): I(x; z) = H(z) - H(z|x), by quadrature.
     mu, n = 1.5, 4000
@@ -255,3 +175,14 @@ def test_a_kl_warm_up_rising_the_elbo_is_not_a_blow_up(tmp_path: Path) -> None:
     assert not [r for r in rows if r["kind"] == "rollback"]
     elbo = [r["neg_elbo"] for r in rows if r["kind"] == "train"]
     assert max(elbo[4:]) > elbo[0] + 0.25 * 784, elbo  # the case: the weight-1 -ELBO did rise that far
+
+
+def test_iwae_mlp_trains_through_at_its_defaults(tmp_path: Path) -> None:
+    # The loss watch judged IWAE runs by their single-sample -ELBO, which IWAE training worsens by design while its
+    # k-sample bound improves: the shipped preset rolled back at step 125 (226.9 -> 458.8 nats) and stopped itself.
+    # It judges each objective's own loss now (the k-sample bound here).
+    cfg = load_config("iwae-mlp", ["train.steps=250", "train.log_every=50", "train.tensorboard=false",
+                                   "train.samples=4", "train.eval_batch_size=2000"])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert result.steps == 250 and not [r for r in rows if r["kind"] == "rollback"]

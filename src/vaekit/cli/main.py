@@ -204,7 +204,18 @@ def cmd_config(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", description="Train variational autoencoders stably and put them to work.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_sample(sub)
+    _add_reconstruct(sub)
+    add_commands(sub, _positive, _common)
+    _add_datasets(sub)
+    _add_zoo(sub)
+    _add_config(sub)
+    return parser
 
+
+def _add_train(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train a VAE and write a run directory",
@@ -225,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub: Any) -> None:
     p = sub.add_parser("eval", help="score a trained model on a data split")
     data_args(p)
     p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
@@ -240,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_sample(sub: Any) -> None:
     p = sub.add_parser("sample", help="draw images from the prior and write a PNG grid")
     p.add_argument("run", help="run directory, exported model folder, or zoo model name (vaekit zoo)")
     p.add_argument("--n", type=_positive, default=64, help="number of samples (default 64)")
@@ -252,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_sample)
 
+
+def _add_reconstruct(sub: Any) -> None:
     p = sub.add_parser("reconstruct", help="write inputs and their reconstructions side by side")
     data_args(p)
     p.add_argument("--n", type=_positive, default=32)
@@ -259,24 +276,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
-    add_commands(sub, _positive, _common)
 
+def _add_datasets(sub: Any) -> None:
     p = sub.add_parser("datasets", help="list built-in data sets and where their files are")
     _common(p)
     p.set_defaults(func=cmd_datasets)
 
+
+def _add_zoo(sub: Any) -> None:
     p = sub.add_parser("zoo", help="list the pretrained models shipped with vaekit, or print one's model card")
     p.add_argument("name", nargs="?", help="a zoo model: print its card")
     _common(p)
     p.set_defaults(func=cmd_zoo)
 
+
+def _add_config(sub: Any) -> None:
     p = sub.add_parser("config", help="print a resolved config (preset or file plus --set overrides)")
     p.add_argument("config", nargs="?", help="preset name or YAML file (default: built-in defaults)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--list", action="store_true", help="list the presets")
     _common(p)
     p.set_defaults(func=cmd_config)
-    return parser
 
 
 def _positive(text: str) -> int:

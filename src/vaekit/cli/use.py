@@ -250,6 +250,24 @@ def data_args(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any, positive: Any, common: Any) -> None:
     """Register the commands on the `vaekit` subparsers."""
+    _add_explore_commands(sub, positive)
+    _add_score_commands(sub, positive)
+    _add_codec_commands(sub, positive)
+    for name in (
+        "interpolate",
+        "traverse",
+        "latent-map",
+        "encode",
+        "decode",
+        "score",
+        "report",
+        "compress",
+        "decompress",
+    ):
+        common(sub.choices[name])
+
+
+def _add_explore_commands(sub: Any, positive: Any) -> None:
     p = sub.add_parser("interpolate", help="decode linear and spherical paths between two examples in z")
     data_args(p)
     p.add_argument("--from", dest="from_index", type=int, default=0, help="index of the first example")
@@ -291,6 +309,8 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("--npy", help="also write the decoded images (N, C, H, W) as .npy")
     p.set_defaults(func=cmd_decode)
 
+
+def _add_score_commands(sub: Any, positive: Any) -> None:
     p = sub.add_parser(
         "score", help="per-example OOD scores (nll, complexity, ratio, typicality) as CSV; with --ood, the AUROC"
     )
@@ -314,6 +334,9 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("run", help="run directory")
     p.add_argument("-o", "--output", help="HTML path (default RUN/report.html)")
     p.set_defaults(func=cmd_report)
+
+
+def _add_codec_commands(sub: Any, positive: Any) -> None:
     p = sub.add_parser("compress", help="losslessly compress images with a trained model (bits-back ANS)")
     p.add_argument("input", help="an IDX file, a uint8 .npy (N, H, W) or (N, C, H, W), or a folder of PNG images")
     p.add_argument(
@@ -330,18 +353,6 @@ def add_commands(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="file (.npy / IDX) or folder (PNG) to write")
     p.add_argument("--model", help="the model it was compressed with (default: where it was at compression)")
     p.set_defaults(func=cmd_decompress)
-    for name in (
-        "interpolate",
-        "traverse",
-        "latent-map",
-        "encode",
-        "decode",
-        "score",
-        "report",
-        "compress",
-        "decompress",
-    ):
-        common(sub.choices[name])
 
 
 def describe(command: str, payload: dict[str, Any]) -> str:

@@ -177,15 +177,8 @@ def load_dataset(
         images, labels = BUILTIN[base].load("test" if split == "test" else "train", data_dir)
         val_size = val_size or 0
     elif by_split:
-        folder = by_split.get(split, by_split["train"] if split in ("val", "all") else None)
-        if folder is None:
-            raise DataError(f"{name!r} has no {split}/ folder (it has {', '.join(by_split)}/)")
-        if split == "val" and "val" in by_split:
-            val_size = 0  # the val/ folder is the validation split
-        elif val_size is None:
-            val_size = 0 if "test" in by_split or "val" in by_split else None
+        folder, split, val_size = _split_folder(name, by_split, split, val_size)
         images, labels = load_user_data(folder, mmap, lazy, channels, image_size)
-        split = "train" if split == "all" else split
     else:
         if split == "test":
             raise DataError(
@@ -207,6 +200,20 @@ def load_dataset(
     if binarized:
         data = _binarize(data)
     return data
+
+
+def _split_folder(
+    name: str, by_split: dict[str, Path], split: str, val_size: int | None
+) -> tuple[Path, str, int | None]:
+    """The folder of `split` in a folder laid out by split, the split it is read as, and the validation size."""
+    folder = by_split.get(split, by_split["train"] if split in ("val", "all") else None)
+    if folder is None:
+        raise DataError(f"{name!r} has no {split}/ folder (it has {', '.join(by_split)}/)")
+    if split == "val" and "val" in by_split:
+        val_size = 0  # the val/ folder is the validation split
+    elif val_size is None:
+        val_size = 0 if "test" in by_split or "val" in by_split else None
+    return folder, "train" if split == "all" else split, val_size
 
 
 def has_split(name: str, split: str) -> bool:
