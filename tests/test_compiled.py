@@ -197,3 +197,14 @@ def test_a_conditional_model_compiles_to_the_eager_updates() -> None:
     for (k, a), b in zip(states["false"].model.state_dict().items(), states["true"].model.state_dict().values(),
                          strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_each_whole_step_compiles_its_own_code_object() -> None:
+    # dynamo keeps compiled graphs, and its limit of 8 recompilations, per code object: with one shared `_step`, the
+    # ninth network compiled in a process ran its step uncompiled (found running bench/weights_digest.py).
+    from vaekit.training.compiled import WholeStep, _own_step
+
+    a, b = (build_state(_cfg(["train.compile=true"]), total_steps=10).compiled for _ in range(2))
+    assert a is not None and b is not None
+    codes = [_own_step(a).__func__.__code__, _own_step(b).__func__.__code__, WholeStep._step.__code__]
+    assert len({id(code) for code in codes}) == 3  # distinct objects (code objects compare equal by content)

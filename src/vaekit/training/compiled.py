@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ class WholeStep:
         use_persistent_cache()
         self.cuda_graphs = device.type == "cuda"
         mode = "reduce-overhead" if self.cuda_graphs else None
-        self.compiled: Callable[..., Tensor] = torch.compile(self._step, dynamic=False, mode=mode)
+        self.compiled: Callable[..., Tensor] = torch.compile(_own_step(self), dynamic=False, mode=mode)
 
     def _adam_state(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Adam's moments and step counts, created as `torch.optim.Adam` (fused) creates them on its first step."""
@@ -257,6 +258,14 @@ class WholeStep:
         detached = {n: p.detach() for n, p in zip(self.names, params, strict=True)}
         grads_by_name, (loss, watched) = torch.func.grad_and_value(loss_fn, has_aux=True)(detached)
         return [grads_by_name[n] for n in self.names], loss, watched
+
+
+def _own_step(whole: WholeStep) -> Callable[..., Tensor]:
+    """`whole._step` over a copy of its code object: dynamo keeps its compiled graphs, and its limit of 8
+    recompilations, per code object, so without the copy a process that compiles a ninth network's step (a
+    benchmark, a notebook) would run that step's Python uncompiled."""
+    code = WholeStep._step.__code__.replace()
+    return types.MethodType(types.FunctionType(code, WholeStep._step.__globals__, "_step"), whole)
 
 
 @dataclasses.dataclass(frozen=True)
