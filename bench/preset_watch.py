@@ -58,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--presets", nargs="*", default=None, help="default: every shipped preset")
+    parser.add_argument("--tag", default="stability-preset-watch", help="the RESULTS.md section to write")
     args = parser.parse_args()
     results = []
     for preset in args.presets or preset_names():
@@ -65,7 +66,8 @@ def main() -> None:
         print(results[-1], flush=True)
     lines = [
         f"Command: `.venv/bin/python bench/preset_watch.py --steps {args.steps}"
-        f"{' --presets ' + ' '.join(args.presets) if args.presets else ''}` ({time.strftime('%Y-%m-%d')}). Each "
+        f"{' --presets ' + ' '.join(args.presets) if args.presets else ''}"
+        f"{' --tag ' + args.tag if args.tag != 'stability-preset-watch' else ''}` ({time.strftime('%Y-%m-%d')}). Each "
         f"preset at its shipped defaults for its first {args.steps} steps (colour presets on cifar10-jpeg); the "
         "training loss is the running -ELBO of the logged rows (the objective's score).",
         "",
@@ -74,7 +76,7 @@ def main() -> None:
     ]
     lines += [f"| `{r['preset']}` | {r['objective']} | {r['outcome']} | {r['rollbacks']} | {r['skipped']} | "
               f"{r['first']:.2f} | {r['last']:.2f} | {r['seconds']:.0f} |" for r in results]
-    update_section("stability-preset-watch", "\n".join(lines))
+    update_section(args.tag, "\n".join(lines))
     print("\n".join(lines))
 
 
