@@ -8,67 +8,7 @@ from vaekit.errors import ConfigError
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    checks: list[tuple[bool, str]] = [
-        (cfg.model.latent_dim >= 1, "model.latent_dim must be >= 1"),
-        (all(h >= 1 for h in cfg.model.hidden), "model.hidden widths must be >= 1"),
-        (all(h >= 1 for h in cfg.model.decoder_hidden or [1]), "model.decoder_hidden widths must be >= 1"),
-        (cfg.model.min_scale > 0, "model.min_scale must be > 0"),
-        (cfg.model.mixture_components >= 1, "model.mixture_components must be >= 1"),
-        (cfg.model.logvar_min < cfg.model.logvar_max, "model.logvar_min must be below model.logvar_max"),
-        (cfg.data.val_size is None or cfg.data.val_size >= 0, "data.val_size must be >= 0 or null"),
-        (cfg.data.channels in (None, 1, 3), "data.channels must be 1, 3 or null"),
-        (0 <= cfg.data.noise < 1, "data.noise must be in [0, 1)"),
-        (cfg.data.image_size is None or cfg.data.image_size >= 1, "data.image_size must be >= 1 or null"),
-        (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
-        (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),
-        (cfg.objective.free_bits_group >= 0, "objective.free_bits_group must be >= 0"),
-        (all(w >= 0 for w in cfg.objective.group_warmup_steps), "objective.group_warmup_steps must be >= 0"),
-        (cfg.objective.spectral_reg >= 0, "objective.spectral_reg must be >= 0"),
-        (
-            cfg.model.posterior_offset_max is None or cfg.model.posterior_offset_max > 0,
-            "model.posterior_offset_max must be > 0 or null",
-        ),
-        (cfg.model.prior_components >= 1, "model.prior_components must be >= 1"),
-        (cfg.model.flow_steps >= 1 and cfg.model.flow_hidden >= 1, "model.flow_steps and flow_hidden must be >= 1"),
-        (cfg.model.flow_context >= 0, "model.flow_context must be >= 0"),
-        (all(g >= 1 for g in cfg.model.groups), "model.groups sizes must be >= 1"),
-        (all(h >= 1 for h in cfg.model.group_hidden), "model.group_hidden widths must be >= 1"),
-        (cfg.model.width >= 1 and cfg.model.res_blocks >= 0, "model.width must be >= 1, model.res_blocks >= 0"),
-        (cfg.objective.iw_samples >= 1, "objective.iw_samples must be >= 1"),
-        (cfg.objective.kl_warmup_steps >= 0, "objective.kl_warmup_steps must be >= 0"),
-        (cfg.objective.kl_cycles >= 1, "objective.kl_cycles must be >= 1"),
-        (0 < cfg.objective.kl_ramp_fraction <= 1, "objective.kl_ramp_fraction must be in (0, 1]"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
-        (
-            len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
-            "optim.betas must be two numbers in [0, 1)",
-        ),
-        (cfg.optim.lr_warmup_steps >= 0, "optim.lr_warmup_steps must be >= 0"),
-        (0 <= cfg.optim.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]"),
-        (cfg.guard.clip_grad_norm is None or cfg.guard.clip_grad_norm > 0, "guard.clip_grad_norm must be > 0 or null"),
-        (cfg.guard.skip_grad_norm is None or cfg.guard.skip_grad_norm > 0, "guard.skip_grad_norm must be > 0 or null"),
-        (0 <= cfg.guard.ema_decay < 1, "guard.ema_decay must be in [0, 1)"),
-        (cfg.guard.ema_warmup_power >= 0, "guard.ema_warmup_power must be >= 0 (0 = no warm-up)"),
-        (cfg.guard.rollback_after >= 0, "guard.rollback_after must be >= 0"),
-        (cfg.guard.loss_rise is None or cfg.guard.loss_rise > 0, "guard.loss_rise must be > 0 or null"),
-        (cfg.guard.loss_window >= 1, "guard.loss_window must be >= 1 (steps)"),
-        (0 < cfg.guard.rollback_lr_factor <= 1, "guard.rollback_lr_factor must be in (0, 1]"),
-        (0 < cfg.guard.rollback_clip_factor <= 1, "guard.rollback_clip_factor must be in (0, 1]"),
-        (cfg.guard.skip_outlier is None or cfg.guard.skip_outlier > 1, "guard.skip_outlier must be > 1 or null"),
-        (cfg.guard.skip_window >= 3 and cfg.guard.skip_warmup >= 0, "guard.skip_window must be >= 3, skip_warmup >= 0"),
-        (cfg.guard.max_rollbacks >= 0, "guard.max_rollbacks must be >= 0"),
-        (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
-        (cfg.train.steps is None or cfg.train.steps >= 1, "train.steps must be >= 1 or null"),
-        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
-        (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1"),
-        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
-        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
-        (cfg.train.checkpoint_minutes >= 0, "train.checkpoint_minutes must be >= 0"),
-        (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
-        (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be >= 1 or null"),
-        (cfg.train.samples >= 1, "train.samples must be >= 1"),
-    ]
-    for ok, message in checks:
+    for ok, message in [*_model_checks(cfg), *_training_checks(cfg)]:
         if not ok:
             raise ConfigError(message)
     _validate_hierarchy(cfg.model)
@@ -100,3 +40,73 @@ def _validate_hierarchy(m: ModelConfig) -> None:
             raise ConfigError("model.group_scales must be powers of 2 (1, 2, 4, ...)")
         if any(a < b for a, b in zip(m.group_scales, m.group_scales[1:], strict=False)):
             raise ConfigError("model.group_scales must not grow from top to bottom (the top group is the coarsest)")
+
+
+def _model_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """The model's, the data's and the objective's ranges: (holds, the one-line error when it does not)."""
+    return [
+        (cfg.model.latent_dim >= 1, "model.latent_dim must be >= 1"),
+        (all(h >= 1 for h in cfg.model.hidden), "model.hidden widths must be >= 1"),
+        (all(h >= 1 for h in cfg.model.decoder_hidden or [1]), "model.decoder_hidden widths must be >= 1"),
+        (cfg.model.min_scale > 0, "model.min_scale must be > 0"),
+        (cfg.model.mixture_components >= 1, "model.mixture_components must be >= 1"),
+        (cfg.model.logvar_min < cfg.model.logvar_max, "model.logvar_min must be below model.logvar_max"),
+        (cfg.data.val_size is None or cfg.data.val_size >= 0, "data.val_size must be >= 0 or null"),
+        (cfg.data.channels in (None, 1, 3), "data.channels must be 1, 3 or null"),
+        (0 <= cfg.data.noise < 1, "data.noise must be in [0, 1)"),
+        (cfg.data.image_size is None or cfg.data.image_size >= 1, "data.image_size must be >= 1 or null"),
+        (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
+        (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),
+        (cfg.objective.free_bits_group >= 0, "objective.free_bits_group must be >= 0"),
+        (all(w >= 0 for w in cfg.objective.group_warmup_steps), "objective.group_warmup_steps must be >= 0"),
+        (cfg.objective.spectral_reg >= 0, "objective.spectral_reg must be >= 0"),
+        (
+            cfg.model.posterior_offset_max is None or cfg.model.posterior_offset_max > 0,
+            "model.posterior_offset_max must be > 0 or null",
+        ),
+        (cfg.model.prior_components >= 1, "model.prior_components must be >= 1"),
+        (cfg.model.flow_steps >= 1 and cfg.model.flow_hidden >= 1, "model.flow_steps and flow_hidden must be >= 1"),
+        (cfg.model.flow_context >= 0, "model.flow_context must be >= 0"),
+        (all(g >= 1 for g in cfg.model.groups), "model.groups sizes must be >= 1"),
+        (all(h >= 1 for h in cfg.model.group_hidden), "model.group_hidden widths must be >= 1"),
+        (cfg.model.width >= 1 and cfg.model.res_blocks >= 0, "model.width must be >= 1, model.res_blocks >= 0"),
+        (cfg.objective.iw_samples >= 1, "objective.iw_samples must be >= 1"),
+        (cfg.objective.kl_warmup_steps >= 0, "objective.kl_warmup_steps must be >= 0"),
+        (cfg.objective.kl_cycles >= 1, "objective.kl_cycles must be >= 1"),
+        (0 < cfg.objective.kl_ramp_fraction <= 1, "objective.kl_ramp_fraction must be in (0, 1]"),
+    ]
+
+
+def _training_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """The optimizer's, the guards' and the training run's ranges."""
+    return [
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (
+            len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+            "optim.betas must be two numbers in [0, 1)",
+        ),
+        (cfg.optim.lr_warmup_steps >= 0, "optim.lr_warmup_steps must be >= 0"),
+        (0 <= cfg.optim.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]"),
+        (cfg.guard.clip_grad_norm is None or cfg.guard.clip_grad_norm > 0, "guard.clip_grad_norm must be > 0 or null"),
+        (cfg.guard.skip_grad_norm is None or cfg.guard.skip_grad_norm > 0, "guard.skip_grad_norm must be > 0 or null"),
+        (0 <= cfg.guard.ema_decay < 1, "guard.ema_decay must be in [0, 1)"),
+        (cfg.guard.ema_warmup_power >= 0, "guard.ema_warmup_power must be >= 0 (0 = no warm-up)"),
+        (cfg.guard.rollback_after >= 0, "guard.rollback_after must be >= 0"),
+        (cfg.guard.loss_rise is None or cfg.guard.loss_rise > 0, "guard.loss_rise must be > 0 or null"),
+        (cfg.guard.loss_window >= 1, "guard.loss_window must be >= 1 (steps)"),
+        (0 < cfg.guard.rollback_lr_factor <= 1, "guard.rollback_lr_factor must be in (0, 1]"),
+        (0 < cfg.guard.rollback_clip_factor <= 1, "guard.rollback_clip_factor must be in (0, 1]"),
+        (cfg.guard.skip_outlier is None or cfg.guard.skip_outlier > 1, "guard.skip_outlier must be > 1 or null"),
+        (cfg.guard.skip_window >= 3 and cfg.guard.skip_warmup >= 0, "guard.skip_window must be >= 3, skip_warmup >= 0"),
+        (cfg.guard.max_rollbacks >= 0, "guard.max_rollbacks must be >= 0"),
+        (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
+        (cfg.train.steps is None or cfg.train.steps >= 1, "train.steps must be >= 1 or null"),
+        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1"),
+        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
+        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
+        (cfg.train.checkpoint_minutes >= 0, "train.checkpoint_minutes must be >= 0"),
+        (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be >= 1 or null"),
+        (cfg.train.samples >= 1, "train.samples must be >= 1"),
+    ]
