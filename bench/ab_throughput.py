@@ -20,16 +20,8 @@ import time
 from pathlib import Path
 
 from results import update_section
-from throughput import BALANCED, FAST
+from throughput import SETTINGS
 from vaekit.apps.report import read_metrics
-
-SETTINGS = {
-    "default, eager": ["train.compile=false"],
-    "default, compiled": ["train.compile=true"],
-    "balanced": [*BALANCED, "train.compile=false"],
-    "fastest": [*FAST, "train.compile=false"],
-    "fastest, compiled": [*FAST, "train.compile=true"],
-}
 
 
 def examples_per_s(src: str, sets: list[str], epochs: int) -> float:
