@@ -11,6 +11,7 @@ and the spread.
     .venv/bin/python bench/time_to_quality.py --repeats 3          # the table, ~15 min
     .venv/bin/python bench/time_to_quality.py --nll-run bench/out/burda-elu60   # a finished bench/nll.py run
     .venv/bin/python bench/time_to_quality.py --pythae-burda 40    # pythae's side of the Burda target, ~50 min
+    .venv/bin/python bench/time_to_quality.py --before /tmp/before/src --after src   # two versions, ~25 min
 
 --nll-run scores a finished `bench/nll.py` run's per-epoch checkpoints afterwards (test NLL at k = 1000 on the
 first 1,000 test images, by bisection: the curve falls) and gives the training seconds until it first reached
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -82,11 +84,13 @@ def first_reach(curve: list[dict[str, float]], target: float = TARGET) -> dict[s
     return next((p for p in curve if p["neg_elbo"] <= target), None)
 
 
-def vaekit_curve(extra: list[str], epochs: int) -> list[dict[str, float]]:
+def vaekit_curve(extra: list[str], epochs: int, src: str | None = None) -> list[dict[str, float]]:
+    """One fresh `vaekit train mlp` process; `src` puts another version's source tree first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())} if src else None
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "vaekit", "train", "mlp", "--run-dir", f"{tmp}/run", "--epochs", str(epochs),
                "--quiet", "--set", "train.tensorboard=false", *(arg for item in extra for arg in ("--set", item))]
-        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
         rows = read_metrics(Path(f"{tmp}/run"))
     return [{"epoch": r["epoch"], "train_seconds": r["train_seconds"], "neg_elbo": r["neg_elbo"]}
             for r in rows if r["kind"] == "eval" and r.get("split") == "test"]
@@ -228,6 +232,49 @@ def pythae_burda(minutes: float, target: float) -> None:
     print("\n".join(body))
 
 
+AB_SETTINGS = ["default", BEST, BEST_EAGER]
+
+
+def ab(before: str, after: str, repeats: int) -> None:
+    """Each vaekit setting with the code before and after in turn, and pythae (lr 1e-3) once, per repeat."""
+    python = ensure_pythae()
+    for version in (before, after):  # fill each version's compile cache first, as on a user's second run
+        vaekit_curve(CANDIDATES[BEST][0], 1, version)
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = mnist_npz(Path(tmp))
+        for r in range(repeats):
+            for name in AB_SETTINGS:
+                for version, src in (("before", before), ("after", after)):
+                    runs.setdefault((name, version), []).append(describe(vaekit_curve(*CANDIDATES[name], src)))
+            runs.setdefault(("pythae (lr 1e-3, batch 128)", ""), []).append(
+                describe(pythae_curve(python, data, 12, 1e-3, 128)))
+            print(f"repeat {r + 1}:", {f"{k[0]} {k[1]}": v[-1]["seconds"] for k, v in runs.items()}, flush=True)
+    ab_report(runs, before, after, repeats, matmul_gflops())
+
+
+def ab_report(runs: dict[tuple[str, str], list[dict[str, float]]], before: str, after: str, repeats: int,
+              gflops: dict[str, float]) -> None:
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    pythae = med[("pythae (lr 1e-3, batch 128)", "")]
+    lines = ["| setting | before: seconds (spread) | after: seconds (spread) | after / before | "
+             "pythae / before | pythae / after |", "|---|---|---|---|---|---|"]
+    for name in AB_SETTINGS:
+        b, a = (runs[(name, v)] for v in ("before", "after"))
+        spread = [f"{min(r['seconds'] for r in x):.1f}-{max(r['seconds'] for r in x):.1f}" for x in (b, a)]
+        mb, ma = med[(name, "before")], med[(name, "after")]
+        lines.append(f"| {name} | {mb:.1f} ({spread[0]}) | {ma:.1f} ({spread[1]}) | {ma / mb:.2f} | "
+                     f"{pythae / mb:.2f}x | {pythae / ma:.2f}x |")
+    secs = [r["seconds"] for r in runs[("pythae (lr 1e-3, batch 128)", "")]]
+    body = [f"Command: `.venv/bin/python bench/time_to_quality.py --before {before} --after {after} --repeats "
+            f"{repeats}` ({time.strftime('%Y-%m-%d')}). Seconds of training until the test -ELBO first reaches "
+            "105.5 nats (evaluation excluded, compilation included, compile caches filled first); every repeat "
+            "runs each setting with the code before and after in turn, then pythae (lr 1e-3, batch 128): "
+            f"median {pythae:.1f} s ({min(secs):.1f}-{max(secs):.1f}).", "", *lines, "", ceilings_line(gflops)]
+    update_section("time-to-quality-ab", "\n".join(body))
+    print("\n".join(body))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -239,7 +286,12 @@ def main() -> None:
                         "Burda network for MINUTES, then the training time to --nll-target from its checkpoints")
     parser.add_argument("--pythae-default-epochs", type=int, default=30,
                         help="epochs of pythae at its own defaults (lr 1e-4, batch 64), which reach the target late")
+    parser.add_argument("--before", help="with --after: the src/ folders of two versions, run in turn")
+    parser.add_argument("--after")
     args = parser.parse_args()
+    if args.before and args.after:
+        ab(args.before, args.after, args.repeats)
+        return
     if args.calibrate:
         calibrate(args.round)
         return
