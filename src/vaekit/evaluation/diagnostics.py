@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from vaekit.models.distributions import LOG_2PI, DiagonalGaussian
+from vaekit.models.outputs import Posterior
 
 
-def mutual_information(q: DiagonalGaussian, generator: torch.Generator | None = None) -> float:
+def mutual_information(
+    posteriors: Posterior | Sequence[Posterior], generator: torch.Generator | None = None, limit: int | None = None
+) -> float:
     """Estimate I(x; z) under q(x, z) = p_data(x) q(z|x) from the posteriors of N examples, nats.
 
     I = E_x E_{q(z|x)} [log q(z|x) - log q(z)], with the aggregate posterior q(z) approximated by the
     mixture (1/N) sum_j q(z|x_j) over the same N examples (Hoffman & Johnson 2016; He et al. 2019,
-    Eq. 4). The estimate is biased low by at most log N; memory O(N^2) (evaluate passes N = 2000).
+    Eq. 4). The estimate is biased low by at most log N. `posteriors`: one (N, D) posterior or the
+    (B_b, D) posteriors of consecutive batches, of any kind (models/outputs.py, `Posterior`); the first
+    `limit` examples are used. Memory O(N^2).
     """
-    n, d = q.mean.shape
-    z = q.rsample(1, generator)[0]  # (N, D), one z per example
-    # log q(z_i|x_j) for all pairs as matrix products: sum_d (z_id - m_jd)^2 / v_jd expands into
-    # z^2 @ (1/v)^T - 2 z @ (m/v)^T + sum_d m_jd^2 / v_jd; float64 keeps the expansion exact enough
-    zz, mean, logvar = z.double(), q.mean.double(), q.logvar.double()
-    inv_var = torch.exp(-logvar)
-    const = -0.5 * (d * LOG_2PI + logvar.sum(-1) + (mean**2 * inv_var).sum(-1))  # (N,) per posterior j
-    pairs = const - 0.5 * (zz**2 @ inv_var.T) + zz @ (mean * inv_var).T  # (N, N): [i, j] = log q(z_i|x_j)
+    parts, covered = [], 0
+    for q in [posteriors] if not isinstance(posteriors, Sequence) else posteriors:
+        if limit is not None and covered >= limit:
+            break
+        parts.append(q)
+        covered += q.mean.shape[0]
+    z = torch.cat([q.rsample(1, generator)[0] for q in parts])[:limit]  # (N, D), one z per example
+    n = z.shape[0]
+    pairs = torch.cat([q.cross_log_prob(z) for q in parts], dim=1)[:, :n].double()  # [i, j] = log q(z_i | x_j)
     log_qz = torch.logsumexp(pairs, dim=1) - math.log(n)  # (N,)
     return float((pairs.diagonal() - log_qz).mean())  # the diagonal: log q(z_i|x_i)
 

@@ -13,7 +13,7 @@ from vaekit.data.datasets import BINARIZED_TEST_SEED, Dataset
 from vaekit.evaluation.diagnostics import active_units, mutual_information
 from vaekit.models.base import BaseVAE
 from vaekit.models.bounds import bits_per_dim, elbo_terms
-from vaekit.models.distributions import DiagonalGaussian
+from vaekit.models.outputs import Posterior
 
 EVAL_SEED = 1234  # fixed draws of z, so the same weights always score the same
 
@@ -57,7 +57,7 @@ class _Scores:
     log_px: list[Tensor] = field(default_factory=list)
     kl_groups: list[list[Tensor]] = field(default_factory=list)  # per batch, per group (B, D_l) or (B, 1)
     means: list[Tensor] = field(default_factory=list)  # (B, D) posterior means
-    top_q: list[DiagonalGaussian] = field(default_factory=list)
+    top_q: list[Posterior] = field(default_factory=list)  # empty for a flow (q's density unknown off its samples)
     nll: list[Tensor] = field(default_factory=list)
     hits: list[Tensor] = field(default_factory=list)  # a conditional model's correct class guesses
     closed: tuple[bool, ...] = ()
@@ -103,7 +103,8 @@ def _score(
         scores.kl_groups.append([kl if kl.dim() == 2 else kl[:, None] for kl in terms.kl_groups])
         # posterior means: a hierarchy's along its mean path (each group given the means above)
         scores.means.append((out.groups[0].posterior_mean if len(out.groups) == 1 else model.encode(x, y).mean).float())
-        scores.top_q.append(out.groups[0].q)
+        if out.groups[0].log_q is None:
+            scores.top_q.append(out.groups[0].q)
         if iw_samples:
             scores.nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen, y=y))
         if classify_k and y is not None:
@@ -145,7 +146,7 @@ def _result(
         kl=torch.stack([kl.sum(-1) for kl in per_group]).sum(0).mean().item(),
         bits_per_dim=float(bits_per_dim(ne.mean().item(), model.dims)),
         active_units=active_units(mean),
-        mutual_info=_top_mutual_information(model, scores.top_q, gen),
+        mutual_info=_top_mutual_information(scores.top_q, gen),
         kl_per_dim=kl_per_dim,
         kl_per_group=[round(kl.sum(-1).mean().item(), 5) for kl in per_group],
         active_per_group=[active_units(m) for m in mean.split(dims, dim=-1)],
@@ -156,15 +157,9 @@ def _result(
     )
 
 
-def _top_mutual_information(model: BaseVAE, top_q: list[DiagonalGaussian], gen: torch.Generator) -> float | None:
-    """I(x; z_top) from the top group's Gaussian posteriors (None for a flow, whose q is not that Gaussian)."""
-    if model.flow is not None:
-        return None
-    q_sub = DiagonalGaussian(
-        torch.cat([q.mean.float() for q in top_q])[:MI_EXAMPLES],
-        torch.cat([q.logvar.float() for q in top_q])[:MI_EXAMPLES],
-    )
-    return mutual_information(q_sub, gen)
+def _top_mutual_information(top_q: list[Posterior], gen: torch.Generator) -> float | None:
+    """I(x; z_top) from the top group's posteriors (None for a flow, whose density is known only at its samples)."""
+    return mutual_information(top_q, gen, limit=MI_EXAMPLES) if top_q else None
 
 
 def _se(values: Tensor) -> float:

@@ -3,9 +3,9 @@
 Signs and units are in the names: `log_px` and `log_w` are nats (higher is better), `neg_elbo`
 is nats per example (lower is better), `bits_per_dim` divides nats by D * ln 2.
 
-The KL is a sum over latent groups. A group's KL is in closed form when its posterior and prior
-are both diagonal Gaussians ((B, D_l) nats, per dimension), and otherwise a Monte Carlo estimate
-from the forward pass's own samples, log q(z) - log p(z) ((B,) nats; a mixture prior or a flow).
+The KL is a sum over latent groups. A group's KL is exact where its posterior knows it for its prior
+(`Posterior.kl`: (B, D_l) nats, per dimension; two diagonal Gaussians), and otherwise a Monte Carlo
+estimate from the forward pass's own samples, log q(z) - log p(z) ((B,) nats; a mixture prior or a flow).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vaekit.models.distributions import DiagonalGaussian, StandardNormal, gaussian_kl
 from vaekit.models.outputs import LatentGroup, VAEOutput
 
 
@@ -63,12 +62,10 @@ class ElboTerms:
 
 
 def group_kl(group: LatentGroup) -> Tensor:
-    """KL(q || p) of one group: (B, D) in closed form where both are diagonal Gaussians, else (B,) Monte Carlo."""
-    if group.log_q is None and isinstance(group.p, StandardNormal):
-        kl = group.p.kl_per_dim(group.q)  # Kingma & Welling 2014, Appendix B
-        return kl if kl.dim() == 2 else kl.mean(0)
-    if group.log_q is None and isinstance(group.p, DiagonalGaussian):
-        return gaussian_kl(group.q, group.p).mean(0)  # (S, B, D) given the groups above -> (B, D)
+    """KL(q || p) of one group: (B, D) where the posterior knows it exactly for its prior, else (B,) Monte Carlo."""
+    exact = group.q.kl(group.p) if group.log_q is None else None
+    if exact is not None:
+        return exact if exact.dim() == 2 else exact.mean(0)  # (S, B, D) given the groups above -> (B, D)
     return (group.log_qz() - group.p.log_prob(group.z)).mean(0)  # (S, B) -> (B,)
 
 

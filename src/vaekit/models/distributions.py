@@ -43,8 +43,26 @@ class DiagonalGaussian:
         return self.mean + self.std * eps
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """log q(z|x) summed over D; z is (S, B, D), returns (S, B) nats."""
+        """log q(z|x) summed over D; z is (S, B, D), returns (S, B) nats (any leading shape that broadcasts)."""
         return -0.5 * (LOG_2PI + self.logvar + (z - self.mean) ** 2 * torch.exp(-self.logvar)).sum(-1)
+
+    def cross_log_prob(self, z: Tensor) -> Tensor:
+        """log q(z_n | x_b) for every sample against every example's posterior: z (N, D) -> (N, B) nats, float64
+        (the aggregate posterior's pieces; float64 keeps the matrix-product expansion exact enough)."""
+        return pairwise_log_density(z.double(), self.mean.double(), self.logvar.double())
+
+    def kl(self, prior: object) -> Tensor | None:
+        """KL(self || prior) per dimension in closed form, (..., D) nats, where `prior` is a standard normal or a
+        diagonal Gaussian; None for any other prior (the caller estimates it by Monte Carlo)."""
+        if isinstance(prior, StandardNormal):
+            return prior.kl_per_dim(self)  # Kingma & Welling 2014, Appendix B
+        if isinstance(prior, DiagonalGaussian):
+            return gaussian_kl(self, prior)
+        return None
+
+    def detach(self) -> DiagonalGaussian:
+        """The same distribution with its parameters cut from the graph (a gradient reaches z only through z)."""
+        return DiagonalGaussian(self.mean.detach(), self.logvar.detach())
 
 
 class StandardNormal:
@@ -88,6 +106,17 @@ def gaussian_kl(q: DiagonalGaussian, p: DiagonalGaussian) -> Tensor:
     return 0.5 * (p.logvar - q.logvar + (torch.exp(q.logvar) + (q.mean - p.mean) ** 2) * torch.exp(-p.logvar) - 1.0)
 
 
+def pairwise_log_density(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z_n; mean_k, diag(exp(logvar_k))) for every z (..., D) and component (K, D): (..., K) nats.
+
+    Written as matrix products, sum_d (z_d - m_kd)^2 / v_kd = z^2 @ (1/v)^T - 2 z @ (m/v)^T + sum_d m_kd^2 / v_kd,
+    so N samples against K Gaussians never build an (N, K, D) tensor.
+    """
+    inv_var = torch.exp(-logvar)  # (K, D)
+    const = -0.5 * (mean.shape[-1] * LOG_2PI + logvar.sum(-1) + (mean**2 * inv_var).sum(-1))  # (K,)
+    return const - 0.5 * (z**2 @ inv_var.T) + z @ (mean * inv_var).T
+
+
 @dataclass(frozen=True)
 class GaussianMixture:
     """p(z) = sum_k w_k N(z; mean_k, diag(exp(logvar_k))): the mixture and VampPrior priors.
@@ -105,11 +134,7 @@ class GaussianMixture:
     def log_prob(self, z: Tensor) -> Tensor:
         """(..., D) -> (...) nats."""
         with torch.autocast(z.device.type, enabled=False):
-            zf, mean, logvar = z.float(), self.mean.float(), self.logvar.float()
-            inv_var = torch.exp(-logvar)  # (K, D)
-            # log N(z; m_k, v_k) = const_k - 1/2 z^2 . (1/v_k) + z . (m_k / v_k)
-            const = -0.5 * (mean.shape[-1] * LOG_2PI + logvar.sum(-1) + (mean**2 * inv_var).sum(-1))  # (K,)
-            per_component = const - 0.5 * (zf**2 @ inv_var.T) + zf @ (mean * inv_var).T  # (..., K)
+            per_component = pairwise_log_density(z.float(), self.mean.float(), self.logvar.float())  # (..., K)
             return torch.logsumexp(per_component + self.log_weights.float(), dim=-1)
 
     def sample(

@@ -17,7 +17,6 @@ from torch import Tensor
 from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.errors import ConfigError
 from vaekit.models.bounds import elbo_terms, iw_bound, log_weights
-from vaekit.models.distributions import DiagonalGaussian
 from vaekit.models.outputs import VAEOutput
 from vaekit.objectives.base import Batch, Knobs, LossOut, Nets
 
@@ -75,10 +74,10 @@ def dreg_bound(out: VAEOutput, x: Tensor) -> Tensor:
     log q is evaluated with the posterior's parameters detached, so the encoder learns only through z, and the
     gradient reaching z is re-weighted by the normalized weights once more (w~^2 in total), which removes the
     score-function term whose variance grows with k. The decoder's gradient is the usual IWAE one, and the value is
-    the bound itself. DReG needs q's density with its parameters held fixed: one Gaussian group.
+    the bound itself. DReG needs q's density with its parameters held fixed: one group whose q has a density (no flow).
     """
     g = out.groups[0]
-    q_stop = DiagonalGaussian(g.q.mean.detach(), g.q.logvar.detach())
+    q_stop = g.q.detach()
     log_w = (out.px.log_prob(x) + g.p.log_prob(g.z) - q_stop.log_prob(g.z)).float()  # (S, B)
     weights = torch.softmax(log_w, dim=0).detach()  # (S, B) normalized importance weights
     if g.z.requires_grad:
