@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -235,8 +236,9 @@ def pythae_burda(minutes: float, target: float) -> None:
 AB_SETTINGS = ["default", BEST, BEST_EAGER]
 
 
-def ab(before: str, after: str, repeats: int) -> None:
-    """Each vaekit setting with the code before and after in turn, and pythae (lr 1e-3) once, per repeat."""
+def ab(before: str, after: str, repeats: int, names: list[str], seeds: list[int], pythae: bool) -> None:
+    """Each vaekit setting (and seed) with the code before and after in turn, and pythae (lr 1e-3) once, per
+    repeat."""
     python = ensure_pythae()
     for version in (before, after):  # fill each version's compile cache first, as on a user's second run
         vaekit_curve(CANDIDATES[BEST][0], 1, version)
@@ -244,34 +246,46 @@ def ab(before: str, after: str, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = mnist_npz(Path(tmp))
         for r in range(repeats):
-            for name in AB_SETTINGS:
-                for version, src in (("before", before), ("after", after)):
-                    runs.setdefault((name, version), []).append(describe(vaekit_curve(*CANDIDATES[name], src)))
-            runs.setdefault(("pythae (lr 1e-3, batch 128)", ""), []).append(
-                describe(pythae_curve(python, data, 12, 1e-3, 128)))
-            print(f"repeat {r + 1}:", {f"{k[0]} {k[1]}": v[-1]["seconds"] for k, v in runs.items()}, flush=True)
-    ab_report(runs, before, after, repeats, matmul_gflops())
+            for name in names:
+                extra, epochs = CANDIDATES[name]
+                for seed in seeds:
+                    row = name if seeds == [0] else f"{name}, seed {seed}"
+                    for version, src in (("before", before), ("after", after)):
+                        curve = vaekit_curve([*extra, f"train.seed={seed}"], epochs, src)
+                        runs.setdefault((row, version), []).append(describe(curve))
+            if pythae:
+                runs.setdefault((PYTHAE_AB, ""), []).append(describe(pythae_curve(python, data, 12, 1e-3, 128)))
+            print(f"repeat {r + 1}:", {f"{k[0]} {k[1]}": (v[-1]["seconds"], v[-1]["best"]) for k, v in runs.items()},
+                  flush=True)
+    ab_report(runs, f"--before {before} --after {after} --repeats {repeats}" + (
+        f" --settings {' '.join(shlex.quote(n) for n in names)} --seeds {' '.join(map(str, seeds))}"
+        if names != AB_SETTINGS or seeds != [0] else "") + ("" if pythae else " --no-pythae"), matmul_gflops())
 
 
-def ab_report(runs: dict[tuple[str, str], list[dict[str, float]]], before: str, after: str, repeats: int,
-              gflops: dict[str, float]) -> None:
+PYTHAE_AB = "pythae (lr 1e-3, batch 128)"
+
+
+def ab_report(runs: dict[tuple[str, str], list[dict[str, float]]], flags: str, gflops: dict[str, float]) -> None:
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-    pythae = med[("pythae (lr 1e-3, batch 128)", "")]
+    pythae = med.get((PYTHAE_AB, ""), math.nan)
+    secs = [r["seconds"] for r in runs.get((PYTHAE_AB, ""), [])]
     lines = ["| setting | before: seconds (spread) | after: seconds (spread) | after / before | "
-             "pythae / before | pythae / after |", "|---|---|---|---|---|---|"]
-    for name in AB_SETTINGS:
-        b, a = (runs[(name, v)] for v in ("before", "after"))
+             "pythae / before | pythae / after | best -ELBO before / after |", "|---|---|---|---|---|---|---|"]
+    for row in dict.fromkeys(k[0] for k in runs if k[1]):
+        b, a = (runs[(row, v)] for v in ("before", "after"))
         spread = [f"{min(r['seconds'] for r in x):.1f}-{max(r['seconds'] for r in x):.1f}" for x in (b, a)]
-        mb, ma = med[(name, "before")], med[(name, "after")]
-        lines.append(f"| {name} | {mb:.1f} ({spread[0]}) | {ma:.1f} ({spread[1]}) | {ma / mb:.2f} | "
-                     f"{pythae / mb:.2f}x | {pythae / ma:.2f}x |")
-    secs = [r["seconds"] for r in runs[("pythae (lr 1e-3, batch 128)", "")]]
-    body = [f"Command: `.venv/bin/python bench/time_to_quality.py --before {before} --after {after} --repeats "
-            f"{repeats}` ({time.strftime('%Y-%m-%d')}). Seconds of training until the test -ELBO first reaches "
-            "105.5 nats (evaluation excluded, compilation included, compile caches filled first); every repeat "
-            "runs each setting with the code before and after in turn, then pythae (lr 1e-3, batch 128): "
-            f"median {pythae:.1f} s ({min(secs):.1f}-{max(secs):.1f}).", "", *lines, "", ceilings_line(gflops)]
-    update_section("time-to-quality-ab", "\n".join(body))
+        mb, ma = med[(row, "before")], med[(row, "after")]
+        best = [statistics.median(r["best"] for r in x) for x in (b, a)]
+        ratios = [f"{pythae / m:.2f}x" if secs else "-" for m in (mb, ma)]
+        lines.append(f"| {row} | {mb:.1f} ({spread[0]}) | {ma:.1f} ({spread[1]}) | {ma / mb:.2f} | "
+                     f"{ratios[0]} | {ratios[1]} | {best[0]:.2f} / {best[1]:.2f} |")
+    said = f"median {pythae:.1f} s ({min(secs):.1f}-{max(secs):.1f})" if secs else "not run (--no-pythae)"
+    body = [f"Command: `.venv/bin/python bench/time_to_quality.py {flags}` ({time.strftime('%Y-%m-%d')}). Seconds "
+            "of training until the test -ELBO first reaches 105.5 nats (evaluation excluded, compilation included, "
+            "compile caches filled first; inf: not reached); every repeat runs each setting with the code before "
+            f"and after in turn, then pythae (lr 1e-3, batch 128): {said}.", "", *lines, "", ceilings_line(gflops)]
+    tag = "time-to-quality-ab" + ("" if "--settings" not in flags else "-seeds")
+    update_section(tag, "\n".join(body))
     print("\n".join(body))
 
 
@@ -288,9 +302,12 @@ def main() -> None:
                         help="epochs of pythae at its own defaults (lr 1e-4, batch 64), which reach the target late")
     parser.add_argument("--before", help="with --after: the src/ folders of two versions, run in turn")
     parser.add_argument("--after")
+    parser.add_argument("--settings", nargs="+", default=AB_SETTINGS, help="with --before/--after: which settings")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="with --before/--after: train.seed values")
+    parser.add_argument("--no-pythae", action="store_true", help="with --before/--after: leave pythae out")
     args = parser.parse_args()
     if args.before and args.after:
-        ab(args.before, args.after, args.repeats)
+        ab(args.before, args.after, args.repeats, args.settings, args.seeds, not args.no_pythae)
         return
     if args.calibrate:
         calibrate(args.round)
