@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vaekit.cli.common import load_model, save_npy
+from vaekit.cli.quality import add_features_command, add_fit_sampler_command, cmd_quality, quality_args
 from vaekit.cli.use import add_commands, data_args, describe, model_and_data
 from vaekit.errors import Preempted, VaekitError
 from vaekit.training.distributed import DEVICES
@@ -83,6 +84,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vaekit.evaluation.evaluate import evaluate
     from vaekit.training.distributed import resolve_device
 
+    if args.quality:
+        cmd_quality(args)
+        return
     model, data = model_and_data(args)
     # evaluate draws its noise on the CPU, so the score is the same on any device
     model = model.to(resolve_device(args.device, "--device"))
@@ -141,11 +145,25 @@ def cmd_sample(args: argparse.Namespace) -> None:
         nrow = args.per_class
     n = len(labels) if labels is not None else args.n
     gen = torch.Generator().manual_seed(args.seed)
-    images = model.sample(n, temperature=args.temperature, generator=gen, labels=labels)
+    if args.sampler != "prior":
+        images = _fitted_samples(args, model, n, gen, labels)
+    else:
+        images = model.sample(n, temperature=args.temperature, generator=gen, labels=labels)
     path = save_grid(images, args.output, nrow=nrow)
     if args.npy:
         save_npy(images.numpy(), args.npy)
     _emit(args, {"output": str(path), "n": n, "npy": args.npy}, f"wrote {n} samples to {path}")
+
+
+def _fitted_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, labels: Any) -> Any:
+    from vaekit.apps.samplers import draw_images, load_sampler
+
+    if labels is not None or args.temperature != 1.0:
+        raise VaekitError(f"--sampler {args.sampler} draws fitted latents: --label, --per-class and --temperature "
+                          "apply to the prior (--sampler prior)")
+    sampler = load_sampler(args.run, args.sampler)
+    assert sampler is not None
+    return draw_images(model, n, sampler, gen)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
@@ -209,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_reconstruct(sub)
     add_commands(sub, _positive, _common)
+    add_features_command(sub, _common)
+    add_fit_sampler_command(sub, _positive, _common)
     _add_datasets(sub)
     _add_zoo(sub)
     _add_config(sub)
@@ -250,12 +270,13 @@ def _add_eval(sub: Any) -> None:
         help="a conditional model: importance samples per class for the generative classifier's accuracy (default 10)",
     )
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to score (default auto: a GPU if any)")
+    quality_args(p, _positive)
     _common(p)
     p.set_defaults(func=cmd_eval)
 
 
 def _add_sample(sub: Any) -> None:
-    p = sub.add_parser("sample", help="draw images from the prior and write a PNG grid")
+    p = sub.add_parser("sample", help="draw images (from the prior or a fitted sampler) and write a PNG grid")
     p.add_argument("run", help="run directory, exported model folder, or zoo model name (vaekit zoo)")
     p.add_argument("--n", type=_positive, default=64, help="number of samples (default 64)")
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's std (default 1.0)")
@@ -264,6 +285,8 @@ def _add_sample(sub: Any) -> None:
     p.add_argument("--npy", help="also write the images as a float32 .npy (N, C, H, W)")
     p.add_argument("--label", type=int, help="a conditional model: draw this class")
     p.add_argument("--per-class", type=_positive, help="a conditional model: a grid of this many per class, a row each")
+    p.add_argument("--sampler", default="prior", help="latents from the prior (default), or from a sampler fitted with "
+                   "`vaekit fit-sampler`: gmm, two-stage")
     _common(p)
     p.set_defaults(func=cmd_sample)
 

@@ -23,7 +23,7 @@ def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
     model = load_model(args.run)
     data_dir, split = args.data_dir, args.split
-    trained = _trained_on(args.run)
+    trained = trained_on(args.run)
     # The run's image policy (data.image_size, data.channels) holds for any images it is used on: a folder of
     # mixed sizes is resized and cropped as the training images were, so it fits the model.
     channels, image_size = trained.channels, trained.image_size
@@ -40,7 +40,7 @@ def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     return model, data
 
 
-def _trained_on(run: str) -> Any:
+def trained_on(run: str) -> Any:
     """The data section of the run directory's config.yaml (a run directory, or its model/ folder), else mnist's."""
     from vaekit import zoo
     from vaekit.config import DataConfig, load_config
@@ -178,7 +178,7 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     from vaekit.storage import atomic_write_bytes
 
     model, data = model_and_data(args)
-    trained = _trained_on(args.run)
+    trained = trained_on(args.run)
     sets = [(args.data, data)]
     if args.ood:
         ood_split = data.split if has_split(args.ood, data.split) and data.split != "val" else None

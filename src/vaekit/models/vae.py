@@ -208,6 +208,15 @@ def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, decoder: nn.
     return VAE(cfg, encoder, decoder)
 
 
+def model_folder(run: str | Path) -> Path:
+    """The folder holding a model's config.json and weights: a run directory's `model/`, an exported model's
+    folder, or a zoo model's."""
+    folder = zoo.resolve(run)
+    if (folder / "model").is_dir() and not (folder / "config.json").is_file():
+        return folder / "model"  # a run directory
+    return folder
+
+
 def load_model(
     folder: str | Path, map_location: str = "cpu", encoder: nn.Module | None = None, decoder: nn.Module | None = None
 ) -> BaseVAE:
@@ -215,9 +224,7 @@ def load_model(
 
     Weights stored in lower precision (the zoo's fp16) are loaded into the model's fp32 parameters.
     """
-    folder = zoo.resolve(folder)
-    if (folder / "model").is_dir() and not (folder / "config.json").is_file():
-        folder = folder / "model"  # a run directory
+    folder = model_folder(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(

@@ -1,0 +1,142 @@
+"""`vaekit eval RUN --quality` (samples and reconstructions scored in a named feature space) and
+`vaekit features` (list the shipped feature networks, or train one)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from vaekit.cli.use import data_args, model_and_data, trained_on
+from vaekit.errors import CheckpointError, VaekitError
+
+
+def quality_args(p: argparse.ArgumentParser, positive: Any) -> None:
+    g = p.add_argument_group("sample quality (--quality)")
+    g.add_argument("--quality", action="store_true",
+                   help="score samples and test reconstructions against the test split in a feature network's space")
+    g.add_argument("--samples", type=positive, default=10_000, help="samples to draw and test images (default 10000)")
+    g.add_argument("--sampler", default="prior", help="where the samples' latents come from: prior (default), or a "
+                   "sampler fitted with `vaekit fit-sampler`: gmm, two-stage")
+    g.add_argument("--features", help="a shipped feature network (vaekit features) or a folder `vaekit features "
+                   "train --out` wrote (default: the one for the run's data)")
+    g.add_argument("--kid-subset", type=positive, default=1000, help="KID's subset size (default 1000)")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _feature_net(choice: str | None, data: str) -> Any:
+    """The feature network --features names, else the shipped one for `data` (a one-line error if none)."""
+    from vaekit.evaluation.quality.nets import feature_net_for, load_feature_net
+
+    if choice is None:
+        return load_feature_net(feature_net_for(data))
+    folder = Path(choice)
+    if folder.is_dir():
+        return load_feature_net(json.loads((folder / "card.json").read_text(encoding="utf-8"))["name"], folder)
+    return load_feature_net(choice)
+
+
+def cmd_quality(args: argparse.Namespace) -> None:
+    from vaekit.apps.samplers import load_sampler
+    from vaekit.data.datasets import has_split, load_dataset
+    from vaekit.evaluation.quality import quality
+
+    net = _feature_net(args.features, args.data or trained_on(args.run).name)  # before any data is read
+    sampler = load_sampler(args.run, args.sampler)
+    model, test = model_and_data(args)
+    data = args.data.removeprefix("binarized-")  # samples are the likelihood's means: scored against grey levels
+    if data != args.data:
+        test = load_dataset(data, test.split, args.data_dir)
+    train = None
+    if has_split(data, "train"):
+        train = load_dataset(data, "train", args.data_dir, channels=test.shape[0], image_size=test.shape[1])
+    result = quality(model, test, train, n=args.samples, features=net, sampler=args.sampler,
+                     latents=sampler.draw if sampler is not None else None,
+                     seed=args.seed, kid_subset=args.kid_subset)
+    print(json.dumps(result.to_dict()) if args.json else describe_quality(result))
+
+
+def describe_quality(result: Any) -> str:
+    """A table: one row per image set, one column per metric, the feature network in the distances' names."""
+    name = result.features
+    lines = [f"{result.n_samples} samples ({result.sampler}) and the reconstructions of {result.n_test} test images, "
+             f"against those test images, in {name}'s feature space (not comparable with Inception FID):",
+             f"{'':<16}{'FD-' + name:>24}{'KID-' + name:>26}{'precision':>11}{'recall':>8}{'density':>9}"
+             f"{'coverage':>10}{'rarest class':>14}"]
+    for label, s in (("samples", result.samples), ("reconstructions", result.reconstructions),
+                     ("train split", result.floor)):
+        if s is not None:
+            kid = f"{1000 * s.kid:.2f}e-3 ± {1000 * s.kid_std:.2f}e-3"
+            lines.append(f"{label:<16}{s.fd:>24.3f}{kid:>26}{s.precision:>11.3f}{s.recall:>8.3f}{s.density:>9.3f}"
+                         f"{s.coverage:>10.3f}{100 * s.rarest_class_share:>13.1f}%")
+    if result.floor is not None:
+        lines.append("train split: the training images' own distance to the test images, the floor")
+    return "\n".join(lines)
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from vaekit.evaluation.quality.nets import FEATURE_NETS, card
+
+    if args.action == "train":
+        from vaekit.evaluation.quality.fit import train_feature_net
+
+        if args.name is None:
+            raise VaekitError(f"vaekit features train NAME: name one of {', '.join(FEATURE_NETS.names())}")
+        out = args.out or f"features/{args.name}"
+        info = train_feature_net(args.name, out, args.epochs, args.seed, args.data_dir, quiet=args.quiet)
+        print(json.dumps(info) if args.json else f"{args.name}: test accuracy {100 * info['test_accuracy']:.2f}% "
+              f"after {info['training_minutes']:.1f} min; wrote {out}/model.safetensors and card.json")
+        return
+    rows = []
+    for name in FEATURE_NETS.names():
+        try:
+            rows.append(card(name))
+        except CheckpointError:  # a net without shipped weights is listed as such
+            rows.append({"name": name, "data": FEATURE_NETS.get(name).data, "test_accuracy": None})
+    if args.json:
+        print(json.dumps(rows))
+        return
+    for r in rows:
+        acc = f"{100 * r['test_accuracy']:.2f}% test accuracy" if r.get("test_accuracy") else "no weights shipped"
+        print(f"{r['name']:<22} {r['data']:<14} {acc}")
+
+
+def add_features_command(sub: Any, common: Any) -> None:
+    p = sub.add_parser("features", help="list the feature networks sample quality is measured with, or train one")
+    p.add_argument("action", nargs="?", choices=["list", "train"], default="list")
+    p.add_argument("name", nargs="?", help="train: which network (vaekit features lists them)")
+    p.add_argument("--out", help="train: output folder (default features/NAME)")
+    p.add_argument("--epochs", type=int, help="train: epochs (default: the shipped network's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    common(p)
+    p.set_defaults(func=cmd_features)
+
+
+def cmd_fit_sampler(args: argparse.Namespace) -> None:
+    from vaekit.apps.samplers import fit_sampler, save_sampler
+
+    args.split = args.split or "train"  # the images the model trained on (less a validation split it carved off)
+    model, train = model_and_data(args)
+    options = {"components": args.components, "covariance": args.covariance} if args.sampler == "gmm" else {
+        "epochs": args.epochs}
+    sampler = fit_sampler(model, train, args.sampler, seed=args.seed, **options)
+    path = save_sampler(sampler, args.run)
+    print(json.dumps(sampler.info) if args.json else f"{args.sampler} sampler fitted to {sampler.info['fits']}; "
+          f"wrote {path}; draw with: vaekit sample {args.run} --sampler {args.sampler}")
+
+
+def add_fit_sampler_command(sub: Any, positive: Any, common: Any) -> None:
+    p = sub.add_parser("fit-sampler", help="fit a latent sampler (gmm, two-stage) to the training set's posterior "
+                       "means, stored beside the model's weights")
+    data_args(p)
+    p.add_argument("--sampler", required=True, choices=["gmm", "two-stage"])
+    p.add_argument("--components", type=positive, default=10, help="gmm: mixture components (default 10)")
+    p.add_argument("--covariance", choices=["full", "diag", "tied", "spherical"], default="full",
+                   help="gmm: covariance type (default full)")
+    p.add_argument("--epochs", type=positive, default=40, help="two-stage: epochs of the second VAE (default 40)")
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(func=cmd_fit_sampler)
