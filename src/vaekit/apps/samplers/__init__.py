@@ -28,6 +28,7 @@ from vaekit.registry import Registry
 from vaekit.storage import read_safetensors, write_safetensors
 
 FORMAT = "vaekit-sampler/1"
+MAX_FULL = 1024  # latent dimensions up to which a full-covariance GMM is fitted
 
 
 class Sampler(Protocol):
@@ -49,11 +50,24 @@ def fit_sampler(model: BaseVAE, train: Dataset, name: str, **options: Any) -> Sa
     if model.num_classes:
         raise ConfigError(f"the {name} sampler fits unconditional latents; a conditional model samples per class "
                           "from its prior (vaekit sample --label)")
-    means, _ = encode_dataset(model.eval(), train)
-    sampler: Sampler = kind.fit(means.cpu(), **options)
-    sampler.info |= {"fits": f"posterior means of every latent group ({means.shape[1]} dims), {train.name} "
-                     f"{train.split} split"}
+    if name == "gmm" and options.get("covariance", "full") in ("full", "tied") and model.latent_dim > MAX_FULL:
+        raise ConfigError(f"a full-covariance GMM over {model.latent_dim} latent dimensions is too large to fit and "
+                          f"store (limit {MAX_FULL}); use --covariance diag")
+    latents, what = _latents(model.eval(), train)
+    sampler: Sampler = kind.fit(latents.cpu(), **options)
+    sampler.info |= {"fits": f"{what} ({latents.shape[1]} dims), {train.name} {train.split} split"}
     return sampler
+
+
+@torch.no_grad()
+def _latents(model: BaseVAE, data: Dataset, batch_size: int = 1000) -> tuple[Tensor, str]:
+    """The latents a sampler is fitted to: posterior means of every group along the mean path, or for a flow
+    posterior (whose base mean is not in the decoder's z-space) one flowed sample per example."""
+    if model.flow is None:
+        return encode_dataset(model, data, batch_size)[0], "posterior means of every latent group"
+    gen = torch.Generator().manual_seed(0)
+    zs = [model(x.to(model.device), generator=gen).z[0].cpu() for x in data.batches(batch_size)]
+    return torch.cat(zs), "one flowed posterior sample per example"
 
 
 def save_sampler(sampler: Sampler, run: str | Path) -> Path:
