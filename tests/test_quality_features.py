@@ -4,6 +4,7 @@ class histogram, and the scoring of a zoo model's samples (prior and GMM sampler
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -82,8 +83,8 @@ def test_train_split_is_the_floor_and_fd_rises_with_blur_and_noise(net, mnist) -
     noisy = [frechet_distance(real, _features(net, (mnist["train"] + s * torch.randn(
         mnist["train"].shape, generator=gen)).clamp(0, 1))) for s in (0.05, 0.1, 0.2, 0.3, 0.5)]
     assert floor < blurred[0] and floor < noisy[0]
-    assert all(a < b for a, b in zip(blurred, blurred[1:], strict=False)), blurred
-    assert all(a < b for a, b in zip(noisy, noisy[1:], strict=False)), noisy
+    assert all(a < b for a, b in itertools.pairwise(blurred)), blurred
+    assert all(a < b for a, b in itertools.pairwise(noisy)), noisy
     assert floor < 0.1 * blurred[-1] and floor < 0.1 * noisy[-1]
 
 
