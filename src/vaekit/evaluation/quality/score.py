@@ -80,7 +80,8 @@ def embed(net: FeatureNet, images: Iterator[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 def compare(real: Tensor, fake: Tensor, fake_logits: Tensor, kid_subset: int) -> SetScores:
-    mean, std = kid(real, fake, subset_size=min(kid_subset, real.shape[0], fake.shape[0]))
+    # subsets of at most half the smaller set, so that they differ and the standard deviation means something
+    mean, std = kid(real, fake, subset_size=min(kid_subset, max(2, min(real.shape[0], fake.shape[0]) // 2)))
     precision, recall = precision_recall(real, fake)
     density, coverage = density_coverage(real, fake)
     return SetScores(frechet_distance(real, fake), mean, std, precision, recall, density, coverage,
