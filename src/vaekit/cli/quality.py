@@ -84,7 +84,8 @@ def cmd_features(args: argparse.Namespace) -> None:
         if args.name is None:
             raise VaekitError(f"vaekit features train NAME: name one of {', '.join(FEATURE_NETS.names())}")
         out = args.out or f"features/{args.name}"
-        info = train_feature_net(args.name, out, args.epochs, args.seed, args.data_dir, quiet=args.quiet)
+        info = train_feature_net(args.name, out, args.epochs, args.seed, args.data_dir, quiet=args.quiet,
+                                 precision=args.precision)
         print(json.dumps(info) if args.json else f"{args.name}: test accuracy {100 * info['test_accuracy']:.2f}% "
               f"after {info['training_minutes']:.1f} min; wrote {out}/model.safetensors and card.json")
         return
@@ -109,6 +110,8 @@ def add_features_command(sub: Any, common: Any) -> None:
     p.add_argument("--out", help="train: output folder (default features/NAME)")
     p.add_argument("--epochs", type=int, help="train: epochs (default: the shipped network's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="train: autocast (default: the network's, bf16 for "
+                   "the ResNet)")
     p.add_argument("--data-dir", help="folder holding the data set's files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     common(p)

@@ -26,6 +26,7 @@ from vaekit.evaluation.quality.nets import FEATURE_NETS, FeatureNet
 from vaekit.storage import atomic_write_bytes, tensors_digest, write_safetensors
 
 EPOCHS = {"lenet-mnist": 6, "lenet-fashion-mnist": 15, "resnet-cifar10-jpeg": 15}
+PRECISION = {"resnet-cifar10-jpeg": "bf16"}  # its convolutions train ~2.4x faster in bf16 on a 2-core CPU
 
 
 def augment(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -54,7 +55,7 @@ def accuracy(net: FeatureNet, data: Dataset, batch_size: int = 1000) -> float:
 
 
 def _epoch(net: FeatureNet, data: Dataset, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
-           batch_size: int, bar: Any) -> float:
+           batch_size: int, bar: Any, precision: str = "fp32") -> float:
     net.train()
     order = torch.randperm(len(data), generator=gen)
     total = 0.0
@@ -62,7 +63,9 @@ def _epoch(net: FeatureNet, data: Dataset, opt: torch.optim.Optimizer, sched: An
         idx = order[start : start + batch_size]
         assert data.labels is not None
         x, y = augment(data.batch(idx), gen), data.labels[idx]
-        loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,10 +77,11 @@ def _epoch(net: FeatureNet, data: Dataset, opt: torch.optim.Optimizer, sched: An
 
 def train_feature_net(name: str, out: str | Path, epochs: int | None = None, seed: int = 0,
                       data_dir: str | Path | None = None, batch_size: int = 128, quiet: bool = False,
-                      command: str = "") -> dict[str, Any]:
+                      command: str = "", precision: str | None = None) -> dict[str, Any]:
     """Train feature network `name` on its data's training split and write `out`/model.safetensors + card.json."""
     spec = FEATURE_NETS.get(name)
     epochs = epochs or EPOCHS[name]
+    precision = precision or PRECISION.get(name, "fp32")
     train, test = (load_dataset(spec.data, split, data_dir) for split in ("train", "test"))
     if train.labels is None or test.labels is None:
         raise ConfigError(f"{spec.data} has no labels here; a feature network is trained as a classifier")
@@ -90,10 +94,10 @@ def train_feature_net(name: str, out: str | Path, epochs: int | None = None, see
     started = time.perf_counter()
     with tqdm(total=steps, desc=f"training {name}", disable=quiet, unit="step") as bar:
         for epoch in range(epochs):
-            loss = _epoch(net, train, opt, sched, gen, batch_size, bar)
+            loss = _epoch(net, train, opt, sched, gen, batch_size, bar, precision)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}")
     minutes = (time.perf_counter() - started) / 60
-    info = _card(name, net, accuracy(net, test), minutes, epochs, seed, command)
+    info = _card(name, net, accuracy(net, test), minutes, epochs, seed, command) | {"precision": precision}
     write(net, info, Path(out))
     return info
 
