@@ -111,11 +111,11 @@ def test_eval_quality_scores_a_zoo_model_with_its_prior_and_a_fitted_gmm(tmp_pat
     assert cli("fit-sampler", "mlp", "--sampler", "gmm", "--data", "mnist").returncode == 0
     scores = {}
     for sampler in ("prior", "gmm"):
-        out = cli("eval", "mlp", "--data", "mnist", "--quality", "--samples", "1000", "--sampler", sampler, "--json")
+        out = cli("eval", "mlp", "--data", "mnist", "--quality", "--samples", "500", "--sampler", sampler, "--json")
         assert out.returncode == 0, out.stderr
         scores[sampler] = json.loads(out.stdout)
     prior, gmm = scores["prior"], scores["gmm"]
-    assert prior["features"] == "lenet-mnist" and prior["n_samples"] == 1000
+    assert prior["features"] == "lenet-mnist" and prior["n_samples"] == 500
     assert gmm["samples"]["fd"] < prior["samples"]["fd"]  # the ex-post density beats the prior
     assert prior["floor"]["fd"] < gmm["samples"]["fd"] and prior["floor"]["fd"] < prior["reconstructions"]["fd"]
     text = cli("eval", "mlp", "--data", "mnist", "--quality", "--samples", "300", "--kid-subset", "100")

@@ -3,9 +3,10 @@ instead of the prior (`vaekit fit-sampler RUN --sampler gmm`, then `vaekit sampl
 
 A VAE's prior and its aggregate posterior differ (the "holes" a prior draw falls into decode to blurs); a density
 fitted to the latents of real images samples where the decoder was trained. Each sampler is stored beside the
-model's weights as `sampler-NAME.safetensors` (tensors, and its settings as JSON in the header; no pickle), so an
-exported or zoo model carries it. For a hierarchy the sampler fits every group's posterior mean along the mean
-path (the flat z that `decode` takes), not only the top group.
+model's weights as `sampler-NAME.safetensors` (tensors, and its settings as JSON in the header; no pickle), so a
+run's copied `model/` folder or a zoo model carries it (`save_pretrained` writes the weights alone). For a
+hierarchy the sampler fits every group's posterior mean along the mean path (the flat z that `decode` takes), not
+only the top group.
 """
 
 from __future__ import annotations
