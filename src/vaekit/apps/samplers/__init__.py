@@ -42,11 +42,12 @@ class Sampler(Protocol):
 
 
 SAMPLERS: Registry[Any] = Registry("sampler", {"gmm": GmmSampler, "two-stage": TwoStageSampler})
-NAMES = ["prior", *SAMPLERS.names()]
 
 
-def fit_sampler(model: BaseVAE, train: Dataset, name: str, **options: Any) -> Sampler:
-    """Fit sampler `name` to the posterior means of `train` under `model` (options: the sampler's `fit` keywords)."""
+def fit_sampler(model: BaseVAE, train: Dataset, name: str, latents: tuple[Tensor, str] | None = None,
+                **options: Any) -> Sampler:
+    """Fit sampler `name` to the posterior means of `train` under `model` (options: the sampler's `fit` keywords);
+    `latents`: what `sampler_latents(model, train)` returned, to fit several samplers on one encoding."""
     kind = SAMPLERS.get(name)
     if model.num_classes:
         raise ConfigError(f"the {name} sampler fits unconditional latents; a conditional model samples per class "
@@ -54,16 +55,17 @@ def fit_sampler(model: BaseVAE, train: Dataset, name: str, **options: Any) -> Sa
     if name == "gmm" and options.get("covariance", "full") in ("full", "tied") and model.latent_dim > MAX_FULL:
         raise ConfigError(f"a full-covariance GMM over {model.latent_dim} latent dimensions is too large to fit and "
                           f"store (limit {MAX_FULL}); use --covariance diag")
-    latents, what = _latents(model.eval(), train)
-    sampler: Sampler = kind.fit(latents.cpu(), **options)
-    sampler.info |= {"fits": f"{what} ({latents.shape[1]} dims), {train.name} {train.split} split"}
+    z, what = latents if latents is not None else sampler_latents(model, train)
+    sampler: Sampler = kind.fit(z.cpu(), **options)
+    sampler.info |= {"fits": f"{what} ({z.shape[1]} dims), {train.name} {train.split} split"}
     return sampler
 
 
 @torch.no_grad()
-def _latents(model: BaseVAE, data: Dataset, batch_size: int = 1000) -> tuple[Tensor, str]:
-    """The latents a sampler is fitted to: posterior means of every group along the mean path, or for a flow
-    posterior (whose base mean is not in the decoder's z-space) one flowed sample per example."""
+def sampler_latents(model: BaseVAE, data: Dataset, batch_size: int = 1000) -> tuple[Tensor, str]:
+    """The latents a sampler is fitted to, and what they are: posterior means of every group along the mean path,
+    or for a flow posterior (whose base mean is not in the decoder's z-space) one flowed sample per example."""
+    model.eval()
     if model.flow is None:
         return encode_dataset(model, data, batch_size)[0], "posterior means of every latent group"
     gen = torch.Generator().manual_seed(0)

@@ -24,15 +24,16 @@ class GmmSampler:
         """EM on `latents` (N, D) (scikit-learn's `GaussianMixture`, k-means initialisation)."""
         from sklearn.mixture import GaussianMixture
 
+        points = latents.double().numpy()
         gmm = GaussianMixture(components, covariance_type=covariance, random_state=seed, reg_covar=1e-6,
-                              max_iter=200).fit(latents.double().numpy())
+                              max_iter=200).fit(points)
         d = latents.shape[1]
         covs = {"full": lambda c: c, "tied": lambda c: np.broadcast_to(c, (components, d, d)),
                 "diag": lambda c: np.stack([np.diag(v) for v in c]),
                 "spherical": lambda c: np.stack([v * np.eye(d) for v in c])}[covariance](gmm.covariances_)
         tril = torch.linalg.cholesky(torch.from_numpy(np.ascontiguousarray(covs)))
         info = {"components": components, "covariance": covariance, "seed": seed, "converged": bool(gmm.converged_),
-                "train_log_likelihood": float(gmm.score(latents.double().numpy())), "n": int(latents.shape[0])}
+                "train_log_likelihood": float(gmm.score(points)), "n": int(latents.shape[0])}
         return cls(torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_), tril, info)
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> Tensor:

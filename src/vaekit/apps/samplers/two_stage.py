@@ -8,11 +8,12 @@ Drawing: v ~ N(0, I), u ~ N(mu(v), gamma I).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from vaekit.models.distributions import LOG_2PI, DiagonalGaussian, StandardNormal
 
 
 class SecondStage(nn.Module):
@@ -26,13 +27,11 @@ class SecondStage(nn.Module):
 
     def loss(self, u: Tensor) -> Tensor:
         """The negative ELBO per example, averaged, nats."""
-        mean, logvar = self.encoder(u).chunk(2, dim=-1)
-        v = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        q = DiagonalGaussian(*self.encoder(u).chunk(2, dim=-1))
+        v = q.rsample()[0]
         d = u.shape[-1]
-        rec = ((u - self.decoder(v)) ** 2).sum(-1) / (2 * self.log_gamma.exp()) + 0.5 * d * (
-            math.log(2 * math.pi) + self.log_gamma)
-        kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(-1)
-        return (rec + kl).mean()
+        rec = ((u - self.decoder(v)) ** 2).sum(-1) / (2 * self.log_gamma.exp()) + 0.5 * d * (LOG_2PI + self.log_gamma)
+        return (rec + StandardNormal(d).kl_per_dim(q).sum(-1)).mean()
 
 
 class TwoStageSampler:

@@ -57,11 +57,11 @@ def accuracy(net: FeatureNet, data: Dataset, batch_size: int = 1000) -> float:
 def _epoch(net: FeatureNet, data: Dataset, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
            batch_size: int, bar: Any, precision: str = "fp32") -> float:
     net.train()
+    assert data.labels is not None
     order = torch.randperm(len(data), generator=gen)
     total = 0.0
     for start in range(0, len(data) - batch_size + 1, batch_size):  # whole batches only (batch norm)
         idx = order[start : start + batch_size]
-        assert data.labels is not None
         x, y = augment(data.batch(idx), gen), data.labels[idx]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = net(x)
