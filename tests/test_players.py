@@ -4,7 +4,11 @@ player's skipped update leaves the other's alone; checkpoints from before player
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -106,3 +110,20 @@ def test_a_checkpoint_from_before_players_loads() -> None:
     train_step(fresh, _batch(3), cfg, 100)
     a, b = state.model.state_dict(), fresh.model.state_dict()
     assert fresh.step == state.step == 4 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_gloo_processes_train_every_player_as_one_process(tmp_path: Path) -> None:
+    # DDP averages each player's gradients over the processes: the critic too, not only the model
+    script = str(Path(__file__).with_name("ddp_players.py"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, script, str(tmp_path / "one.pt")], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-4000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          script, str(tmp_path / "two.pt")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-4000:]
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert set(a) == {"model", "critic"}
+    for name in a:
+        for key in a[name]:
+            torch.testing.assert_close(b[name][key], a[name][key], rtol=0, atol=1e-5, msg=f"{name}.{key}")

@@ -30,6 +30,7 @@ class Player:
     grad_norm: Tensor = field(default_factory=lambda: torch.zeros(()))  # of the latest step, for evaluation rows
     lr_scale: float = 1.0  # lowered by each rollback
     clip_scale: float = 1.0  # lowered by each rollback, with the learning rate
+    wrapped: nn.Module | None = None  # the DDP wrapper in multi-process runs (gradients averaged over processes)
 
     @classmethod
     def build(cls, module: nn.Module, cfg: Config, device: torch.device) -> Player:

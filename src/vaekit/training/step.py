@@ -48,11 +48,15 @@ class TrainState:
     objective: Objective
     step: int = 0
     rollbacks: int = 0
-    net: torch.nn.Module | None = None  # the DDP wrapper in multi-process runs; checkpoints hold `model`
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     compiled: WholeStep | None = None  # train.compile: forward, backward, guards and Adam as one compiled graph
     spectral: SpectralPenalty | None = None  # objective.spectral_reg > 0
     watch: LossWatch | None = None  # guard.loss_rise: the training loss in windows (rollback when it rises)
+
+    @property
+    def net(self) -> torch.nn.Module | None:
+        """The model's DDP wrapper in multi-process runs (checkpoints hold `model`)."""
+        return self.players["model"].wrapped
 
     @property
     def model(self) -> BaseVAE:
@@ -164,7 +168,7 @@ def train_step(
 def _eager_update(state: TrainState, batch: Batch, cfg: Config, total_steps: int) -> tuple[StepReport, Tensor]:
     """Each player's guarded update in the objective's order; the model player's report and score."""
     knobs = knobs_at(state.step, cfg.objective, total_steps, len(state.model.group_dims))
-    others = {name: player.module for name, player in state.players.items() if name != "model"}
+    others = {name: player.wrapped or player.module for name, player in state.players.items() if name != "model"}
     nets = Nets(state.model, _forward(state, cfg), others)
     reports = {}
     for name in state.objective.players:
@@ -272,7 +276,8 @@ def build_state(
     state = TrainState(players=players, objective=objective)
     if topology is not None and topology.world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        state.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        for player in players.values():  # every player's gradients are averaged over the processes
+            player.wrapped = torch.nn.parallel.DistributedDataParallel(player.module, device_ids=ids)
     if cfg.train.precision == "fp16":
         state.scaler = torch.amp.GradScaler("cuda")
     if cfg.guard.loss_rise is not None:
