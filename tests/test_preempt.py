@@ -116,3 +116,14 @@ def test_checkpoint_minutes_checkpoints_on_wall_time(tmp_path: Path) -> None:
     train(cfg, tmp_path / "run", quiet=True)
     steps = sorted(int(p.stem.split("-")[1]) for p in list_checkpoints(tmp_path / "run" / "checkpoints"))
     assert len(steps) > 15 and steps[-1] == 20, steps  # every step is past 0.6 ms of wall time
+
+
+def test_max_minutes_ends_the_run_like_a_planned_end(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    base = [f"data.name={data}", "model.hidden=[16]", "train.batch_size=64", "train.steps=50",
+            "train.tensorboard=false"]
+    result = train(load_config(None, [*base, "train.max_minutes=0.000001"]), tmp_path / "run", quiet=True)
+    assert result.steps == 1  # the budget (0.06 ms) is spent by the first step
+    assert '"kind": "time_budget", "step": 1' in (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file() and _newest_step(tmp_path / "run") == 1
+    assert train(load_config(None, [*base, "train.max_minutes=60"]), tmp_path / "full", quiet=True).steps == 50

@@ -106,6 +106,7 @@ def _training_checks(cfg: Config) -> list[tuple[bool, str]]:
         (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
         (cfg.train.checkpoint_every >= 0, "train.checkpoint_every must be >= 0"),
         (cfg.train.checkpoint_minutes >= 0, "train.checkpoint_minutes must be >= 0"),
+        (cfg.train.max_minutes >= 0, "train.max_minutes must be >= 0 (0: no time budget)"),
         (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be >= 1 or null"),
         (cfg.train.samples >= 1, "train.samples must be >= 1"),

@@ -127,6 +127,9 @@ class TrainConfig:
     log_every: int = 100  # steps between metrics.jsonl rows
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     checkpoint_minutes: float = 0.0  # also checkpoint after this much wall time since the last one; 0 = off
+    # a time budget: end the run (evaluate, export) after this much wall time in the training loop, evaluations
+    # included, counted afresh by each process that resumes; schedules still span the planned steps; 0 = off
+    max_minutes: float = 0.0
     keep_checkpoints: int = 2
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, loss terms in fp32; fp16 CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

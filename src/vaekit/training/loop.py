@@ -155,7 +155,8 @@ def _train(
     # SIGTERM / SIGINT are caught from before the first checkpoint to the end: one that arrives in the loop stops
     # it after the step in flight (Preempted); one that arrives after the last step lets the final files finish.
     with StopSignals() as signals:
-        run.stop = StopCheck(signals, topology, cfg.train.checkpoint_minutes, cfg.train.log_every)
+        t = cfg.train
+        run.stop = StopCheck(signals, topology, t.checkpoint_minutes, t.log_every, t.max_minutes)
         if not has_checkpoints:
             run.checkpoint()  # step 0: a rollback always has somewhere to go
         t0 = time.perf_counter()
@@ -242,7 +243,13 @@ def _guard(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> bool:
 def _stop_or_checkpoint(run: _Run, progress: _Progress) -> None:
     """After SIGTERM / SIGINT keep the step in flight and stop (Preempted); else checkpoint when one is due."""
     step = run.state.step
-    signum, due = run.stop.after_step(step) if run.stop is not None else (None, False)
+    signum, due, spent = run.stop.after_step(step) if run.stop is not None else (None, False, False)
+    if spent and step < run.total:  # the time budget: this step is the run's last, finished as a planned one
+        run.total = step
+        run.log.write({"kind": "time_budget", "step": step, "max_minutes": run.cfg.train.max_minutes})
+        if not run.quiet:
+            progress.bar.write(f"train.max_minutes={run.cfg.train.max_minutes:g} reached: stopping at step {step}",
+                               file=sys.stderr)
     if signum is not None:
         run.checkpoint()
         run.log.write({"kind": "preempted", "step": step, "signal": signum})

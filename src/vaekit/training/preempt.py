@@ -9,6 +9,7 @@ checkpoint is written is ignored: the checkpoint is atomic and takes well under 
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -44,25 +45,33 @@ class StopSignals:
 
 
 class StopCheck:
-    """Decides, after a step, whether to stop (a signal) or to checkpoint (`train.checkpoint_minutes` passed)."""
+    """Decides, after a step, whether to stop (a signal), to checkpoint (`train.checkpoint_minutes` passed) and
+    whether the run's time budget (`train.max_minutes`, counted from this object's creation) is spent."""
 
-    def __init__(self, signals: StopSignals, topology: Topology, checkpoint_minutes: float, log_every: int) -> None:
+    def __init__(
+        self, signals: StopSignals, topology: Topology, checkpoint_minutes: float, log_every: int,
+        max_minutes: float = 0.0,
+    ) -> None:  # fmt: skip
         self.signals, self.topology = signals, topology
         self.every_s = 60 * checkpoint_minutes
         self.last = time.monotonic()
+        self.deadline = self.last + 60 * max_minutes if max_minutes > 0 else math.inf
         self.log_every = log_every
 
-    def after_step(self, step: int) -> tuple[int | None, bool]:
-        """(signal number to stop for, or None; whether a wall-clock checkpoint is due)."""
+    def after_step(self, step: int) -> tuple[int | None, bool, bool]:
+        """(signal number to stop for, or None; whether a wall-clock checkpoint is due; whether the budget is spent)."""
         if self.topology.world > 1 and step % self.log_every:
-            return None, False  # ranks decide together, at log steps only
+            return None, False, False  # ranks decide together, at log steps only
         signum = self.signals.signum or 0
-        due = bool(self.every_s) and time.monotonic() - self.last >= self.every_s
+        now = time.monotonic()
+        due = bool(self.every_s) and now - self.last >= self.every_s
+        spent = now >= self.deadline
         if self.topology.world > 1:  # rank 0's clock and any rank's signal decide for every rank
-            flags = torch.tensor([float(signum), float(due and self.topology.is_main)], device=self.topology.device)
+            main, device = self.topology.is_main, self.topology.device
+            flags = torch.tensor([float(signum), float(due and main), float(spent and main)], device=device)
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-            signum, due = int(flags[0]), bool(flags[1])
-        return (signum or None), due
+            signum, due, spent = int(flags[0]), bool(flags[1]), bool(flags[2])
+        return (signum or None), due, spent
 
     def checkpointed(self) -> None:
         self.last = time.monotonic()
