@@ -6,7 +6,9 @@ For each model and sampler: 10,000 samples and the reconstructions of 10,000 tes
 (evaluation/quality/score.py): FD, KID, precision, recall, density, coverage, the rarest class's share among the
 samples, and the reconstructions' FD, beside the training split's own distance (the floor). Every distance is in
 the named feature network's space, comparable only within it; none is FID. The zoo models' samplers are the ones
-they ship (bench/zoo_samplers.py). The side-by-side with pythae's models (the issue's table) is still to come.
+they ship (bench/zoo_samplers.py).
+
+The side-by-side with pythae (bench/quality_budget.py): every model trained for the same wall-clock minutes.
 """
 
 from __future__ import annotations
