@@ -121,3 +121,20 @@ def test_eval_quality_scores_a_zoo_model_with_its_prior_and_a_fitted_gmm(tmp_pat
     text = cli("eval", "mlp", "--data", "mnist", "--quality", "--samples", "300", "--kid-subset", "100")
     assert text.returncode == 0 and "FD-lenet-mnist" in text.stdout and "FID" not in text.stdout.replace(
         "Inception FID", "")
+
+
+def test_eval_quality_on_a_run_adds_a_section_to_its_report(tmp_path: Path) -> None:
+    from vaekit.config import load_config
+    from vaekit.training.loop import train
+
+    cfg = load_config(None, ["data.name=mnist", "train.steps=20", "model.hidden=[32]", "model.latent_dim=4",
+                             "train.tensorboard=false", "train.samples=4"])
+    train(cfg, tmp_path / "run", quiet=True)
+    assert "Sample quality" not in (tmp_path / "run" / "report.html").read_text()
+    out = subprocess.run([sys.executable, "-m", "vaekit", "eval", str(tmp_path / "run"), "--quality", "--samples",
+                          "300", "--kid-subset", "100", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "run" / "quality" / "prior.json").read_text())
+    assert saved == json.loads(out.stdout) and (tmp_path / "run" / "quality" / "prior.png").is_file()
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "<h2>Sample quality</h2>" in page and "lenet-mnist" in page and f"{saved['samples']['fd']:.2f}" in page

@@ -180,6 +180,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
         + _img(run_dir / "samples" / "reconstructions.png", "test inputs (odd rows) and reconstructions")
         + "</div>"
     )
+    parts.append(_quality(run_dir))
     config = run_dir / "config.yaml"
     if config.is_file():
         parts.append(f"<h2>Resolved config</h2><pre>{html.escape(config.read_text())}</pre>")
@@ -190,6 +191,28 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     path = Path(output) if output else run_dir / "report.html"
     atomic_write_bytes(path, page.encode())
     return path
+
+
+def _quality(run_dir: Path) -> str:
+    """The "Sample quality" section: each `vaekit eval RUN --quality` result saved in RUN/quality/ (none: empty)."""
+    files = sorted((run_dir / "quality").glob("*.json"))
+    if not files:
+        return ""
+    rows, pics = [], []
+    for path in files:
+        r = json.loads(path.read_text(encoding="utf-8"))
+        s, floor, rec = r["samples"], r.get("floor") or {}, r["reconstructions"]
+        kid = f"{1000 * s['kid']:.2f} ± {1000 * s['kid_std']:.2f}"
+        cells = [r["sampler"], r["features"], r["n_samples"], s["fd"], kid, s["precision"], s["recall"], s["density"],
+                 s["coverage"], f"{100 * s['rarest_class_share']:.1f}%", rec["fd"], floor.get("fd", "-")]
+        rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+        pics.append(_img(path.with_suffix(".png"), f"{r['sampler']}: the first scored samples"))
+    head = ["sampler", "feature network", "samples", "FD", "KID x 1e3", "precision", "recall", "density",
+            "coverage", "rarest class", "reconstructions' FD", "train split's FD (floor)"]
+    return ("<h2>Sample quality</h2><p>Distances in the named feature network's space, against the test split "
+            "(comparable only within one network; not Inception FID).</p><table><tr>"
+            + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+            + f'<div class="pics">{"".join(pics)}</div>')
 
 
 def _fmt(value: Any) -> str:

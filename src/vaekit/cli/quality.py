@@ -54,7 +54,21 @@ def cmd_quality(args: argparse.Namespace) -> None:
     result = quality(model, test, train, n=args.samples, features=net, sampler=args.sampler,
                      latents=sampler.draw if sampler is not None else None,
                      seed=args.seed, kid_subset=args.kid_subset)
+    if (Path(args.run) / "metrics.jsonl").is_file():  # a run directory: its report gains the result
+        _save_to_run(Path(args.run), result)
     print(json.dumps(result.to_dict()) if args.json else describe_quality(result))
+
+
+def _save_to_run(run: Path, result: Any) -> None:
+    """RUN/quality/SAMPLER.json and .png (the first scored samples), then the run's report.html again."""
+    from vaekit.apps.images import save_grid
+    from vaekit.apps.report import write_report
+    from vaekit.storage import atomic_write_bytes
+
+    atomic_write_bytes(run / "quality" / f"{result.sampler}.json", json.dumps(result.to_dict(), indent=1).encode())
+    if result.examples is not None:
+        save_grid(result.examples, run / "quality" / f"{result.sampler}.png", nrow=8)
+    write_report(run)
 
 
 def describe_quality(result: Any) -> str:

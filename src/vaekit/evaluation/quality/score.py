@@ -10,7 +10,7 @@ feature network ("FD-lenet-mnist"): distances in different feature spaces are no
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -53,9 +53,11 @@ class QualityResult:
     samples: SetScores
     reconstructions: SetScores
     floor: SetScores | None  # the training split's own images against the test split
+    examples: Tensor | None = field(default=None, repr=False)  # the first scored samples (up to 64), for a grid
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = asdict(replace(self, examples=None))
+        del out["examples"]
         for key in ("samples", "reconstructions", "floor"):
             part = getattr(self, key)
             if part is not None:
@@ -102,6 +104,14 @@ def _sample_batches(model: BaseVAE, n: int, latents: Latents | None, gen: torch.
             yield model.decode(latents(m, gen).to(model.device)).mean.clamp(0, 1).cpu()
 
 
+def _kept(batches: Iterator[Tensor], kept: list[Tensor]) -> Iterator[Tensor]:
+    """`batches`, with the first one also appended to `kept`."""
+    for x in batches:
+        if not kept:
+            kept.append(x)
+        yield x
+
+
 def _reconstructions(model: BaseVAE, data: Dataset, limit: int) -> Iterator[Tensor]:
     for start in range(0, min(limit, len(data)), BATCH):
         index = torch.arange(start, min(start + BATCH, limit, len(data)))
@@ -119,7 +129,8 @@ def quality(model: BaseVAE, test: Dataset, train: Dataset | None = None, n: int 
     model.eval()
     try:
         real, _ = embed(net, _dataset_batches(test, n))
-        fake, fake_logits = embed(net, _sample_batches(model, n, latents, gen))
+        kept: list[Tensor] = []
+        fake, fake_logits = embed(net, _kept(_sample_batches(model, n, latents, gen), kept))
         rec, rec_logits = embed(net, _reconstructions(model, test, n))
     finally:
         model.train(was_training)
@@ -128,4 +139,4 @@ def quality(model: BaseVAE, test: Dataset, train: Dataset | None = None, n: int 
         tr, tr_logits = embed(net, _dataset_batches(train, n))
         floor = compare(real, tr, tr_logits, kid_subset)
     return QualityResult(net.name, fake.shape[0], real.shape[0], sampler, compare(real, fake, fake_logits, kid_subset),
-                         compare(real, rec, rec_logits, kid_subset), floor)
+                         compare(real, rec, rec_logits, kid_subset), floor, kept[0][:64] if kept else None)
