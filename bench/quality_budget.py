@@ -32,7 +32,7 @@ import torch
 import vaekit
 from results import plan_epochs, update_section
 from throughput import ensure_pythae
-from vaekit.apps.samplers import fit_sampler, sampler_latents
+from vaekit.apps.samplers import fit_sampler, latent_draws, sampler_latents
 from vaekit.evaluation.quality import quality
 from vaekit.evaluation.quality.nets import feature_net_for, load_feature_net
 from vaekit.evaluation.quality.score import BATCH, SetScores, compare, embed
@@ -93,7 +93,7 @@ def vaekit_rows(data: str, preset: str, minutes: float, n: int, folder: Path) ->
     rows = []
     for sampler in ("prior", "gmm", "two-stage"):
         fitted = None if sampler == "prior" else fit_sampler(model, train, sampler, latents)
-        r = quality(model, test, None, n=n, latents=fitted.draw if fitted else None, sampler=sampler)
+        r = quality(model, test, None, n=n, latents=latent_draws(model, fitted) if fitted else None, sampler=sampler)
         rows.append({"trainer": "vaekit", "model": preset, "sampler": sampler,
                      "epochs": round(result.steps * cfg.train.batch_size / len(train), 1),
                      "train_seconds": round(seconds, 1), **scores(r.samples), "recon_fd": r.reconstructions.fd})

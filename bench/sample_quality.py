@@ -18,24 +18,33 @@ import time
 
 from results import update_section
 from vaekit import zoo
-from vaekit.apps.samplers import load_sampler
+from vaekit.apps.samplers import Sampler, fit_sampler, latent_draws, load_sampler
 from vaekit.config import load_config
 from vaekit.data.datasets import load_dataset
 from vaekit.evaluation.quality import quality
 from vaekit.evaluation.quality.nets import feature_net_for
+from vaekit.models.base import BaseVAE
 from vaekit.models.vae import load_model
+from zoo_samplers import training_split
 
 SAMPLERS = ["prior", "gmm", "two-stage"]
 
 
-def rows(name: str, n: int) -> tuple[str, list[str], str]:
+def sampler_for(name: str, model: BaseVAE, sampler: str) -> Sampler | None:
+    """The zoo model's shipped sampler; a top-group one (`gmm-top`) is fitted here on its training split."""
+    if not sampler.endswith("-top"):
+        return load_sampler(name, sampler)
+    return fit_sampler(model, training_split(name), sampler.removesuffix("-top"), groups="top")
+
+
+def rows(name: str, n: int, samplers: list[str]) -> tuple[str, list[str], str]:
     data = load_config(str(zoo.folder(name) / "config.yaml")).data.name.removeprefix("binarized-")
     test, train = load_dataset(data, "test"), load_dataset(data, "train")
     model, out, floor = load_model(name), [], ""
-    for sampler in SAMPLERS:
-        fitted = load_sampler(name, sampler)
+    for sampler in samplers:
+        fitted = sampler_for(name, model, sampler)
         started = time.perf_counter()
-        r = quality(model, test, train, n=n, latents=fitted.draw if fitted else None, sampler=sampler)
+        r = quality(model, test, train, n=n, latents=latent_draws(model, fitted) if fitted else None, sampler=sampler)
         s = r.samples
         out.append(f"| {name} | {sampler} | {s.fd:.3f} | {1000 * s.kid:.2f} ± {1000 * s.kid_std:.2f} | "
                    f"{s.precision:.3f} | {s.recall:.3f} | {s.density:.3f} | {s.coverage:.3f} | "
@@ -50,16 +59,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", nargs="+", required=True, help="zoo models to score")
     parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--samplers", nargs="+", default=SAMPLERS, help="prior, the shipped gmm and two-stage, and "
+                        "gmm-top / two-stage-top (a hierarchy's top group, fitted here)")
     parser.add_argument("--tag", default="quality-zoo-mnist")
     args = parser.parse_args()
     tables: dict[str, list[str]] = {}
     floors: dict[str, str] = {}
     for name in args.zoo:
-        net, lines, floor = rows(name, args.samples)
+        net, lines, floor = rows(name, args.samples, args.samplers)
         tables.setdefault(net, []).extend(lines)
         floors[net] = floor
     body = [f"Command: `VAEKIT_DATA=../shared/data .venv/bin/python bench/sample_quality.py --zoo {' '.join(args.zoo)}"
-            f"{'' if args.samples == 10_000 else f' --samples {args.samples}'}` ({time.strftime('%Y-%m-%d')}). "
+            f"{'' if args.samples == 10_000 else f' --samples {args.samples}'}"
+            f"{'' if args.samplers == SAMPLERS else ' --samplers ' + ' '.join(args.samplers)}"
+            f"{'' if args.tag == 'quality-zoo-mnist' else ' --tag ' + args.tag}` ({time.strftime('%Y-%m-%d')}). "
             f"{args.samples:,} samples and as many test reconstructions against as many test images; KID x 1e3 "
             "(mean ± std over 100 subsets of 1,000); rarest class: the least generated class's share by the "
             "feature network's classifier; the floor is the training split's own distance to the test split."]

@@ -133,7 +133,7 @@ class CategoricalVAE(BaseVAE):
         return VAEOutput(groups=(LatentGroup(q=q, p=UniformCategorical(self.variables), z=z),), px=self.decode(z))
 
     def sample_latents(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-                       y: Tensor | None = None) -> Tensor:
+                       y: Tensor | None = None, top: Tensor | None = None) -> Tensor:
         return UniformCategorical(self.variables).sample(n, generator).to(self.device)
 
 

@@ -116,3 +116,30 @@ def test_missing_sampler_and_no_feature_network_are_one_line_errors(run: Path, t
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--temperature" in out.stderr
     out = _cli("eval", str(run / "run"), "--quality", "--samples", "100")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no shipped feature network" in out.stderr
+
+
+def test_a_top_group_sampler_draws_the_top_and_the_lower_groups_from_their_priors(run: Path) -> None:
+    from dataclasses import replace
+
+    from vaekit.apps.samplers import latent_draws
+    from vaekit.models.vae import build_model
+
+    cfg = load_config(None, ["model.kind=hierarchical", "model.groups=[3, 4]", "model.group_hidden=[16]",
+                             "model.hidden=[32]"]).model
+    torch.manual_seed(0)
+    model = build_model(replace(cfg, input_shape=[1, 8, 8])).eval()
+    data = load_dataset(str(run / "tiny.npy"), "all")
+    top = fit_sampler(model, data, "gmm", groups="top", components=2)
+    assert top.info["groups"] == "top" and "(3 dims)" in top.info["fits"]
+    draws = latent_draws(model, top)(6, torch.Generator().manual_seed(1))
+    assert draws.shape == (6, 7)
+    torch.testing.assert_close(draws[:, :3], top.draw(6, torch.Generator().manual_seed(1)))
+    folder = run / "hier"
+    model.save_pretrained(folder)
+    assert save_sampler(top, folder).name == "sampler-gmm-top.safetensors"
+    loaded = load_sampler(folder, "gmm-top")
+    assert loaded is not None and loaded.info["groups"] == "top"
+    assert draw_images(model, 4, loaded, torch.Generator().manual_seed(0)).shape == (4, 1, 8, 8)
+    flat = load_config(None, ["model.hidden=[32]", "model.latent_dim=3"]).model
+    with pytest.raises(ConfigError, match="one latent group"):
+        fit_sampler(build_model(replace(flat, input_shape=[1, 8, 8])), data, "gmm", groups="top")

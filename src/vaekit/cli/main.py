@@ -286,7 +286,7 @@ def _add_sample(sub: Any) -> None:
     p.add_argument("--label", type=int, help="a conditional model: draw this class")
     p.add_argument("--per-class", type=_positive, help="a conditional model: a grid of this many per class, a row each")
     p.add_argument("--sampler", default="prior", help="latents from the prior (default), or from a sampler fitted with "
-                   "`vaekit fit-sampler`: gmm, two-stage")
+                   "`vaekit fit-sampler`: gmm, two-stage, gmm-top, two-stage-top")
     _common(p)
     p.set_defaults(func=cmd_sample)
 

@@ -18,7 +18,8 @@ def quality_args(p: argparse.ArgumentParser, positive: Any) -> None:
                    help="score samples and test reconstructions against the test split in a feature network's space")
     g.add_argument("--samples", type=positive, default=10_000, help="samples to draw and test images (default 10000)")
     g.add_argument("--sampler", default="prior", help="where the samples' latents come from: prior (default), or a "
-                   "sampler fitted with `vaekit fit-sampler`: gmm, two-stage")
+                   "sampler fitted with `vaekit fit-sampler`: gmm, two-stage (gmm-top, two-stage-top: fitted to a "
+                   "hierarchy's top group)")
     g.add_argument("--features", help="a shipped feature network (vaekit features) or a folder `vaekit features "
                    "train --out` wrote (default: the one for the run's data)")
     g.add_argument("--kid-subset", type=positive, default=1000, help="KID's subset size (default 1000)")
@@ -38,7 +39,7 @@ def _feature_net(choice: str | None, data: str) -> Any:
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
-    from vaekit.apps.samplers import load_sampler
+    from vaekit.apps.samplers import latent_draws, load_sampler
     from vaekit.data.datasets import has_split, load_dataset
     from vaekit.evaluation.quality import quality
 
@@ -52,7 +53,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
     if has_split(data, "train"):
         train = load_dataset(data, "train", args.data_dir, channels=test.shape[0], image_size=test.shape[1])
     result = quality(model, test, train, n=args.samples, features=net, sampler=args.sampler,
-                     latents=sampler.draw if sampler is not None else None,
+                     latents=latent_draws(model, sampler) if sampler is not None else None,
                      seed=args.seed, kid_subset=args.kid_subset)
     if (Path(args.run) / "metrics.jsonl").is_file():  # a run directory: its report gains the result
         _save_to_run(Path(args.run), result)
@@ -133,16 +134,16 @@ def add_features_command(sub: Any, common: Any) -> None:
 
 
 def cmd_fit_sampler(args: argparse.Namespace) -> None:
-    from vaekit.apps.samplers import fit_sampler, save_sampler
+    from vaekit.apps.samplers import fit_sampler, save_sampler, stored_name
 
     args.split = args.split or "train"  # the images the model trained on (less a validation split it carved off)
     model, train = model_and_data(args)
     options = {"components": args.components, "covariance": args.covariance} if args.sampler == "gmm" else {
         "epochs": args.epochs}
-    sampler = fit_sampler(model, train, args.sampler, seed=args.seed, **options)
+    sampler = fit_sampler(model, train, args.sampler, groups=args.groups, seed=args.seed, **options)
     path = save_sampler(sampler, args.run)
     print(json.dumps(sampler.info) if args.json else f"{args.sampler} sampler fitted to {sampler.info['fits']}; "
-          f"wrote {path}; draw with: vaekit sample {args.run} --sampler {args.sampler}")
+          f"wrote {path}; draw with: vaekit sample {args.run} --sampler {stored_name(sampler)}")
 
 
 def add_fit_sampler_command(sub: Any, positive: Any, common: Any) -> None:
@@ -154,6 +155,9 @@ def add_fit_sampler_command(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("--covariance", choices=["full", "diag", "tied", "spherical"], default="full",
                    help="gmm: covariance type (default full)")
     p.add_argument("--epochs", type=positive, default=40, help="two-stage: epochs of the second VAE (default 40)")
+    p.add_argument("--groups", choices=["all", "top"], default="all", help="a hierarchy's latents to fit: every "
+                   "group (default), or the top group alone, the lower ones then drawn from their priors (stored as "
+                   "SAMPLER-top)")
     p.add_argument("--seed", type=int, default=0)
     common(p)
     p.set_defaults(func=cmd_fit_sampler)

@@ -128,9 +128,11 @@ class BaseVAE(nn.Module):
         raise NotImplementedError
 
     def sample_latents(
-        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None,
+        top: Tensor | None = None,
     ) -> Tensor:
-        """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature`."""
+        """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature`; `top` (n, D_top): the
+        top group's latents given (an ex-post sampler's), the lower groups drawn from their priors given them."""
         raise NotImplementedError
 
     def walk(self, x: Tensor | None = None) -> Generator[Step, Tensor, PixelDistribution]:

@@ -198,12 +198,14 @@ class TopDownVAE(BaseVAE):
         return self.likelihood(params.view(*z.shape[:-1], *params.shape[1:]))
 
     def sample_latents(
-        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None,
+        top: Tensor | None = None,
     ) -> Tensor:
         """(n, latent_dim) ancestral draws, top first; every group's standard deviation scaled by `temperature`;
-        a conditional model's lower groups drawn given labels y (n,)."""
+        a conditional model's lower groups drawn given labels y (n,); `top` (n, D_top): the top group given."""
         labels = self._checked(y, n)
-        z = self.prior_distribution().sample(n, generator=generator, temperature=temperature).to(self.device)
+        z = self.prior_distribution().sample(n, generator=generator, temperature=temperature) if top is None else top
+        z = z.to(self.device)
         latents = [z]
         s = self._merge(0, self.net.initial_state(n, z), z, labels)
         for level in range(1, len(self.group_dims)):

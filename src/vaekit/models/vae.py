@@ -149,10 +149,14 @@ class VAE(BaseVAE):
         return VAEOutput(groups=(group,), px=self.decode(z, y))
 
     def sample_latents(
-        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, y: Tensor | None = None,
+        top: Tensor | None = None,
     ) -> Tensor:
         """(n, latent_dim) draws from the prior, standard deviations scaled by `temperature` (the prior of a
-        one-group model does not depend on a conditional model's labels y; a hierarchy's lower groups do)."""
+        one-group model does not depend on a conditional model's labels y; a hierarchy's lower groups do); `top`:
+        latents given instead (one group: the top is all of z)."""
+        if top is not None:
+            return top.to(self.device)
         return self.prior_distribution().sample(n, generator=generator, temperature=temperature).to(self.device)
 
     def walk(self, x: Tensor | None = None) -> Generator[Step, Tensor, PixelDistribution]:

@@ -5,15 +5,17 @@ A VAE's prior and its aggregate posterior differ (the "holes" a prior draw falls
 fitted to the latents of real images samples where the decoder was trained. Each sampler is stored beside the
 model's weights as `sampler-NAME.safetensors` (tensors, and its settings as JSON in the header; no pickle), so a
 run's copied `model/` folder or a zoo model carries it (`save_pretrained` writes the weights alone). For a
-hierarchy the sampler fits every group's posterior mean along the mean path (the flat z that `decode` takes), not
-only the top group.
+hierarchy the sampler fits every group's posterior mean along the mean path (the flat z that `decode` takes) by
+default; with `groups="top"` (`--groups top`, stored and named as `gmm-top`, `two-stage-top`) it fits the top
+group alone and the lower groups are drawn from their conditional priors given it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -42,13 +44,19 @@ class Sampler(Protocol):
 
 
 SAMPLERS: Registry[Any] = Registry("sampler", {"gmm": GmmSampler, "two-stage": TwoStageSampler})
+TOP = "-top"  # the stored name's suffix for a sampler of a hierarchy's top group
+Groups = Literal["all", "top"]
 
 
 def fit_sampler(model: BaseVAE, train: Dataset, name: str, latents: tuple[Tensor, str] | None = None,
-                **options: Any) -> Sampler:
+                groups: Groups = "all", **options: Any) -> Sampler:
     """Fit sampler `name` to the posterior means of `train` under `model` (options: the sampler's `fit` keywords);
-    `latents`: what `sampler_latents(model, train)` returned, to fit several samplers on one encoding."""
+    `latents`: what `sampler_latents(model, train)` returned, to fit several samplers on one encoding; `groups`:
+    every latent group, or a hierarchy's top group alone."""
     kind = SAMPLERS.get(name)
+    if groups == "top" and len(model.group_dims) < 2:
+        raise ConfigError(f"--groups top fits a hierarchy's top group; this model has one latent group ({name} fits "
+                          "it with the default --groups all)")
     if model.num_classes:
         raise ConfigError(f"the {name} sampler fits unconditional latents; a conditional model samples per class "
                           "from its prior (vaekit sample --label)")
@@ -56,9 +64,28 @@ def fit_sampler(model: BaseVAE, train: Dataset, name: str, latents: tuple[Tensor
         raise ConfigError(f"a full-covariance GMM over {model.latent_dim} latent dimensions is too large to fit and "
                           f"store (limit {MAX_FULL}); use --covariance diag")
     z, what = latents if latents is not None else sampler_latents(model, train)
+    if groups == "top":
+        z, what = z[:, : model.group_dims[0]], "posterior means of the top latent group"
     sampler: Sampler = kind.fit(z.cpu(), **options)
-    sampler.info |= {"fits": f"{what} ({z.shape[1]} dims), {train.name} {train.split} split"}
+    sampler.info |= {"fits": f"{what} ({z.shape[1]} dims), {train.name} {train.split} split", "groups": groups}
     return sampler
+
+
+def stored_name(sampler: Sampler) -> str:
+    """The name a fitted sampler is saved and selected under: `gmm`, or `gmm-top` for a top-group one."""
+    return sampler.name + (TOP if sampler.info.get("groups") == "top" else "")
+
+
+def latent_draws(model: BaseVAE, sampler: Sampler) -> Callable[[int, torch.Generator | None], Tensor]:
+    """(n, generator) -> (n, latent_dim) latents for `decode`: the sampler's draws, completed for a top-group sampler
+    by the lower groups' conditional priors."""
+    if sampler.info.get("groups") != "top":
+        return sampler.draw
+
+    def draw(n: int, generator: torch.Generator | None = None) -> Tensor:
+        return model.sample_latents(n, generator=generator, top=sampler.draw(n, generator).to(model.device))
+
+    return draw
 
 
 @torch.no_grad()
@@ -74,17 +101,18 @@ def sampler_latents(model: BaseVAE, data: Dataset, batch_size: int = 1000) -> tu
 
 
 def save_sampler(sampler: Sampler, run: str | Path) -> Path:
-    path = model_folder(run) / f"sampler-{sampler.name}.safetensors"
+    path = model_folder(run) / f"sampler-{stored_name(sampler)}.safetensors"
     tensors = {k: v.detach().contiguous().cpu() for k, v in sampler.tensors().items()}
     write_safetensors(path, tensors, {"format": FORMAT, "name": sampler.name, "info": json.dumps(sampler.info)})
     return path
 
 
 def load_sampler(run: str | Path, name: str) -> Sampler | None:
-    """The fitted sampler `name` of a run, exported model or zoo model; None for the prior."""
+    """The fitted sampler `name` (`gmm`, or `gmm-top` for a top-group one) of a run, exported model or zoo model;
+    None for the prior."""
     if name == "prior":
         return None
-    kind = SAMPLERS.get(name)
+    kind = SAMPLERS.get(name.removesuffix(TOP))
     path = model_folder(run) / f"sampler-{name}.safetensors"
     if not path.is_file():
         raise CheckpointError(f"no {name} sampler fitted for {str(run)!r}; fit one: vaekit fit-sampler {run} "
@@ -96,4 +124,4 @@ def load_sampler(run: str | Path, name: str) -> Sampler | None:
 @torch.no_grad()
 def draw_images(model: BaseVAE, n: int, sampler: Sampler, generator: torch.Generator | None = None) -> Tensor:
     """n images (n, C, H, W): the likelihood's mean at latents drawn from a fitted sampler."""
-    return model.decode(sampler.draw(n, generator).to(model.device)).mean.clamp(0, 1).cpu()
+    return model.decode(latent_draws(model, sampler)(n, generator).to(model.device)).mean.clamp(0, 1).cpu()
