@@ -284,19 +284,15 @@ def _adam_unless_skipped(
     lr: Tensor,
     keep: Tensor,
 ) -> None:
-    """torch's own Adam (`torch.optim.adam.adam`, the optimizer's settings) on copies of the weights and moments,
-    written back unless the step is skipped, so a skipped step changes nothing (as fused Adam's `found_inf`)."""
+    """The eager step's update: torch's fused Adam (`torch.optim.adam.adam`, the optimizer's settings) in place,
+    handed the skip as `found_inf` (as `guarded_update` hands it), so a skipped step changes nothing."""
     params, grads, exp_avg, exp_avg_sq, steps = tensors
-    new = [[t.clone() for t in ts] for ts in (params, exp_avg, exp_avg_sq, steps)]
     torch_adam(
-        new[0], grads, new[1], new[2], [], new[3],
-        foreach=False, capturable=True, differentiable=False, fused=None, grad_scale=None, found_inf=None,
-        has_complex=False, amsgrad=False, beta1=settings.beta1, beta2=settings.beta2, lr=lr,
-        weight_decay=settings.weight_decay, eps=settings.eps, maximize=False,
+        params, grads, exp_avg, exp_avg_sq, [], steps,
+        foreach=False, capturable=False, differentiable=False, fused=True, grad_scale=None,
+        found_inf=(~keep).to(torch.float32), has_complex=False, amsgrad=False, beta1=settings.beta1,
+        beta2=settings.beta2, lr=lr, weight_decay=settings.weight_decay, eps=settings.eps, maximize=False,
     )  # fmt: skip
-    for old, updated in zip((params, exp_avg, exp_avg_sq, steps), new, strict=True):
-        for a, b in zip(old, updated, strict=True):
-            a.copy_(torch.where(keep, b, a))
 
 
 def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:
