@@ -40,23 +40,28 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tag", default="step-refactor-ab", help="the RESULTS.md section to write")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS), metavar="SETTING",
+                        help=f"which settings to run (default all: {', '.join(SETTINGS)})")
     args = parser.parse_args()
-    for sets in SETTINGS.values():  # fill each version's compile cache first, as a second run on this machine
+    settings = {name: SETTINGS[name] for name in args.settings}
+    for sets in settings.values():  # fill each version's compile cache first, as a second run on this machine
         if "train.compile=true" in sets:
             for src in (args.before, args.after):
                 examples_per_s(src, sets, 1)
     runs: dict[tuple[str, str], list[float]] = {}
     for r in range(args.repeats):
-        for name, sets in SETTINGS.items():
+        for name, sets in settings.items():
             for version, src in (("before", args.before), ("after", args.after)):
                 runs.setdefault((name, version), []).append(examples_per_s(src, sets, args.epochs))
         print(f"repeat {r + 1}:", {f"{k[0]} / {k[1]}": round(v[-1]) for k, v in runs.items()}, flush=True)
     lines = [f"Command: `.venv/bin/python bench/ab_throughput.py --before {args.before} --after {args.after} "
-             f"--repeats {args.repeats} --epochs {args.epochs}` ({time.strftime('%Y-%m-%d')}). The `mlp` preset, "
+             f"--repeats {args.repeats} --epochs {args.epochs}"
+             + ("" if len(settings) == len(SETTINGS) else " --settings " + " ".join(f"'{n}'" for n in settings))
+             + f"` ({time.strftime('%Y-%m-%d')}). The `mlp` preset, "
              f"{args.epochs} epochs, each setting run with the code before and after in turn within every repeat "
              "(fresh processes, compile caches filled first); examples/s from the logged training rows.",
              "", "| setting | before: median (spread) | after: median (spread) | after / before |", "|---|---|---|---|"]
-    for name in SETTINGS:
+    for name in settings:
         b, a = runs[(name, "before")], runs[(name, "after")]
         lines.append(f"| {name} | {statistics.median(b):,.0f} ({min(b):,.0f}-{max(b):,.0f}) | "
                      f"{statistics.median(a):,.0f} ({min(a):,.0f}-{max(a):,.0f}) | "
