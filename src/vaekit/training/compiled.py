@@ -1,13 +1,13 @@
 """The whole training step as one compiled graph (`train.compile`).
 
 The eager step's own pieces, compiled into one graph with no host sync: the objective's `loss` (through
-`torch.func.grad_and_value`, so autograd is traced into the same graph), the guards' `total_norm`, `clip_`,
-`skip_decision` and `count_skip_`, torch's own Adam (`torch.optim.adam.adam`, capturable, with the optimizer's
-settings) and the EMA's `ema_blend_`. Nothing here restates a loss or an optimizer formula. The step reads and
-writes the very tensors eager training uses (the parameters, `torch.optim.Adam`'s `exp_avg`, `exp_avg_sq` and
-`step`, the norm history, the counters, the EMA shadow), so checkpoints are the same files either way and a run can
-resume eagerly from a compiled one. A skipped update leaves weights, moments and EMA as they were, as the eager
-fused-Adam path does (Adam runs on copies, kept by `torch.where` unless the step is skipped).
+`torch.func.grad_and_value`, so autograd is traced into the same graph), the guards' `total_norm`, `clip_coef`,
+`skip_decision` and `count_skip_`, the eager step's update (torch's fused Adam, `torch.optim.adam.adam` with the
+optimizer's settings, the clip factor as its `grad_scale` and the skip as its `found_inf`) and the EMA's
+`ema_blend_`. Nothing here restates a loss or an optimizer formula. The step reads and writes the very tensors eager
+training uses (the parameters, `torch.optim.Adam`'s `exp_avg`, `exp_avg_sq` and `step`, the norm history, the
+counters, the EMA shadow), so checkpoints are the same files either way and a run can resume eagerly from a compiled
+one. A skipped update leaves weights, moments and EMA as they were, in both paths.
 
 The learning rate, the KL weight, the clip norm and the EMA's decay enter as one device tensor (`knobs`), copied on the
 device from a block of 1,024 steps' schedules sent over at once, so schedules neither recompile nor
@@ -39,7 +39,7 @@ from vaekit.training.guards import (
     EMA,
     NormHistory,
     StepReport,
-    clip_,
+    clip_coef,
     count_skip_,
     ema_blend_,
     ema_weight,
@@ -228,11 +228,11 @@ class WholeStep:
         beta, lr, clip, decay = knobs[0], knobs[1], knobs[2], knobs[3]
         grads, loss, watched = self._gradients(params, x, eps, y, Knobs(kl_weight=beta))
         grad_norm = total_norm(grads)
-        clip_(grads, clip, grad_norm)  # clip = inf when guard.clip_grad_norm is off: a factor of 1
+        coef = clip_coef(clip, grad_norm)  # clip = inf when guard.clip_grad_norm is off: a factor of 1
         history = NormHistory.over(log_norms, count)
         skip = skip_decision(loss, grad_norm, self.cfg.guard, history)
         with torch.no_grad():
-            _adam_unless_skipped(self.adam, (params, grads, exp_avg, exp_avg_sq, steps), lr, ~skip)
+            _adam_unless_skipped(self.adam, (params, grads, exp_avg, exp_avg_sq, steps), lr, skip, coef)
             if shadow:
                 ema_blend_(shadow, params, ema_weight(decay, skip, shadow[0].dtype))
             skipped, streak, norm_out, skip_out = outputs
@@ -282,15 +282,17 @@ def _adam_unless_skipped(
     settings: AdamSettings,
     tensors: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor]],
     lr: Tensor,
-    keep: Tensor,
+    skip: Tensor,
+    coef: Tensor,
 ) -> None:
-    """The eager step's update: torch's fused Adam (`torch.optim.adam.adam`, the optimizer's settings) in place,
-    handed the skip as `found_inf` (as `guarded_update` hands it), so a skipped step changes nothing."""
+    """The eager step's update (`guards.fused_adam_step`): torch's fused Adam (`torch.optim.adam.adam`, the
+    optimizer's settings) in place, the gradients scaled by the clip factor inside it (`grad_scale`) and the skip
+    handed over as `found_inf`, so a skipped step changes nothing."""
     params, grads, exp_avg, exp_avg_sq, steps = tensors
     torch_adam(
         params, grads, exp_avg, exp_avg_sq, [], steps,
-        foreach=False, capturable=False, differentiable=False, fused=True, grad_scale=None,
-        found_inf=(~keep).to(torch.float32), has_complex=False, amsgrad=False, beta1=settings.beta1,
+        foreach=False, capturable=False, differentiable=False, fused=True, grad_scale=1.0 / coef,
+        found_inf=skip.to(torch.float32), has_complex=False, amsgrad=False, beta1=settings.beta1,
         beta2=settings.beta2, lr=lr, weight_decay=settings.weight_decay, eps=settings.eps, maximize=False,
     )  # fmt: skip
 

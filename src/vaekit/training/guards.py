@@ -15,7 +15,8 @@ started and its best window.
 
 The skip decision stays on the device: with fused Adam the optimizer is handed a `found_inf` flag
 (the protocol torch's GradScaler uses), so a skipped step leaves weights and moments untouched
-without a host sync. Other optimizers fall back to one `.item()` per step.
+without a host sync, and the clip factor as its `grad_scale`, so clipping costs no pass of its own.
+Other optimizers clip in place and fall back to one `.item()` per step.
 """
 
 from __future__ import annotations
@@ -157,10 +158,15 @@ def total_norm(grads: list[Tensor]) -> Tensor:
     return nn.utils.get_total_norm(grads, foreach=True)
 
 
+def clip_coef(max_norm: float | Tensor, grad_norm: Tensor) -> Tensor:
+    """() the factor that scales gradients of total norm `grad_norm` to at most `max_norm` (`clip_grads_with_norm_`'s
+    rule); 1 when they are within it."""
+    return torch.clamp(max_norm / (grad_norm + 1e-6), max=1.0)
+
+
 def clip_(grads: list[Tensor], max_norm: float | Tensor, grad_norm: Tensor) -> None:
-    """Scale `grads` in place to a total norm of at most `max_norm` (`clip_grads_with_norm_`'s rule, on a list)."""
-    coef = torch.clamp(max_norm / (grad_norm + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, coef)
+    """Scale `grads` in place to a total norm of at most `max_norm` (optimizers without fused Adam's grad_scale)."""
+    torch._foreach_mul_(grads, clip_coef(max_norm, grad_norm))
 
 
 def skip_decision(loss: Tensor, grad_norm: Tensor, cfg: GuardConfig, history: NormHistory | None) -> Tensor:
@@ -200,23 +206,31 @@ def guarded_update(
     """
     grads = [p.grad for p in params if p.grad is not None]
     grad_norm = total_norm(grads)
-    if cfg.clip_grad_norm is not None:
-        clip_(grads, cfg.clip_grad_norm * clip_scale, grad_norm)
+    max_norm = cfg.clip_grad_norm * clip_scale if cfg.clip_grad_norm is not None else None
     skip = skip_decision(loss, grad_norm, cfg, history)
+    fused = step is None and optimizer.defaults.get("fused")
+    if max_norm is not None and not fused:
+        clip_(grads, max_norm, grad_norm)
     if step is not None:
         if not bool(skip):
             step()
-    elif optimizer.defaults.get("fused"):
-        optimizer.found_inf = skip.to(torch.float32)  # type: ignore[attr-defined]
-        optimizer.grad_scale = None  # type: ignore[attr-defined]
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+    elif fused:
+        fused_adam_step(optimizer, skip, clip_coef(max_norm, grad_norm) if max_norm is not None else None)
     elif not bool(skip):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepReport(grad_norm=grad_norm.detach(), skipped=skip)
+
+
+def fused_adam_step(optimizer: torch.optim.Optimizer, skip: Tensor, coef: Tensor | None) -> None:
+    """Fused Adam's step with no host sync: gradients scaled by the clip factor `coef` inside the kernel (as its
+    `grad_scale`, which divides), and nothing changed when `skip` (as its `found_inf`, GradScaler's protocol)."""
+    optimizer.found_inf = skip.to(torch.float32)  # type: ignore[attr-defined]
+    optimizer.grad_scale = None if coef is None else 1.0 / coef  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
 
 
 def ema_weight(decay: float | Tensor, skipped: Tensor, dtype: torch.dtype) -> Tensor:
@@ -225,10 +239,8 @@ def ema_weight(decay: float | Tensor, skipped: Tensor, dtype: torch.dtype) -> Te
 
 
 def ema_blend_(shadow: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
-    """shadow += weight * (current - shadow), in place."""
-    delta = torch._foreach_sub(current, shadow)
-    torch._foreach_mul_(delta, weight)
-    torch._foreach_add_(shadow, delta)
+    """shadow += weight * (current - shadow), in place, in one pass (a linear interpolation)."""
+    torch._foreach_lerp_(shadow, current, [weight] * len(shadow))
 
 
 class EMA:
