@@ -97,6 +97,7 @@ def train_feature_net(name: str, out: str | Path, epochs: int | None = None, see
             loss = _epoch(net, train, opt, sched, gen, batch_size, bar, precision)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}")
     minutes = (time.perf_counter() - started) / 60
+    net.load_state_dict(stored(net))  # the accuracy on the card is that of the weights as shipped
     info = _card(name, net, accuracy(net, test), minutes, epochs, seed, command) | {"precision": precision}
     write(net, info, Path(out))
     return info
@@ -104,17 +105,23 @@ def train_feature_net(name: str, out: str | Path, epochs: int | None = None, see
 
 def _card(name: str, net: FeatureNet, acc: float, minutes: float, epochs: int, seed: int,
           command: str) -> dict[str, Any]:
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     return {"name": name, "data": FEATURE_NETS.get(name).data, "split": "train", "test_accuracy": round(acc, 5),
             "epochs": epochs, "seed": seed, "training_minutes": round(minutes, 2),
             "command": command or f"vaekit features train {name} --epochs {epochs} --seed {seed}",
             "machine": f"{platform.machine()}, torch {torch.__version__}", "date": time.strftime("%Y-%m-%d"),
-            "num_features": net.num_features, "sha256": tensors_digest(state)}
+            "num_features": net.num_features}
+
+
+def stored(net: FeatureNet) -> dict[str, Tensor]:
+    """The weights as shipped: floating-point tensors in fp16 (half the size; loading casts them back to fp32)."""
+    return {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in net.state_dict().items()}
 
 
 def write(net: FeatureNet, info: dict[str, Any], out: Path) -> None:
     """The weights, then the card that names their sha256 (a card never points at weights not yet written)."""
     out.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out / "model.safetensors", dict(net.state_dict()), {"format": "vaekit-features/1"})
+    tensors = stored(net)
+    write_safetensors(out / "model.safetensors", tensors, {"format": "vaekit-features/1"})
+    info = info | {"sha256": tensors_digest(tensors), "stored_as": "fp16"}
     atomic_write_bytes(out / "card.json", (json.dumps(info, indent=2) + "\n").encode())
 
