@@ -18,6 +18,7 @@ set's section of bench/RESULTS.md from all rows. Run it alone: the budget is wal
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import tempfile
@@ -34,7 +35,7 @@ from results import plan_epochs, update_section
 from throughput import ensure_pythae
 from vaekit.apps.samplers import fit_sampler, latent_draws, sampler_latents
 from vaekit.evaluation.quality import quality
-from vaekit.evaluation.quality.nets import feature_net_for, load_feature_net
+from vaekit.evaluation.quality.nets import FeatureNet, feature_net_for, load_feature_net
 from vaekit.evaluation.quality.score import BATCH, SetScores, compare, embed
 
 BENCH = Path(__file__).resolve().parent
@@ -51,6 +52,13 @@ def batches(images: torch.Tensor) -> Iterator[torch.Tensor]:
         yield images[start : start + BATCH].float()
 
 
+@functools.cache
+def real_features(data: str, n: int) -> tuple[FeatureNet, torch.Tensor]:
+    """The data set's feature network and its first `n` test images' features, embedded once per run."""
+    net = load_feature_net(feature_net_for(data))
+    return net, embed(net, batches(vaekit.load_dataset(data, "test").images[:n].float() / 255))[0]
+
+
 def pythae_rows(data: str, model: str, minutes: float, n: int, folder: Path) -> list[dict[str, Any]]:
     """Train pythae's `model` for `minutes` (its own venv), then score what it wrote."""
     test = vaekit.load_dataset(data, "test")
@@ -63,8 +71,7 @@ def pythae_rows(data: str, model: str, minutes: float, n: int, folder: Path) -> 
                                str(minutes), "--out", str(out), "--samples", str(n)], stdout=subprocess.PIPE,
                               stderr=log, text=True, check=True)
     info = json.loads(done.stdout.strip().splitlines()[-1])
-    net = load_feature_net(feature_net_for(data))
-    real, _ = embed(net, batches(test.images[:n].float() / 255))
+    net, real = real_features(data, n)
     arrays = np.load(out)
     rec, rec_logits = embed(net, batches(torch.from_numpy(arrays["reconstructions"])))
     recon_fd = compare(real, rec, rec_logits, 1000).fd
@@ -101,9 +108,8 @@ def vaekit_rows(data: str, preset: str, minutes: float, n: int, folder: Path) ->
 
 
 def floor(data: str, n: int) -> dict[str, Any]:
-    train, test = vaekit.load_dataset(data, "train"), vaekit.load_dataset(data, "test")
-    net = load_feature_net(feature_net_for(data))
-    real, _ = embed(net, batches(test.images[:n].float() / 255))
+    net, real = real_features(data, n)
+    train = vaekit.load_dataset(data, "train")
     other, logits = embed(net, batches(train.images[:n].float() / 255))
     return scores(compare(real, other, logits, 1000))
 
