@@ -23,6 +23,7 @@ TOPICS = {
     "Colour images": ("cifar", "ema-lag"),
     "Uses": ("anomaly", "conditional"),
     "Sample quality": ("quality",),
+    "Adversarial": ("adversarial",),
 }
 
 

@@ -14,7 +14,7 @@ from vaekit.objectives import OBJECTIVES
 from vaekit.training.distributed import setup, teardown
 from vaekit.training.step import build_state, train_step
 
-OBJECTIVES.register("critic-game")(CriticGame)
+OBJECTIVES.register("critic-game")(lambda c: CriticGame(c.objective))
 cfg = _cfg()
 cfg = replace(cfg, objective=replace(cfg.objective, name="critic-game"))
 topology = setup("cpu", 16)

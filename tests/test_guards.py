@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vaekit.config import GuardConfig
-from vaekit.training.guards import EMA, LossWatch, NormHistory, guarded_update
+from vaekit.training.guards import EMA, LossWatch, NormHistory, guarded_update, skip_decision
 
 
 def _setup(fused: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -133,6 +133,22 @@ def test_outlier_rule_judges_nothing_during_warm_up() -> None:
     assert int(history.count) == 4
     history.push(torch.tensor(1.05))
     assert math.isclose(float(history.limit(20.0, 5)), 20.0, rel_tol=0.05)  # median ~1, spread log(20)
+
+
+def test_growth_during_the_lr_warm_up_is_ordinary_but_a_jump_is_still_skipped() -> None:
+    # Issue 42: on `cifar` at its defaults the norm rises ~700 -> ~16,000 by step 30 while the learning rate warms
+    # up, and the median rule skipped 19 of steps 30-49. The same shape (geometric over steps 25-30, then level):
+    # judged against the median it skips most of steps 30-49; in the warm-up (judged against the window's largest
+    # norm too) it skips none, and a 50x jump over the latest norm is still skipped.
+    cfg = GuardConfig(skip_outlier=20.0, skip_warmup=25, skip_window=100)
+    norms = [700.0] * 25 + [700.0 * (16_000 / 700) ** ((i + 1) / 5) for i in range(5)] + [16_000.0] * 20
+    for warming, most in ((False, None), (True, 0)):
+        history, skipped = NormHistory(100), 0
+        for value in norms:
+            skipped += int(skip_decision(torch.tensor(1.0), torch.tensor(value), cfg, history, warming))
+        assert (skipped >= 15) if most is None else skipped == most, (warming, skipped)
+    jump = skip_decision(torch.tensor(1.0), torch.tensor(16_000.0 * 50), cfg, history, True)
+    assert bool(jump)
 
 
 def test_vdvae_stall_a_fixed_threshold_never_updates_the_outlier_rule_trains() -> None:

@@ -33,6 +33,8 @@ OBJECTIVE_ROWS = {  # name: (overrides, the score it reports, the kinds it refus
     "iwae": (["objective.iw_samples=3"], "neg_elbo", set()),
     "dreg": (["objective.iw_samples=3"], "neg_elbo", {"hierarchical", "iaf"}),
     "ae": ([], "neg_log_px", {"vamp"}),
+    "adversarial": (["adversarial.discriminator=small", "adversarial.disc_channels=8", "adversarial.disc_start=10"],
+                    "neg_elbo", set()),
 }
 PAIRS = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in KIND_ROWS if k not in row[2]]
 REFUSED = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in sorted(row[2])]
@@ -84,7 +86,7 @@ COMPILABLE = [
     (o, k)
     for o, k in PAIRS
     if k in ("vae", "hierarchical")
-    and build_objective(load_config(None, _overrides(o, k)).objective).compile_blocker() is None
+    and build_objective(load_config(None, _overrides(o, k))).compile_blocker() is None
 ]
 
 
@@ -111,7 +113,7 @@ def test_compiled_objective_follows_the_eager_updates(objective: str, kind: str)
 def test_an_unsupported_pair_is_refused_in_one_line(objective: str, kind: str) -> None:
     cfg = load_config(None, _overrides(objective, kind))
     with pytest.raises(ConfigError) as caught:
-        build_objective(cfg.objective, cfg.model)
+        build_objective(cfg)
     assert "\n" not in str(caught.value) and f"objective.name={objective}" in str(caught.value)
 
 
@@ -126,7 +128,7 @@ def test_the_cli_refuses_an_unsupported_pair_with_exit_2(tmp_path: Path) -> None
 def test_iw_samples_without_an_importance_weighted_objective_is_refused() -> None:
     cfg = load_config(None, ["objective.iw_samples=5"])
     with pytest.raises(ConfigError, match="objective.name=iwae"):
-        build_objective(cfg.objective, cfg.model)
+        build_objective(cfg)
 
 
 def test_version_1_configs_name_their_objective() -> None:

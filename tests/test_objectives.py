@@ -210,7 +210,7 @@ def test_dreg_is_refused_where_it_is_not_valid() -> None:
     for overrides in (HVAE, ["model.posterior=iaf"]):
         cfg = load_config(None, [*overrides, "objective.name=dreg", "objective.iw_samples=3"])
         with pytest.raises(ConfigError, match="dreg needs a one-group Gaussian posterior"):
-            build_objective(cfg.objective, cfg.model)
+            build_objective(cfg)
 
 
 def test_kl_balancing_follows_nvae() -> None:

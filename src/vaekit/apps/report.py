@@ -164,6 +164,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
         parts.append(f'<h2>Rollbacks</h2><ul class="warn">{items}</ul>')
     if any(r.get("kind") == "train" for r in rows):
         parts.append(f'<h2>Training curves</h2><img alt="training curves" src="data:image/png;base64,{_curves(rows)}">')
+    parts.append(_discriminator(rows))
     if last is not None and last.get("kl_per_dim"):
         parts.append(
             f'<h2>KL per dimension</h2><img alt="KL per dimension" '
@@ -191,6 +192,35 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     path = Path(output) if output else run_dir / "report.html"
     atomic_write_bytes(path, page.encode())
     return path
+
+
+def _discriminator(rows: list[dict[str, Any]]) -> str:
+    """The "Discriminator" section of an adversarial run: its losses, accuracies and the adaptive weight over
+    training, and any verdict of the outright-win / stall watch (other runs: empty)."""
+    train = [r for r in rows if r.get("kind") == "train" and "disc_loss" in r]
+    if not train:
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in train]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    axes[0].plot(steps, [r["disc_loss"] for r in train], label="discriminator")
+    axes[0].plot(steps, [r.get("gen", float("nan")) for r in train], label="generator (adversarial term)")
+    axes[0].set(xlabel="step", title="adversarial losses")
+    axes[1].plot(steps, [r["acc_real"] for r in train], label="on real images")
+    axes[1].plot(steps, [r["acc_fake"] for r in train], label="on reconstructions")
+    axes[1].set(xlabel="step", ylabel="accuracy", title="discriminator accuracy", ylim=(-0.02, 1.02))
+    axes[2].semilogy(steps, [max(r.get("adaptive_weight", float("nan")), 1e-8) for r in train])
+    axes[2].set(xlabel="step", title="adaptive weight (||grad L_rec|| / ||grad L_G||)")
+    for ax in axes[:2]:
+        ax.legend(fontsize=8)
+    verdicts = "".join(f'<p class="warn">step {r["step"]}: {html.escape(r["message"])}</p>'
+                       for r in rows if r.get("kind") == "discriminator")
+    return (f'<h2>Discriminator</h2>{verdicts}<img alt="discriminator losses, accuracies and adaptive weight" '
+            f'src="data:image/png;base64,{_png(fig)}">')
 
 
 def _quality(run_dir: Path) -> str:

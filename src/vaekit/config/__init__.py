@@ -3,6 +3,7 @@
 from vaekit.config.load import PRESET_DIR, config_from_dict, load_config, override, preset_names
 from vaekit.config.schema import (
     CONFIG_VERSION,
+    AdversarialConfig,
     Config,
     DataConfig,
     GuardConfig,
@@ -15,6 +16,7 @@ from vaekit.config.schema import (
 __all__ = [
     "CONFIG_VERSION",
     "PRESET_DIR",
+    "AdversarialConfig",
     "Config",
     "DataConfig",
     "GuardConfig",

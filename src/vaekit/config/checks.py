@@ -8,7 +8,7 @@ from vaekit.errors import ConfigError
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    for ok, message in [*_model_checks(cfg), *_training_checks(cfg)]:
+    for ok, message in [*_model_checks(cfg), *_training_checks(cfg), *_adversarial_checks(cfg)]:
         if not ok:
             raise ConfigError(message)
     _validate_hierarchy(cfg.model)
@@ -110,4 +110,22 @@ def _training_checks(cfg: Config) -> list[tuple[bool, str]]:
         (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be >= 1 or null"),
         (cfg.train.samples >= 1, "train.samples must be >= 1"),
+    ]
+
+
+def _adversarial_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """The adversarial objective's ranges (read only when objective.name=adversarial, checked always)."""
+    a = cfg.adversarial
+    return [
+        (a.disc_layers >= 1, "adversarial.disc_layers must be >= 1"),
+        (a.disc_channels >= 2, "adversarial.disc_channels must be >= 2"),
+        (a.weight >= 0 and a.pixel_weight >= 0 and a.feature_weight >= 0 and a.lpips_weight >= 0,
+         "adversarial.weight, pixel_weight, feature_weight and lpips_weight must be >= 0"),
+        (a.disc_start >= 0 and a.disc_ramp >= 0, "adversarial.disc_start and disc_ramp must be >= 0 (steps)"),
+        (a.r1 >= 0 and a.lecam >= 0, "adversarial.r1 and lecam must be >= 0 (0 = off)"),
+        (0 <= a.lecam_decay < 1, "adversarial.lecam_decay must be in [0, 1)"),
+        (a.lr is None or a.lr > 0, "adversarial.lr must be > 0 or null (null: optim.lr)"),
+        (len(a.betas) == 2 and all(0 <= b < 1 for b in a.betas), "adversarial.betas must be two numbers in [0, 1)"),
+        (a.watch_window >= 1, "adversarial.watch_window must be >= 1 (steps)"),
+        (0.5 < a.win_accuracy <= 1, "adversarial.win_accuracy must be in (0.5, 1]"),
     ]

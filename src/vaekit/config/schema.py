@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "elbo"  # registry name: elbo, iwae, dreg, ae (vaekit objectives lists them)
+    name: str = "elbo"  # registry name: elbo, iwae, dreg, ae, adversarial (vaekit objectives lists them)
     beta: float = 1.0  # KL weight after any schedule has finished
     kl_schedule: Literal["constant", "linear", "cyclical", "sigmoid"] = "constant"
     kl_warmup_steps: int = 0  # length of the linear/sigmoid ramp, or of one cycle
@@ -80,6 +80,37 @@ class ObjectiveConfig:
     kl_balance: bool = False  # NVAE's KL balancing across groups while the KL weight is below 1
     spectral_reg: float = 0.0  # NVAE's spectral regularization: lambda * sum of the weights' top singular values
     iw_samples: int = 1  # iwae and dreg: the k of the k-sample bound (Burda et al. 2016)
+
+
+@dataclass
+class AdversarialConfig:
+    """The second player of `objective.name=adversarial`: a discriminator and the terms it adds (models/
+    discriminators.py, objectives/adversarial.py). Defaults follow the KL-autoencoder of latent diffusion (Esser et
+    al. 2021, taming-transformers vqperceptual.py; Rombach et al. 2022, ldm contperceptual.py) unless noted."""
+
+    discriminator: str = "patch"  # registry name: patch (PatchGAN, n stride-2 layers, any size), small (28x28)
+    disc_layers: int = 3  # patch: stride-2 convolutions (taming's n_layers=3)
+    disc_channels: int = 64  # width of the first layer, doubled per layer up to 8x (taming's ndf=64)
+    disc_norm: Literal["batch", "none"] = "batch"  # taming's NLayerDiscriminator uses BatchNorm
+    spectral_norm: bool = False  # spectral normalization of every discriminator layer (Miyato et al. 2018)
+    loss: Literal["hinge", "non-saturating"] = "hinge"  # hinge: taming's; non-saturating: Goodfellow et al. 2014
+    weight: float = 0.5  # base weight of the generator's adversarial term (ldm kl-f8's disc_weight)
+    adaptive: bool = True  # times ||grad L_rec|| / (||grad L_gan|| + 1e-4) at the decoder's last layer, <= 1e4
+    disc_start: int = 0  # steps before the discriminator trains and its term counts (ldm's disc_start)
+    disc_ramp: int = 0  # steps over which the generator's adversarial weight then rises linearly to `weight`
+    pixel_weight: float = 1.0  # weight of -log p(x|z) in the autoencoder's loss (Larsen et al. 2016 use 0)
+    feature_weight: float = 0.0  # Larsen et al.'s reconstruction in the discriminator's features (0 = off)
+    judge_prior: bool = False  # the discriminator also judges decoded prior samples (Larsen et al.), not only
+    # reconstructions (taming judges reconstructions only)
+    r1: float = 0.0  # R1 penalty gamma/2 E||grad_x D(x_real)||^2 (Mescheder et al. 2018); 0 = off
+    lecam: float = 0.0  # LeCam regularization weight (Tseng et al. 2021; 0.3 in their paper); 0 = off
+    lecam_decay: float = 0.99  # the EMA of the discriminator's mean real and fake outputs (lecam-gan's 0.99)
+    lr: float | None = None  # the discriminator's learning rate; null = optim.lr
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])  # the discriminator's Adam betas (taming's)
+    lpips: str | None = None  # folder with LPIPS's VGG files (vgg16.pth, lpips_vgg.pth); null = no perceptual term
+    lpips_weight: float = 1.0  # weight of the LPIPS term (taming's perceptual_weight)
+    watch_window: int = 200  # steps over which the discriminator's accuracy is judged (outright win, stalled)
+    win_accuracy: float = 0.98  # a mean real-and-fake accuracy above this over the window is an outright win
 
 
 @dataclass
@@ -151,6 +182,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -143,6 +143,11 @@ class BaseVAE(nn.Module):
         """Images -> the top group's Gaussian posterior: what the VampPrior pushes its pseudo-inputs through."""
         raise NotImplementedError
 
+    def output_layer(self) -> Tensor | None:
+        """The weight of the layer that makes the likelihood's parameters (the adversarial objective's adaptive
+        weight compares gradients there), or None when the kind has none to offer."""
+        return None
+
     # --- shared by every kind -----------------------------------------------------------------
 
     def top_prior_for_coding(self) -> GaussianMixture | None:
@@ -241,3 +246,7 @@ def save_model(model: BaseVAE, folder: str | Path) -> None:
     atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
 
+def last_weight(net: nn.Module) -> Tensor | None:
+    """The weight of `net`'s last registered linear or convolutional layer (a decoder's output layer), or None."""
+    layers = [m for m in net.modules() if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d)]
+    return layers[-1].weight if layers else None

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.models.base import BaseVAE, Step, draw_noise
+from vaekit.models.base import BaseVAE, Step, draw_noise, last_weight
 from vaekit.models.blocks import BLOCKS
 from vaekit.models.distributions import DiagonalGaussian, soft_clamp
 from vaekit.models.likelihoods import PixelDistribution
@@ -181,6 +181,10 @@ class TopDownVAE(BaseVAE):
     @property
     def net_anchor(self) -> Tensor:
         return next(self.parameters())
+
+    def output_layer(self) -> Tensor | None:
+        out = getattr(self.net, "out", None)  # the top-down net's output head (mlp and resconv blocks have one)
+        return last_weight(out) if isinstance(out, nn.Module) else None
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> PixelDistribution:
         """z (..., latent_dim), every group's latents top first (and labels y, one per z, if conditional)

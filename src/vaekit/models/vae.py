@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from vaekit import zoo
 from vaekit.config import ModelConfig, config_from_dict
 from vaekit.errors import CheckpointError, ConfigError
-from vaekit.models.base import MODEL_FORMAT, BaseVAE, Step
+from vaekit.models.base import MODEL_FORMAT, BaseVAE, Step, last_weight
 from vaekit.models.distributions import DiagonalGaussian
 from vaekit.models.hierarchy import TopDownVAE
 from vaekit.models.likelihoods import PixelDistribution
@@ -119,6 +119,9 @@ class VAE(BaseVAE):
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
         """x (B, C, H, W) in [0, 1] (and labels y (B,) if conditional) -> q(z|x) with mean, logvar (B, D)."""
         return self._posterior(x, y)[0]
+
+    def output_layer(self) -> Tensor | None:
+        return last_weight(self.decoder)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> PixelDistribution:
         """z (..., D) (and labels y, one per z, if conditional) -> p(x|z) with batch shape (...)."""

@@ -5,35 +5,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vaekit.config import ModelConfig, ObjectiveConfig
+from vaekit.config import Config
 from vaekit.errors import ConfigError
+from vaekit.objectives.adversarial import Adversarial
 from vaekit.objectives.ae import Autoencoder
 from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, Objective
 from vaekit.objectives.elbo import Elbo
 from vaekit.objectives.iwae import dreg, iwae
 from vaekit.registry import Registry
 
-OBJECTIVES: Registry[Callable[[ObjectiveConfig], Objective]] = Registry(
+OBJECTIVES: Registry[Callable[[Config], Objective]] = Registry(
     "objective",
     {
-        "elbo": Elbo,
-        "iwae": iwae,
-        "dreg": dreg,
-        "ae": Autoencoder,
+        "elbo": lambda cfg: Elbo(cfg.objective),
+        "iwae": lambda cfg: iwae(cfg.objective),
+        "dreg": lambda cfg: dreg(cfg.objective),
+        "ae": lambda cfg: Autoencoder(cfg.objective),
+        "adversarial": lambda cfg: Adversarial(cfg.objective, cfg.adversarial),
     },
 )
 
 __all__ = ["OBJECTIVES", "Batch", "Knobs", "LossOut", "Nets", "Objective", "build_objective"]
 
 
-def build_objective(cfg: ObjectiveConfig, model: ModelConfig | None = None) -> Objective:
-    """The objective `cfg.name` names, checked against the model it will train (one-line errors)."""
-    objective = OBJECTIVES.get(cfg.name)(cfg)
-    if cfg.iw_samples > 1 and cfg.name not in ("iwae", "dreg"):
+def build_objective(cfg: Config) -> Objective:
+    """The objective `cfg.objective.name` names, checked against the model it will train (one-line errors)."""
+    objective = OBJECTIVES.get(cfg.objective.name)(cfg)
+    if cfg.objective.iw_samples > 1 and cfg.objective.name not in ("iwae", "dreg"):
         raise ConfigError(
-            f"objective.iw_samples={cfg.iw_samples} is the k of the iwae and dreg objectives; "
-            f"set objective.name=iwae (or dreg), or iw_samples=1 for {cfg.name}"
+            f"objective.iw_samples={cfg.objective.iw_samples} is the k of the iwae and dreg objectives; "
+            f"set objective.name=iwae (or dreg), or iw_samples=1 for {cfg.objective.name}"
         )
-    if model is not None:
-        objective.check(model)
+    objective.check(cfg.model)
     return objective

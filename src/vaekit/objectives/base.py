@@ -8,8 +8,9 @@ is a new file, its line in `objectives/__init__.py` and its row in tests/test_ob
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
@@ -25,6 +26,7 @@ class Knobs:
     kl_weight: float | Tensor  # beta at this step (a device tensor inside the compiled step)
     group_weights: list[float] | None = None  # per-group KL weights, top first (objective.group_warmup_steps)
     kl_balance: bool = False  # NVAE's KL balancing, on while the KL weight ramps up
+    step: int = 0  # the training step (the adversarial objective's discriminator start and ramp)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Batch:
     x: Tensor  # (B, C, H, W) in [0, 1]
     y: Tensor | None = None  # (B,) labels of a conditional model
     eps: Tensor | None = None  # (S, B, D) the reparameterization noise when the step draws it (DDP, compiled)
+    memo: dict[str, Tensor] = field(default_factory=dict)  # detached values an earlier player's loss leaves for a
+    # later one's this step (the adversarial objective's reconstructions, judged by the discriminator)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class Nets:
     model: BaseVAE  # for its attributes (latent_dim, group_dims, ...)
     forward: Callable[..., VAEOutput]  # forward(x, n_samples=S, eps=eps, y=y) -> VAEOutput
     others: dict[str, nn.Module] = field(default_factory=dict)  # the other players' networks, by player name
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext  # the run's autocast, for the other players
+    # and for model calls outside `forward`
+    frozen: dict[str, nn.Module] = field(default_factory=dict)  # fixed networks a loss reads (LPIPS), by name
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Objective(Protocol):
         """Why the compiled step cannot run this objective, or None when it can."""
         ...
 
-    def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
-        """What `player`'s optimizer minimizes this step, with the model's score and logged terms."""
+    def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut | None:
+        """What `player`'s optimizer minimizes this step, with the model's score and logged terms; None when
+        `player` sits this step out (no update, its guard state untouched; never the model)."""
         ...

@@ -131,10 +131,10 @@ class WholeStep:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = device = self.params[0].device
-        self.knobs = torch.zeros(4, device=device)  # beta, lr, clip norm (inf: none), EMA decay; from `_table`
+        self.knobs = torch.zeros(5, device=device)  # beta, lr, clip norm (inf: none), EMA decay, in lr warm-up
         self.grad_norm = torch.zeros((), device=device)  # of the latest compiled step
         self.skip = torch.zeros((), dtype=torch.bool, device=device)
-        self._table = torch.zeros(0, 4, device=device)  # the knobs of KNOB_BLOCK steps from `_table_from` on
+        self._table = torch.zeros(0, 5, device=device)  # the knobs of KNOB_BLOCK steps from `_table_from` on
         self._table_from, self._table_scales = -1, (math.nan, math.nan)
         self._marked: tuple[int, ...] = ()
         self.key, self.warmed = graph_key(cfg, device), False
@@ -158,9 +158,10 @@ class WholeStep:
         return m, v, t
 
     def knob_row(
-        self, step: int, knobs: Callable[[int], tuple[float, float, float, float]], scales: tuple[float, float]
+        self, step: int, knobs: Callable[[int], tuple[float, float, float, float, float]], scales: tuple[float, float]
     ) -> None:
-        """Fill `self.knobs` with step `step`'s (KL weight, lr, clip norm, EMA decay) from a block kept on the device.
+        """Fill `self.knobs` with step `step`'s (KL weight, lr, clip norm, EMA decay, 1 in the lr warm-up) from a block
+        kept on the device.
 
         The schedules are evaluated on the host KNOB_BLOCK steps at a time and sent over in one copy; a
         step then copies its row on the device (no host-to-device transfer and no sync per step). A
@@ -178,7 +179,7 @@ class WholeStep:
         x: Tensor,
         eps: Tensor,
         step: int,
-        knobs: Callable[[int], tuple[float, float, float, float]],
+        knobs: Callable[[int], tuple[float, float, float, float, float]],
         scales: tuple[float, float],
         counters: Counters,
         y: Tensor | None = None,
@@ -225,12 +226,12 @@ class WholeStep:
         shadow: list[Tensor],
         y: Tensor | None,
     ) -> Tensor:
-        beta, lr, clip, decay = knobs[0], knobs[1], knobs[2], knobs[3]
+        beta, lr, clip, decay, warming = knobs[0], knobs[1], knobs[2], knobs[3], knobs[4] > 0
         grads, loss, watched = self._gradients(params, x, eps, y, Knobs(kl_weight=beta))
         grad_norm = total_norm(grads)
         coef = clip_coef(clip, grad_norm)  # clip = inf when guard.clip_grad_norm is off: a factor of 1
         history = NormHistory.over(log_norms, count)
-        skip = skip_decision(loss, grad_norm, self.cfg.guard, history)
+        skip = skip_decision(loss, grad_norm, self.cfg.guard, history, warming)
         with torch.no_grad():
             _adam_unless_skipped(self.adam, (params, grads, exp_avg, exp_avg_sq, steps), lr, skip, coef)
             if shadow:
@@ -253,6 +254,7 @@ class WholeStep:
                     return torch.func.functional_call(self.model, weights, (inputs,), kwargs)
 
             out = self.objective.loss("model", Nets(self.model, forward), Batch(x, y, eps), knobs)  # type: ignore[arg-type]
+            assert out is not None  # the model never sits a step out
             return out.loss, torch.stack([out.score, out.per_example]).detach()
 
         detached = {n: p.detach() for n, p in zip(self.names, params, strict=True)}
@@ -301,7 +303,7 @@ def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:
     """Why the whole step cannot be compiled for this run, or None when it can."""
     if distributed:
         return "several processes (DDP)"
-    objective = build_objective(cfg.objective)
+    objective = build_objective(cfg)
     if objective.players != ("model",):
         return f"an objective with several players ({', '.join(objective.players)})"
     if (blocker := objective.compile_blocker()) is not None:

@@ -39,6 +39,7 @@ from vaekit.training.schedules import kl_weight, warmup_warning
 from vaekit.training.splits import load_splits, num_classes
 from vaekit.training.step import TrainState, build_state, train_step
 from vaekit.training.tracking import Tracker
+from vaekit.training.watches import DiscriminatorWatch, TermMeans
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class _Run:
     stop: StopCheck | None = None
     feed: Feed | None = None  # the training batches, on the training device (train.data_placement)
     train_seconds: float = 0.0  # in training steps so far in this process, evaluation excluded (eval rows log it)
+    duel: DiscriminatorWatch | None = None  # an adversarial run's discriminator, judged over windows
 
     def checkpoint(self) -> None:
         if self.stop is not None:
@@ -101,7 +103,7 @@ def train(
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    build_objective(cfg.objective, cfg.model)  # an objective that cannot train this model fails before the data loads
+    build_objective(cfg)  # an objective that cannot train this model fails before the data loads
     splits = load_splits(cfg)
     cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)))
     if cfg.model.conditional:
@@ -151,6 +153,7 @@ def _train(
         quiet or not main,
         topology,
         feed=Feed(train_set, topology.device, cfg.train.data_placement, labels=cfg.model.conditional),
+        duel=DiscriminatorWatch(cfg.adversarial) if "discriminator" in state.players else None,
     )
     # SIGTERM / SIGINT are caught from before the first checkpoint to the end: one that arrives in the loop stops
     # it after the step in flight (Preempted); one that arrives after the last step lets the final files finish.
@@ -215,7 +218,8 @@ def _epoch(run: _Run, progress: _Progress, epoch: int, first: int) -> bool:
     for index, x, labels in _epoch_batches(run, epoch, first):  # the global batch: under DDP a rank keeps its rows
         rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
         report, score = train_step(state, x, cfg, run.total, rows, labels)  # labels: conditional models only
-        progress.add(score)
+        progress.add(score, report.terms)
+        _watch_discriminator(run, report)
         if state.step % cfg.train.log_every == 0 or state.step == run.total:
             progress.log(epoch, report)
         if _guard(run, index, x, report):
@@ -227,11 +231,21 @@ def _epoch(run: _Run, progress: _Progress, epoch: int, first: int) -> bool:
     return False
 
 
+def _watch_discriminator(run: _Run, report: StepReport) -> None:
+    """Warn (once per verdict) and log when the discriminator wins outright or stops learning."""
+    found = run.duel.add(report.terms) if run.duel is not None else None
+    if found is not None:
+        run.log.write({"kind": "discriminator", "step": run.state.step, **found})
+        if not run.quiet:
+            warnings.warn(f"{found['message']} (step {run.state.step})", stacklevel=3)
+
+
 def _guard(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> bool:
     """Roll back after a streak of skipped updates or a risen training loss; True when it did."""
     state, guard = run.state, run.cfg.guard
     check_every = max(1, guard.rollback_after // 4)
-    stuck = guard.rollback_after and state.step % check_every == 0 and state.streak >= guard.rollback_after
+    stuck = guard.rollback_after and state.step % check_every == 0 and any(  # any player's streak
+        bool(p.streak >= guard.rollback_after) for p in state.players.values())
     assert report.per_example_loss is not None  # both step paths report what they minimized
     risen = watch_loss(state, guard, run.topology, report.per_example_loss)
     if not stuck and risen is None:
@@ -274,16 +288,18 @@ class _Progress:
         self.clock = _Clock(run.topology.device)
         self.t_train, self.start_step = self.clock(), run.state.step
         self.total, self.count = torch.zeros(()), 0  # the objective's score since the last log row
+        self.terms = TermMeans()  # the objective's logged terms since the last log row
 
-    def add(self, score: Tensor) -> None:
+    def add(self, score: Tensor, terms: dict[str, Tensor]) -> None:
         self.total, self.count = self.total + score.sum(), self.count + score.shape[0]
+        self.terms.add(terms)
         self.bar.update(1)
 
     def log(self, epoch: int, report: StepReport) -> None:
         run = self.run
         row = _train_row(run.state, run.cfg, epoch, report, (self.total, self.count), run.total, self.start_step,
                          self.t_train)
-        run.log.write(row)
+        run.log.write(row | self.terms.flush())
         name = run.state.objective.score_name
         self.bar.set_postfix({name: f"{row[name]:.2f}", "skipped": row["skipped"]})
         self.total, self.count = torch.zeros(()), 0

@@ -15,6 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import Config
+from vaekit.errors import ConfigError, VaekitError
+from vaekit.models.base import BaseVAE
+from vaekit.models.discriminators import build_discriminator
+from vaekit.models.perceptual import load_lpips
 from vaekit.storage import load_state
 from vaekit.training.guards import EMA, NormHistory
 
@@ -31,20 +35,25 @@ class Player:
     lr_scale: float = 1.0  # lowered by each rollback
     clip_scale: float = 1.0  # lowered by each rollback, with the learning rate
     wrapped: nn.Module | None = None  # the DDP wrapper in multi-process runs (gradients averaged over processes)
+    base_lr: float = 1e-3  # the learning rate the schedule scales (optim.lr for the model)
 
     @classmethod
-    def build(cls, module: nn.Module, cfg: Config, device: torch.device) -> Player:
-        """Fused Adam with `cfg.optim`'s settings, the EMA `cfg.guard` asks for, and the guard state on `device`."""
+    def build(
+        cls, module: nn.Module, cfg: Config, device: torch.device, optim: tuple[float, list[float]] | None = None
+    ) -> Player:
+        """Fused Adam with `cfg.optim`'s settings (`optim`: this player's own learning rate and betas), the EMA
+        `cfg.guard` asks for, and the guard state on `device`."""
+        lr, betas = optim or (cfg.optim.lr, cfg.optim.betas)
         optimizer = torch.optim.Adam(
             module.parameters(),
-            lr=cfg.optim.lr,
-            betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
+            lr=lr,
+            betas=tuple(betas),  # type: ignore[arg-type]
             eps=cfg.optim.eps,
             weight_decay=cfg.optim.weight_decay,
             fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
         )
         ema = EMA(module, cfg.guard.ema_decay, cfg.guard.ema_warmup_power) if cfg.guard.ema_decay > 0 else None
-        player = cls(module, optimizer, ema, NormHistory(cfg.guard.skip_window, device))
+        player = cls(module, optimizer, ema, NormHistory(cfg.guard.skip_window, device), base_lr=lr)
         player.skipped, player.streak = player.skipped.to(device), player.streak.to(device)
         player.grad_norm = player.grad_norm.to(device)
         return player
@@ -82,6 +91,32 @@ class Player:
         averaged = copy.deepcopy(self.module)  # not a fresh build: its init would draw from the global RNG
         averaged.load_state_dict(self.ema.state_dict(self.module))
         return averaged
+
+
+def player_network(name: str, cfg: Config, model: BaseVAE) -> nn.Module:
+    """The network of the objective's player `name` other than the model, built from the config."""
+    if name != "discriminator":
+        raise VaekitError(f"objective {cfg.objective.name} trains a {name!r} player; pass its network (others=...)")
+    if cfg.adversarial.adaptive and model.output_layer() is None:
+        raise ConfigError(
+            "adversarial.adaptive weighs the adversarial term at the decoder's last layer, and this model's decoder "
+            "has no Linear or Conv2d layer to weigh at; set adversarial.adaptive=false"
+        )
+    return build_discriminator(model.shape, cfg.adversarial)
+
+
+def frozen_networks(cfg: Config, device: torch.device) -> dict[str, nn.Module]:
+    """The fixed networks the objective reads: LPIPS when `adversarial.lpips` names its weights."""
+    if cfg.objective.name != "adversarial" or not cfg.adversarial.lpips:
+        return {}
+    return {"lpips": load_lpips(cfg.adversarial.lpips).to(device)}
+
+
+def player_optim(name: str, cfg: Config) -> tuple[float, list[float]]:
+    """The learning rate and Adam betas of player `name`: the discriminator's own (adversarial.lr, .betas)."""
+    if name == "discriminator":
+        return cfg.adversarial.lr or cfg.optim.lr, cfg.adversarial.betas
+    return cfg.optim.lr, cfg.optim.betas
 
 
 def players_state(saved: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -65,7 +65,7 @@ def knobs_at(step: int, cfg: ObjectiveConfig, total_steps: int, n_groups: int) -
     while the KL weight ramps up)."""
     beta = kl_weight(step, cfg, total_steps)
     balance = cfg.kl_balance and beta < cfg.beta
-    return Knobs(kl_weight=beta, group_weights=group_kl_weights(step, cfg, n_groups), kl_balance=balance)
+    return Knobs(kl_weight=beta, group_weights=group_kl_weights(step, cfg, n_groups), kl_balance=balance, step=step)
 
 
 def warmup_warning(cfg: ObjectiveConfig, total_steps: int) -> str | None:

@@ -13,7 +13,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from vaekit.objectives import Batch, Nets, Objective, build_objective
 from vaekit.training.compiled import Counters, WholeStep, autocast, graph_key, is_warm, supported
 from vaekit.training.distributed import Topology
 from vaekit.training.guards import EMA, LossWatch, NormHistory, StepReport, count_skip_, guarded_update
-from vaekit.training.players import Player, players_state
+from vaekit.training.players import Player, frozen_networks, player_network, player_optim, players_state
 from vaekit.training.regularizers import SpectralPenalty
 from vaekit.training.schedules import kl_weight, knobs_at, lr_factor
 
@@ -52,6 +52,7 @@ class TrainState:
     compiled: WholeStep | None = None  # train.compile: forward, backward, guards and Adam as one compiled graph
     spectral: SpectralPenalty | None = None  # objective.spectral_reg > 0
     watch: LossWatch | None = None  # guard.loss_rise: the training loss in windows (rollback when it rises)
+    frozen: dict[str, torch.nn.Module] = field(default_factory=dict)  # fixed networks the objective reads (LPIPS)
 
     @property
     def net(self) -> torch.nn.Module | None:
@@ -144,7 +145,7 @@ def train_step(
     """
     for player in state.players.values():
         for group in player.optimizer.param_groups:
-            group["lr"] = cfg.optim.lr * player.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
+            group["lr"] = player.base_lr * player.lr_scale * lr_factor(state.step, cfg.optim, total_steps)
     device = state.device
     eps = None
     if rows is not None:
@@ -166,14 +167,19 @@ def train_step(
 
 
 def _eager_update(state: TrainState, batch: Batch, cfg: Config, total_steps: int) -> tuple[StepReport, Tensor]:
-    """Each player's guarded update in the objective's order; the model player's report and score."""
+    """Each player's guarded update in the objective's order; the model player's report (with every player's
+    logged terms) and score."""
     knobs = knobs_at(state.step, cfg.objective, total_steps, len(state.model.group_dims))
     others = {name: player.wrapped or player.module for name, player in state.players.items() if name != "model"}
-    nets = Nets(state.model, _forward(state, cfg), others)
-    reports = {}
+    nets = Nets(state.model, _forward(state, cfg), others, lambda: autocast(cfg.train.precision, batch.x.device.type),
+                state.frozen)
+    reports: dict[str, tuple[StepReport, Tensor]] = {}
+    terms: dict[str, Tensor] = {}
     for name in state.objective.players:
         player = state.players[name]
         out = state.objective.loss(name, nets, batch, knobs)
+        if out is None:  # this player sits the step out
+            continue
         loss = out.loss + state.spectral() if state.spectral is not None and name == "model" else out.loss
         if len(state.players) > 1:  # an earlier player's loss may have reached these weights: only this one's counts
             player.optimizer.zero_grad(set_to_none=True)
@@ -183,7 +189,11 @@ def _eager_update(state: TrainState, batch: Batch, cfg: Config, total_steps: int
         count_skip_(player.skipped, player.streak, report.skipped)  # in place, on the device: no sync per step
         player.grad_norm = report.grad_norm
         reports[name] = (report, out.score)
-    return reports["model"]
+        terms |= out.terms
+        if name != "model":
+            terms |= {f"{name}.grad_norm": report.grad_norm, f"{name}.skipped": report.skipped.float()}
+    report, score = reports["model"]
+    return replace(report, terms=terms), score
 
 
 def _forward(state: TrainState, cfg: Config) -> Callable[..., VAEOutput]:
@@ -209,13 +219,14 @@ def _compiled_update(
 
     ema = state.ema
 
-    def knobs(step: int) -> tuple[float, float, float, float]:  # the schedules, evaluated a block of steps at a time
+    def knobs(step: int) -> tuple[float, float, float, float, float]:  # the schedules, a block of steps at a time
         lr = cfg.optim.lr * scales[0] * lr_factor(step, cfg.optim, total_steps)
         return (
             kl_weight(step, cfg.objective, total_steps),
             lr,
             clip * scales[1] if clip is not None else math.inf,
             ema.decay_at(step) if ema is not None else 0.0,
+            float(step < cfg.optim.lr_warmup_steps),
         )
 
     try:
@@ -233,9 +244,10 @@ def _compiled_update(
 
 def _backward_and_update(state: TrainState, player: Player, loss: Tensor, cfg: Config) -> StepReport:
     optimizer, params = player.optimizer, player.module.parameters()
+    warming = state.step < cfg.optim.lr_warmup_steps  # norms grow with the learning rate: not outliers
     if state.scaler is None:
         loss.backward()
-        return guarded_update(optimizer, params, loss, cfg.guard, None, player.history, player.clip_scale)
+        return guarded_update(optimizer, params, loss, cfg.guard, None, player.history, player.clip_scale, warming)
     scaler = state.scaler  # fp16: scale the loss, unscale the grads, then the same guard
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
@@ -247,6 +259,7 @@ def _backward_and_update(state: TrainState, player: Player, loss: Tensor, cfg: C
         step=lambda: scaler.step(optimizer),
         history=player.history,
         clip_scale=player.clip_scale,
+        warming=warming,
     )
     scaler.update()
     return report
@@ -264,16 +277,15 @@ def build_state(
     device = topology.device if topology else torch.device("cpu")
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise VaekitError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
-    objective = build_objective(cfg.objective, cfg.model)
+    objective = build_objective(cfg)
     model = build_model(cfg.model, *nets).to(device)
     if cfg.train.channels_last:  # before the optimizer: Adam's moments take the parameters' layout
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     players = {"model": Player.build(model, cfg, device)}
     for name in [n for n in objective.players if n != "model"]:  # each other player: its network, its optimizer
-        if others is None or name not in others:
-            raise VaekitError(f"objective {cfg.objective.name} trains a {name!r} player; pass its network")
-        players[name] = Player.build(others[name].to(device), cfg, device)
-    state = TrainState(players=players, objective=objective)
+        network = others[name] if others is not None and name in others else player_network(name, cfg, model)
+        players[name] = Player.build(network.to(device), cfg, device, optim=player_optim(name, cfg))
+    state = TrainState(players=players, objective=objective, frozen=frozen_networks(cfg, device))
     if topology is not None and topology.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         for player in players.values():  # every player's gradients are averaged over the processes
