@@ -159,9 +159,9 @@ def test_compile_setting_is_true_false_or_auto() -> None:
 
 
 def test_knob_rows_follow_the_schedules_across_blocks_and_rollbacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The compiled step reads (KL weight, lr, clip norm, EMA decay, in lr warm-up) from blocks of schedule rows kept on the device:
-    # each step must get its own row, a new block past the end of one, and a fresh block when a rollback changes
-    # the scales.
+    # The compiled step reads (KL weight, lr, clip norm, EMA decay, in lr warm-up) from blocks of schedule rows kept
+    # on the device: each step must get its own row, a new block past the end of one, and a fresh block when a
+    # rollback changes the scales.
     monkeypatch.setattr("vaekit.training.compiled.KNOB_BLOCK", 4)
     state = build_state(_cfg(["train.compile=true"]), total_steps=100)
     whole = state.compiled
@@ -174,7 +174,8 @@ def test_knob_rows_follow_the_schedules_across_blocks_and_rollbacks(monkeypatch:
 
     for step in [*range(10), 3, 4]:  # 3 and 4 again: a rollback to step 3 with the same scales
         whole.knob_row(step, lambda s: knobs(s, 1.0), (1.0, 1.0))
-        assert whole.knobs.tolist() == pytest.approx([step / 10, step / 100, 7.0, 1 - 1 / (step + 1), float(step < 5)]), step
+        expected = [step / 10, step / 100, 7.0, 1 - 1 / (step + 1), float(step < 5)]
+        assert whole.knobs.tolist() == pytest.approx(expected), step
     assert evaluated[:12] == list(range(12))  # blocks [0, 4), [4, 8), [8, 12)
     whole.knob_row(5, lambda s: knobs(s, 0.5), (0.5, 0.5))  # a rollback halves the scales: recomputed
     assert whole.knobs.tolist() == pytest.approx([0.5, 0.025, 3.5, 5 / 6, 0.0])
