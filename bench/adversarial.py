@@ -11,7 +11,8 @@ VAEGAN in its own venv, bench/pythae_quality.py). Scored with the data set's shi
 codes), the reconstructions of 10,000 test images (FD and PSNR), and vaekit's test -ELBO. `--set` overrides apply
 to the adversarial presets only (e.g. adversarial.disc_start for a budget shorter than the preset's schedule).
 Rows go to bench/adversarial_rows.json (a table fills over several runs, each under an hour); the data set's
-section of bench/RESULTS.md is rewritten from all rows. Run it alone: the budget is wall-clock.
+section of bench/RESULTS.md is rewritten from all rows, and docs/figures/adversarial-DATA.png shows the presets'
+samples and reconstructions side by side. Run it alone: the budget is wall-clock.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 import vaekit
 from quality_budget import batches, pythae_rows, real_features, scores
 from results import plan_epochs, update_section
+from vaekit.apps.images import grid, side_by_side
 from vaekit.apps.samplers import fit_sampler, latent_draws, sampler_latents
 from vaekit.evaluation.quality import quality
 
@@ -46,7 +49,8 @@ def test_images(data: str, n: int) -> torch.Tensor:
     return vaekit.load_dataset(data, "test").images[:n].float() / 255
 
 
-def vaekit_rows(data: str, preset: str, minutes: float, n: int, folder: Path, sets: list[str]) -> list[dict[str, Any]]:
+def vaekit_rows(data: str, preset: str, minutes: float, n: int, folder: Path, sets: list[str],
+                pictures: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     own = vaekit.load_config(preset)
     overrides = ([] if own.data.name.removeprefix("binarized-") == data else [f"data.name={data}"])
     overrides += sets if own.objective.name == "adversarial" else []
@@ -60,6 +64,8 @@ def vaekit_rows(data: str, preset: str, minutes: float, n: int, folder: Path, se
     model = result.model
     x = test_images(data, n)
     rec = torch.cat([model.reconstruct(b) for b in batches(x)])
+    pictures[preset] = np.concatenate([grid(model.sample(32, generator=torch.Generator().manual_seed(0)), nrow=8),
+                                       grid(side_by_side(x[:16], rec[:16]), nrow=8)], axis=0)
     rows = []
     for sampler in ("prior", "gmm"):
         fitted = None if sampler == "prior" else fit_sampler(model, train, sampler, sampler_latents(model, train))
@@ -70,6 +76,19 @@ def vaekit_rows(data: str, preset: str, minutes: float, n: int, folder: Path, se
                      "psnr": psnr(rec, x), "neg_elbo": result.test.neg_elbo if result.test else None,
                      "overrides": overrides})
     return rows
+
+
+def figure(data: str, pictures: dict[str, np.ndarray]) -> Path:
+    """docs/figures/adversarial-DATA.png: each preset's samples (top) and test reconstructions (bottom: inputs on
+    odd rows), presets left to right in the order run."""
+    parts = list(pictures.values())
+    gap = np.full((parts[0].shape[0], 12, *parts[0].shape[2:]), 255, dtype=parts[0].dtype)
+    joined = [parts[0]]
+    for part in parts[1:]:
+        joined += [gap, part]
+    path = BENCH.parent / "docs" / "figures" / f"adversarial-{data}.png"
+    Image.fromarray(np.concatenate(joined, axis=1).squeeze()).save(path)
+    return path
 
 
 def pythae_with_psnr(data: str, model: str, minutes: float, n: int, folder: Path) -> list[dict[str, Any]]:
@@ -113,8 +132,9 @@ def main() -> None:
         for name in args.pythae:
             for row in pythae_with_psnr(args.data, name, args.minutes, args.samples, Path(tmp)):
                 table["rows"][f"pythae/{name}/{row['sampler']}"] = row
+        pictures: dict[str, np.ndarray] = {}
         for preset in args.vaekit:
-            for row in vaekit_rows(args.data, preset, args.minutes, args.samples, Path(tmp), args.sets):
+            for row in vaekit_rows(args.data, preset, args.minutes, args.samples, Path(tmp), args.sets, pictures):
                 table["rows"][f"vaekit/{preset}/{row['sampler']}"] = row
                 print(json.dumps(row), flush=True)
             ROWS.write_text(json.dumps(every, indent=1) + "\n")
@@ -124,6 +144,8 @@ def main() -> None:
                + "".join(f" --set {s}" for s in args.sets))
     table["commands"].append([command, time.strftime("%Y-%m-%d")])
     ROWS.write_text(json.dumps(every, indent=1) + "\n")
+    if len(pictures) > 1:
+        print(f"wrote {figure(args.data, pictures)}: {' | '.join(pictures)}")
     update_section(f"adversarial-{args.data}", render(args.data, table))
     print(render(args.data, table))
 
