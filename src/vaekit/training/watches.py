@@ -48,29 +48,32 @@ class TermMeans:
 
 @dataclass
 class DiscriminatorWatch:
-    """Judges the discriminator over each `watch_window` steps it trained: an outright win (its accuracy on real and
-    fake images, averaged, at least `win_accuracy`) or a stall (at chance with the same logits for real and fake).
-    Each verdict is given once per run, with its remedy."""
+    """Judges the discriminator over the last `watch_window` steps it trained, every fifth of a window: an outright
+    win (its accuracy on real and fake images, averaged, at least `win_accuracy`) or a stall (at chance with the
+    same logits for real and fake). Each verdict is given once per run, with its remedy."""
 
     cfg: AdversarialConfig
-    window: TermMeans = field(default_factory=TermMeans)
+    ring: Tensor | None = None  # (window, 2) per trained step: mean accuracy, mean logit gap (real - fake)
     steps: int = 0
     given: set[str] = field(default_factory=set)
 
     def add(self, terms: dict[str, Tensor]) -> dict[str, float | str] | None:
-        """Record one step's terms; at the end of a window, the verdict row when one is due (else None)."""
+        """Record one step's terms; the verdict row when one is due (else None). One host sync per check."""
         if "acc_real" not in terms:
             return None  # the discriminator sat this step out
-        self.window.add({k: terms[k] for k in ("acc_real", "acc_fake", "logits_real", "logits_fake")})
+        accuracy = 0.5 * (terms["acc_real"].float().mean() + terms["acc_fake"].float().mean())
+        gap = terms["logits_real"].float().mean() - terms["logits_fake"].float().mean()
+        window = self.cfg.watch_window
+        if self.ring is None:
+            self.ring = torch.zeros(window, 2, device=accuracy.device)
+        self.ring[self.steps % window] = torch.stack([accuracy, gap])
         self.steps += 1
-        if self.steps % self.cfg.watch_window:
+        if self.steps < window or self.steps % max(1, window // 5):
             return None
-        means = self.window.flush()
-        return self.verdict(means)
+        mean_accuracy, mean_gap = self.ring.mean(0).tolist()
+        return self.verdict(mean_accuracy, mean_gap)
 
-    def verdict(self, means: dict[str, float]) -> dict[str, float | str] | None:
-        accuracy = 0.5 * (means["acc_real"] + means["acc_fake"])
-        gap = means["logits_real"] - means["logits_fake"]
+    def verdict(self, accuracy: float, gap: float) -> dict[str, float | str] | None:
         if accuracy >= self.cfg.win_accuracy:
             verdict, remedy = "wins outright", WIN_REMEDY
         elif accuracy <= 0.52 and abs(gap) < 0.01:
@@ -82,6 +85,6 @@ class DiscriminatorWatch:
         self.given.add(verdict)
         message = (
             f"the discriminator {verdict}: accuracy {accuracy:.3f} on real and fake images over the last "
-            f"{self.cfg.watch_window} steps (logit gap {gap:.2f}); {remedy}"
+            f"{self.cfg.watch_window} steps it trained (logit gap {gap:.2f}); {remedy}"
         )
         return {"verdict": verdict, "accuracy": accuracy, "logit_gap": gap, "message": message}
