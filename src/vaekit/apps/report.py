@@ -131,6 +131,26 @@ def _img(path: Path, alt: str) -> str:
     )
 
 
+FINAL_KEYS = [
+    ("split", "split"),
+    ("neg_elbo", "-ELBO (nats)"),
+    ("bits_per_dim", "bits/dim"),
+    ("kl", "KL (nats)"),
+    ("log_px", "E log p(x|z) (nats)"),
+    ("active_units", "active units"),
+    ("mutual_info", "I(x; z) (nats)"),
+    ("skipped", "skipped updates"),
+    ("step", "step"),
+]
+
+
+def _final_metrics(last: dict[str, Any]) -> str:
+    """The "Final metrics" table of the last evaluation row, and its warnings."""
+    cells = "".join(f"<tr><th>{label}</th><td>{_fmt(last.get(key))}</td></tr>" for key, label in FINAL_KEYS)
+    warns = "".join(f'<p class="warn">warning: {html.escape(w)}</p>' for w in last.get("warnings", []))
+    return f"<h2>Final metrics</h2><table>{cells}</table>{warns}"
+
+
 def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write the run's report (default `RUN/report.html`) and return its path."""
     run_dir = Path(run_dir)
@@ -139,21 +159,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     last = evals[-1] if evals else None
     parts = [f"<h1>vaekit run: {html.escape(str(run_dir))}</h1>"]
     if last is not None:
-        keys = [
-            ("split", "split"),
-            ("neg_elbo", "-ELBO (nats)"),
-            ("bits_per_dim", "bits/dim"),
-            ("kl", "KL (nats)"),
-            ("log_px", "E log p(x|z) (nats)"),
-            ("active_units", "active units"),
-            ("mutual_info", "I(x; z) (nats)"),
-            ("skipped", "skipped updates"),
-            ("step", "step"),
-        ]
-        cells = "".join(f"<tr><th>{label}</th><td>{_fmt(last.get(key))}</td></tr>" for key, label in keys)
-        parts.append(f"<h2>Final metrics</h2><table>{cells}</table>")
-        for warning in last.get("warnings", []):
-            parts.append(f'<p class="warn">warning: {html.escape(warning)}</p>')
+        parts.append(_final_metrics(last))
     rollbacks = [r for r in rows if r.get("kind") == "rollback"]
     if rollbacks:
         items = "".join(

@@ -244,8 +244,7 @@ def _guard(run: _Run, index: Tensor, x: Tensor, report: StepReport) -> bool:
     """Roll back after a streak of skipped updates or a risen training loss; True when it did."""
     state, guard = run.state, run.cfg.guard
     check_every = max(1, guard.rollback_after // 4)
-    stuck = guard.rollback_after and state.step % check_every == 0 and any(  # any player's streak
-        bool(p.streak >= guard.rollback_after) for p in state.players.values())
+    stuck = guard.rollback_after and state.step % check_every == 0 and state.longest_streak() >= guard.rollback_after
     assert report.per_example_loss is not None  # both step paths report what they minimized
     risen = watch_loss(state, guard, run.topology, report.per_example_loss)
     if not stuck and risen is None:

@@ -45,13 +45,8 @@ def roll_back(
     """After a streak of skipped updates, or a window whose loss (at the step's KL weight) rose `risen` nats above
     the run's best: back to the last good checkpoint with a lower learning rate and clip norm, or stop with a
     diagnosis."""
-    streak_step = state.step
-    who, streak = max(((name, int(p.streak)) for name, p in state.players.items()), key=lambda item: item[1])
-    if risen is not None:
-        assert state.watch is not None
-        what = f"the training loss rose to {risen:.4g} nats (the run's start or best: {state.watch.reference:.4g})"
-    else:
-        what = f"{streak} updates in a row skipped" + ("" if who == "model" else f" (the {who}'s)")
+    streak_step, streak = state.step, state.longest_streak()
+    what = _cause(state, risen)
     if state.rollbacks >= guard.max_rollbacks:
         _stop(state, run_dir, index, x, report, risen, what)
     rollbacks = state.rollbacks + 1
@@ -93,6 +88,15 @@ def roll_back(
         f"(rollback {rollbacks} of {guard.max_rollbacks})",
         stacklevel=2,
     )
+
+
+def _cause(state: TrainState, risen: float | None) -> str:
+    """What triggered the rollback: the risen loss, or the longest streak of skips and whose it was."""
+    if risen is not None:
+        assert state.watch is not None
+        return f"the training loss rose to {risen:.4g} nats (the run's start or best: {state.watch.reference:.4g})"
+    who, streak = max(((name, int(p.streak)) for name, p in state.players.items()), key=lambda item: item[1])
+    return f"{streak} updates in a row skipped" + ("" if who == "model" else f" (the {who}'s)")
 
 
 def _stop(

@@ -125,6 +125,10 @@ class TrainState:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
+    def longest_streak(self) -> int:
+        """The longest run of updates skipped in a row now, over every player (one host sync)."""
+        return max(int(p.streak) for p in self.players.values())
+
     def counters(self) -> Counters:
         """What the compiled step updates in place besides weights and Adam: the skip counters and the EMA."""
         return Counters(self.skipped, self.streak, self.ema)
