@@ -128,7 +128,7 @@ def test_eval_quality_on_a_run_adds_a_section_to_its_report(tmp_path: Path) -> N
     from vaekit.training.loop import train
 
     cfg = load_config(None, ["data.name=mnist", "train.steps=20", "model.hidden=[32]", "model.latent_dim=4",
-                             "train.tensorboard=false", "train.samples=4"])
+                             "train.tensorboard=false", "train.samples=4", "data.imbalance=20"])
     train(cfg, tmp_path / "run", quiet=True)
     assert "Sample quality" not in (tmp_path / "run" / "report.html").read_text()
     out = subprocess.run([sys.executable, "-m", "vaekit", "eval", str(tmp_path / "run"), "--quality", "--samples",
@@ -138,3 +138,9 @@ def test_eval_quality_on_a_run_adds_a_section_to_its_report(tmp_path: Path) -> N
     assert saved == json.loads(out.stdout) and (tmp_path / "run" / "quality" / "prior.png").is_file()
     page = (tmp_path / "run" / "report.html").read_text()
     assert "<h2>Sample quality</h2>" in page and "lenet-mnist" in page and f"{saved['samples']['fd']:.2f}" in page
+    # class coverage is judged against the long-tailed split the run trained on (data.imbalance), not the full one
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    counts = next(r for r in rows if r["kind"] == "data")["class_counts"]
+    want = [n / sum(counts) for n in counts]
+    assert saved["class_coverage"]["train_shares"] == pytest.approx(want) and want[0] > 15 * want[9]
+    assert sum(saved["class_coverage"]["shares"]) == pytest.approx(1.0) and "TV to training classes" in page

@@ -171,6 +171,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     if any(r.get("kind") == "train" for r in rows):
         parts.append(f'<h2>Training curves</h2><img alt="training curves" src="data:image/png;base64,{_curves(rows)}">')
     parts.append(_discriminator(rows))
+    parts.append(_per_class(rows, last))
     if last is not None and last.get("kl_per_dim"):
         parts.append(
             f'<h2>KL per dimension</h2><img alt="KL per dimension" '
@@ -229,6 +230,40 @@ def _discriminator(rows: list[dict[str, Any]]) -> str:
             f'src="data:image/png;base64,{_png(fig)}">')
 
 
+def _per_class(rows: list[dict[str, Any]], last: dict[str, Any] | None) -> str:
+    """The "Per class" section: the last evaluation's scores per class beside the training split's class counts
+    (the run's `data` row), as a table and a figure (data without labels: empty)."""
+    if last is None or not last.get("per_class"):
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data: dict[str, Any] = next((r for r in reversed(rows) if r.get("kind") == "data"), {})
+    counts = data.get("class_counts") or []
+    table = last["per_class"]
+    train_n = [counts[r["label"]] if r["label"] < len(counts) else 0 for r in table]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    labels = [str(r["label"]) for r in table]
+    axes[0].bar(labels, [r["neg_elbo"] for r in table], yerr=[2 * r["neg_elbo_se"] for r in table], color="C0")
+    axes[0].axhline(last["neg_elbo"], color="k", ls="--", lw=1, label=f"all classes: {last['neg_elbo']:.2f}")
+    axes[0].set(xlabel="class", ylabel="nats", title=f"{last.get('split', 'test')} -ELBO per class (± 2 se)")
+    axes[0].legend(fontsize=8)
+    if counts:
+        axes[1].bar(labels, train_n, color="C1")
+        axes[1].set(xlabel="class", ylabel="images", title="training images per class", yscale="log")
+    head = ["class", "training images", "test images", "-ELBO", "± se", "-log p(x|z)", "KL", "MSE", "active units",
+            "NLL"]
+    cells = ["<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in (r["label"], n or "-", r["n"], r["neg_elbo"],
+             r["neg_elbo_se"], r["rec"], r["kl"], r["mse"], r["active_units"], r["nll"] or "-")) + "</tr>"
+             for r, n in zip(table, train_n, strict=True)]
+    weights = ", ".join(f"{w:.3g}" for w in data.get("class_weights") or []) or "none"
+    note = f"<p>Sampler: {html.escape(str(data.get('sampler', 'shuffle')))}; class weights: {weights}.</p>"
+    return (f"<h2>Per class</h2>{note}<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(cells)}"
+            f'</table><img alt="per-class -ELBO and training class counts" src="data:image/png;base64,{_png(fig)}">')
+
+
 def _quality(run_dir: Path) -> str:
     """The "Sample quality" section: each `vaekit eval RUN --quality` result saved in RUN/quality/ (none: empty)."""
     files = sorted((run_dir / "quality").glob("*.json"))
@@ -239,12 +274,18 @@ def _quality(run_dir: Path) -> str:
         r = json.loads(path.read_text(encoding="utf-8"))
         s, floor, rec = r["samples"], r.get("floor") or {}, r["reconstructions"]
         kid = f"{1000 * s['kid']:.2f} ± {1000 * s['kid_std']:.2f}"
+        cov = r.get("class_coverage") or {}
+        tv = "-" if cov.get("tv_train") is None else f"{cov['tv_train']:.3f}"
+        short = ", ".join(cov.get("missing", [])) or "none"
+        under = ", ".join(cov.get("under_generated", [])) or "none"
         cells = [r["sampler"], r["features"], r["n_samples"], s["fd"], kid, s["precision"], s["recall"], s["density"],
-                 s["coverage"], f"{100 * s['rarest_class_share']:.1f}%", rec["fd"], floor.get("fd", "-")]
+                 s["coverage"], f"{100 * s['rarest_class_share']:.1f}%", tv, short, under, rec["fd"],
+                 floor.get("fd", "-")]
         rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
         pics.append(_img(path.with_suffix(".png"), f"{r['sampler']}: the first scored samples"))
     head = ["sampler", "feature network", "samples", "FD", "KID x 1e3", "precision", "recall", "density",
-            "coverage", "rarest class", "reconstructions' FD", "train split's FD (floor)"]
+            "coverage", "rarest class", "TV to training classes", "missing classes", "under-generated",
+            "reconstructions' FD", "train split's FD (floor)"]
     return ("<h2>Sample quality</h2><p>Distances in the named feature network's space, against the test split "
             "(comparable only within one network; not Inception FID).</p><table><tr>"
             + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vaekit.cli.common import load_model, save_npy
-from vaekit.cli.quality import add_features_command, add_fit_sampler_command, cmd_quality, quality_args
+from vaekit.cli.quality import (
+    add_features_command,
+    add_fit_sampler_command,
+    balanced_samples,
+    cmd_quality,
+    quality_args,
+)
 from vaekit.cli.use import add_commands, data_args, describe, model_and_data
 from vaekit.errors import Preempted, VaekitError
 from vaekit.training.distributed import DEVICES
@@ -92,7 +98,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     model = model.to(resolve_device(args.device, "--device"))
     classify = args.classify_k if model.num_classes else None
     result = evaluate(
-        model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None, classify_k=classify
+        model, data, args.batch_size, iw_samples=args.iw_samples if args.nll else None, classify_k=classify,
+        per_class=args.per_class,
     )
     text = (
         f"{args.data} {result.split} ({result.n} examples): "
@@ -112,6 +119,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"\ngenerative classifier argmax_y log p(x | y) (k={result.classify_k} per class): "
             f"accuracy {100 * result.class_accuracy:.2f}%"
         )
+    if result.per_class is not None:
+        from vaekit.evaluation.per_class import describe
+
+        text += "\nper class (nats; MSE of the decoder's mean per pixel; AU: active units within the class):\n"
+        text += describe(result.per_class)
     _emit(args, result.to_dict(), text)
 
 
@@ -145,7 +157,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
         nrow = args.per_class
     n = len(labels) if labels is not None else args.n
     gen = torch.Generator().manual_seed(args.seed)
-    if args.sampler != "prior":
+    if args.class_balance is not None:
+        images = balanced_samples(args, model, n, gen, labels)
+    elif args.sampler != "prior":
         images = _fitted_samples(args, model, n, gen, labels)
     else:
         images = model.sample(n, temperature=args.temperature, generator=gen, labels=labels)
@@ -262,6 +276,8 @@ def _add_eval(sub: Any) -> None:
     data_args(p)
     p.add_argument("--nll", action="store_true", help="also estimate -log p(x) by importance sampling")
     p.add_argument("--iw-samples", type=_positive, default=1000, help="importance samples for --nll (default 1000)")
+    p.add_argument("--per-class", action="store_true",
+                   help="each class's -ELBO, reconstruction, KL, active units (and NLL with --nll); needs labels")
     p.add_argument("--batch-size", type=_positive, default=500)
     p.add_argument(
         "--classify-k",
@@ -285,6 +301,9 @@ def _add_sample(sub: Any) -> None:
     p.add_argument("--npy", help="also write the images as a float32 .npy (N, C, H, W)")
     p.add_argument("--label", type=int, help="a conditional model: draw this class")
     p.add_argument("--per-class", type=_positive, help="a conditional model: a grid of this many per class, a row each")
+    p.add_argument("--class-balance", metavar="BALANCE",
+                   help="draw classes at this balance: uniform, train, or one weight per class (0.2,0.1,...): a "
+                        "conditional model's labels, or a mixture prior's / GMM sampler's components reweighted")
     p.add_argument("--sampler", default="prior", help="latents from the prior (default), or from a sampler fitted with "
                    "`vaekit fit-sampler`: gmm, two-stage, gmm-top, two-stage-top")
     _common(p)

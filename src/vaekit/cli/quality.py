@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vaekit.cli.use import data_args, model_and_data, trained_on
+from vaekit.cli.use import data_args, model_and_data, trained_on, trained_split
 from vaekit.errors import CheckpointError, VaekitError
 
 
@@ -24,6 +24,9 @@ def quality_args(p: argparse.ArgumentParser, positive: Any) -> None:
                    "train --out` wrote (default: the one for the run's data)")
     g.add_argument("--kid-subset", type=positive, default=1000, help="KID's subset size (default 1000)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--class-balance", metavar="BALANCE",
+                   help="sample at this class balance (uniform, train, or one weight per class) and judge the class "
+                        "coverage against it (see vaekit sample --class-balance)")
 
 
 def _feature_net(choice: str | None, data: str) -> Any:
@@ -52,12 +55,39 @@ def cmd_quality(args: argparse.Namespace) -> None:
     train = None
     if has_split(data, "train"):
         train = load_dataset(data, "train", args.data_dir, channels=test.shape[0], image_size=test.shape[1])
-    result = quality(model, test, train, n=args.samples, features=net, sampler=args.sampler,
-                     latents=latent_draws(model, sampler) if sampler is not None else None,
-                     seed=args.seed, kid_subset=args.kid_subset)
+    fitted = _trained(args.run, args.data_dir, data, train)
+    latents = latent_draws(model, sampler) if sampler is not None else None
+    balance, name = None, args.sampler
+    if args.class_balance is not None:
+        balance, latents = _balance(args, model, fitted, sampler)
+        name = f"{args.sampler}@{args.class_balance}"
+    result = quality(model, test, train, n=args.samples, features=net, sampler=name, latents=latents,
+                     seed=args.seed, kid_subset=args.kid_subset,
+                     train_labels=fitted.labels if fitted is not None else None, class_balance=balance)
     if (Path(args.run) / "metrics.jsonl").is_file():  # a run directory: its report gains the result
         _save_to_run(Path(args.run), result)
     print(json.dumps(result.to_dict()) if args.json else describe_quality(result))
+
+
+def _trained(run: str, data_dir: str | None, data: str, train: Any) -> Any:
+    """The split the run trained on (long-tailed with data.imbalance), the class coverage's reference, when `data`
+    is the run's own data set; else None."""
+    trained = trained_on(run)
+    if trained.name.removeprefix("binarized-") != data:
+        return None
+    return train if trained.imbalance is None and train is not None else trained_split(run, data_dir)
+
+
+def _balance(args: argparse.Namespace, model: Any, fitted: Any, sampler: Any) -> tuple[list[float], Any]:
+    """--class-balance: the balance, and the latents drawn at it (None for a conditional model: its labels are)."""
+    from vaekit.apps.samplers.balance import balanced_draws, parse_balance
+
+    if fitted is None or fitted.labels is None:
+        raise VaekitError("--class-balance needs the labelled training split the run trained on; score the run's "
+                          "own data set (leave out --data)")
+    classes = model.num_classes or int(fitted.labels.max()) + 1
+    balance = parse_balance(args.class_balance, fitted.labels, classes)
+    return balance, None if model.num_classes else balanced_draws(model, fitted, balance, sampler)
 
 
 def _save_to_run(run: Path, result: Any) -> None:
@@ -87,6 +117,19 @@ def describe_quality(result: Any) -> str:
                          f"{s.coverage:>10.3f}{100 * s.rarest_class_share:>13.1f}%")
     if result.floor is not None:
         lines.append("train split: the training images' own distance to the test images, the floor")
+    if result.class_coverage is not None:
+        lines.append(describe_coverage(result.class_coverage, name))
+    return "\n".join(lines)
+
+
+def describe_coverage(c: dict[str, Any], net: str) -> str:
+    """The samples' classes (by the feature network's classifier) against the training distribution."""
+    shares = ", ".join(f"{k} {100 * s:.1f}%" for k, s in zip(c["classes"], c["shares"], strict=True))
+    tv = f"total variation to the training distribution {c['tv_train']:.3f}, " if c["tv_train"] is not None else ""
+    lines = [f"class coverage (classes by {net}'s classifier): {shares}",
+             f"{tv}to uniform {c['tv_uniform']:.3f}; "
+             f"missing (< 10% of the target share): {', '.join(c['missing']) or 'none'}; "
+             f"under-generated (< 50%): {', '.join(c['under_generated']) or 'none'}"]
     return "\n".join(lines)
 
 
@@ -161,3 +204,22 @@ def add_fit_sampler_command(sub: Any, positive: Any, common: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     common(p)
     p.set_defaults(func=cmd_fit_sampler)
+
+
+def balanced_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, labels: Any) -> Any:
+    """Samples at --class-balance: a conditional model's labels drawn from it, else a mixture's components
+    reweighted by the classes they hold in the run's training split (apps/samplers/balance.py)."""
+    from vaekit.apps.samplers import load_sampler
+    from vaekit.apps.samplers.balance import balanced_draws, balanced_labels, parse_balance
+
+    if labels is not None or args.temperature != 1.0:
+        raise VaekitError("--class-balance draws the classes itself: leave out --label, --per-class, --temperature")
+    train = trained_split(args.run)
+    if train.labels is None:
+        raise VaekitError(f"--class-balance needs class labels, and {train.name!r} has none")
+    classes = model.num_classes or int(train.labels.max()) + 1
+    balance = parse_balance(args.class_balance, train.labels, classes)
+    if model.num_classes:
+        return model.sample(n, generator=gen, labels=balanced_labels(balance, n, gen))
+    draws = balanced_draws(model, train, balance, load_sampler(args.run, args.sampler))
+    return model.decode(draws(n, gen).to(model.device)).mean.clamp(0, 1).cpu()

@@ -16,10 +16,12 @@ def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
     Without --data: the data set the run trained on, its test split, or (user data without one) the
     run's own validation split, the held-out images it never trained on. With --data naming a user
-    file or folder that has no test split: that whole set.
+    file or folder that has no test split: that whole set. The run's own train split is the one it trained on
+    (long-tailed with data.imbalance).
     """
     from vaekit.cli.common import check_shape, load_model
     from vaekit.data.datasets import has_split, load_dataset
+    from vaekit.data.imbalance import long_tailed
 
     model = load_model(args.run)
     data_dir, split = args.data_dir, args.split
@@ -36,6 +38,8 @@ def model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     if split is None:  # not asked for: the test split, else the run's held-out images, else the whole given set
         split = "test" if has_split(args.data, "test") else "val" if own_data else "all"
     data = load_dataset(args.data, split, data_dir, val_size, val_seed, channels=channels, image_size=image_size)
+    if own_data and split == "train" and trained.imbalance is not None:  # the long-tailed split it trained on
+        data = long_tailed(data, trained.imbalance, trained.imbalance_seed, trained.imbalance_profile)
     check_shape(model, data.shape, args.data)
     return model, data
 
@@ -50,6 +54,17 @@ def trained_on(run: str) -> Any:
         if path.is_file():
             return load_config(str(path)).data
     return DataConfig(name="mnist")
+
+
+def trained_split(run: str, data_dir: str | None = None) -> Any:
+    """The training split the run saw: its data set's train split, long-tailed as its data.imbalance made it."""
+    from vaekit.data.datasets import load_dataset
+    from vaekit.data.imbalance import long_tailed
+
+    d = trained_on(run)
+    train = load_dataset(d.name, "train", data_dir or d.data_dir, d.val_size, d.val_seed, channels=d.channels,
+                         image_size=d.image_size)
+    return train if d.imbalance is None else long_tailed(train, d.imbalance, d.imbalance_seed, d.imbalance_profile)
 
 
 def _example(data: Any, i: int) -> Any:

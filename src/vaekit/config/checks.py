@@ -55,6 +55,11 @@ def _model_checks(cfg: Config) -> list[tuple[bool, str]]:
         (cfg.data.channels in (None, 1, 3), "data.channels must be 1, 3 or null"),
         (0 <= cfg.data.noise < 1, "data.noise must be in [0, 1)"),
         (cfg.data.image_size is None or cfg.data.image_size >= 1, "data.image_size must be >= 1 or null"),
+        (
+            cfg.data.imbalance is None or cfg.data.imbalance >= 1,
+            "data.imbalance (the largest class over the smallest) must be >= 1 or null",
+        ),
+        (0 < cfg.data.class_weights_beta < 1, "data.class_weights_beta must be in (0, 1)"),
         (cfg.objective.beta >= 0, "objective.beta must be >= 0"),
         (cfg.objective.free_bits >= 0, "objective.free_bits must be >= 0"),
         (cfg.objective.free_bits_group >= 0, "objective.free_bits_group must be >= 0"),

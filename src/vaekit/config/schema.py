@@ -29,6 +29,15 @@ class DataConfig:
     image_size: int | None = None  # image folders: resize the shorter side to this and crop the centre square
     hflip: bool = False  # random horizontal flips of training batches (never at evaluation)
     noise: float = 0.0  # replace this fraction of training pixels by uniform noise (a background model, Ren et al.)
+    # Long-tailed data and its remedies (data/imbalance.py); every one needs class labels.
+    imbalance: float | None = None  # make the training split long-tailed: largest / smallest class (>= 1); null = as is
+    imbalance_profile: Literal["exponential", "balanced"] = "exponential"  # balanced: the same total, evenly spread
+    imbalance_seed: int = 0  # which images each class keeps
+    sampler: Literal["shuffle", "balanced", "sqrt"] = "shuffle"  # balanced: each class equally likely per draw;
+    # sqrt: a class drawn in proportion to the square root of its count (Kang et al. 2020)
+    class_weights: Literal["none", "inverse", "sqrt-inverse", "effective"] = "none"  # the loss per example weighted
+    # by its class: 1 / n_c, 1 / sqrt(n_c) or 1 / effective number (Cui et al. 2019); mean 1 over the training set
+    class_weights_beta: float = 0.9999  # effective: E_c = (1 - beta^n_c) / (1 - beta) (Cui et al.'s long-tailed CIFAR)
 
 
 @dataclass

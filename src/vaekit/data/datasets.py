@@ -304,8 +304,19 @@ def load_user_data(
         array = idx.read_idx(path)  # an images file, e.g. t10k-images-idx3-ubyte.gz
         if array.ndim != 3:
             raise DataError(f"{str(path)!r} holds an IDX array of shape {array.shape}, not images (N, H, W)")
-        return array_to_images(array, str(path)), None
+        return array_to_images(array, str(path)), _idx_labels(path, array.shape[0])
     raise DataError(f"{str(path)!r}: unsupported data file; use .npy, .npz, an IDX file or a folder of PNG/JPEG images")
+
+
+def _idx_labels(images: Path, n: int) -> Tensor | None:
+    """The labels beside an IDX images file (`X-images-idx3-ubyte[.gz]` -> `X-labels-idx1-ubyte[.gz]`), if any."""
+    path = images.with_name(images.name.replace("images-idx3", "labels-idx1"))
+    if path == images or not path.exists():
+        return None
+    labels = idx.read_idx(path)
+    if labels.shape != (n,):
+        raise DataError(f"{str(path)!r} holds labels of shape {labels.shape} for {n} images in {str(images)!r}")
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def _load_npz(path: Path) -> tuple[Tensor, Tensor | None]:
@@ -350,7 +361,8 @@ def array_to_images(array: np.ndarray, name: str) -> Tensor:
     if array.shape[0] == 0:
         raise DataError(f"{name!r} holds no images")
     if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        return torch.from_numpy(array if array.flags.writeable else array.copy())
     values = array.astype(np.float64)
     if not np.isfinite(values).all():
         raise DataError(f"{name!r} contains NaN or infinite values; clean the array before training")

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor
 
 from vaekit.data.datasets import BINARIZED_TEST_SEED, Dataset
+from vaekit.data.imbalance import require_labels
 from vaekit.evaluation.diagnostics import active_units, mutual_information
+from vaekit.evaluation.per_class import per_class_rows
 from vaekit.models.base import BaseVAE
 from vaekit.models.bounds import bits_per_dim, elbo_terms
 from vaekit.models.outputs import Posterior
@@ -41,6 +43,7 @@ class EvalResult:
     binarization_seed: int | None = None  # the one fixed draw of a binarized held-out split, when there is one
     class_accuracy: float | None = None  # a conditional model's argmax_y log p(x | y) against the labels
     classify_k: int | None = None  # importance samples per class for class_accuracy
+    per_class: list[dict[str, Any]] | None = None  # one row per class (evaluation/per_class.py), when asked for
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -60,6 +63,8 @@ class _Scores:
     top_q: list[Posterior] = field(default_factory=list)  # empty for a flow (q's density unknown off its samples)
     nll: list[Tensor] = field(default_factory=list)
     hits: list[Tensor] = field(default_factory=list)  # a conditional model's correct class guesses
+    labels: list[Tensor] = field(default_factory=list)  # per-class evaluation: the labels and (B,) squared errors
+    mse: list[Tensor] = field(default_factory=list)
     closed: tuple[bool, ...] = ()
 
 
@@ -71,24 +76,34 @@ def evaluate(
     iw_samples: int | None = None,
     seed: int = EVAL_SEED,
     classify_k: int | None = None,
+    per_class: bool = False,
 ) -> EvalResult:
     """Score every example of `data`; with `iw_samples = k` also estimate -log p(x) with k samples.
 
     A conditional model is scored given each example's label; with `classify_k` it is also used as a
-    generative classifier, argmax_y log p(x | y) with `classify_k` importance samples per class.
+    generative classifier, argmax_y log p(x | y) with `classify_k` importance samples per class. With
+    `per_class`, `EvalResult.per_class` holds each class's scores (data without labels: a one-line error).
     """
+    if per_class:
+        require_labels(data, "per-class evaluation")
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     try:
-        scores = _score(model, data, batch_size, gen, iw_samples, classify_k)
+        scores = _score(model, data, batch_size, gen, iw_samples, classify_k, per_class)
     finally:
         model.train(was_training)
     return _result(model, data, scores, gen, iw_samples, classify_k)
 
 
 def _score(
-    model: BaseVAE, data: Dataset, batch_size: int, gen: torch.Generator, iw_samples: int | None, classify_k: int | None
+    model: BaseVAE,
+    data: Dataset,
+    batch_size: int,
+    gen: torch.Generator,
+    iw_samples: int | None,
+    classify_k: int | None,
+    per_class: bool = False,
 ) -> _Scores:
     scores = _Scores()
     device = next(model.parameters()).device
@@ -109,6 +124,9 @@ def _score(
             scores.nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen, y=y))
         if classify_k and y is not None:
             scores.hits.append((model.classify(x, classify_k, gen).cpu() == y).float())
+        if per_class and labels is not None:
+            scores.labels.append(labels)
+            scores.mse.append((out.px.mean[0].float() - x).pow(2).flatten(1).mean(1).cpu())
     return scores
 
 
@@ -129,6 +147,11 @@ def _result(
     extra: dict[str, Any] = {}
     if scores.hits:
         extra = {"class_accuracy": torch.cat(scores.hits).mean().item(), "classify_k": classify_k}
+    if scores.labels:
+        values = {"neg_elbo": ne, "log_px": torch.cat(scores.log_px), "mse": torch.cat(scores.mse),
+                  "kl": torch.stack([kl.sum(-1) for kl in per_group]).sum(0)}
+        nll = torch.cat(scores.nll) if iw_samples else None
+        extra["per_class"] = per_class_rows(torch.cat(scores.labels), values, mean, nll)
     if iw_samples:
         nl = torch.cat(scores.nll)
         extra |= {

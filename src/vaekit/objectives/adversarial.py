@@ -82,7 +82,8 @@ class Adversarial:
     def _autoencoder(self, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
         out = nets.forward(batch.x, n_samples=1, eps=batch.eps, y=batch.y)
         terms = elbo_terms(out, batch.x)
-        kl = weighted_kl(terms, self.cfg.free_bits, self.cfg.free_bits_group, knobs.group_weights, knobs.kl_balance)
+        kl = weighted_kl(terms, self.cfg.free_bits, self.cfg.free_bits_group, knobs.group_weights, knobs.kl_balance,
+                         batch.mean)
         fake = out.px.mean[0]  # (B, C, H, W): the likelihood's mean, differentiable for every likelihood
         batch.memo["fake"] = fake.detach()
         disc, factor = nets.others["discriminator"], self.ramp(knobs.step)
@@ -90,7 +91,7 @@ class Adversarial:
         if factor > 0 or self.adv.feature_weight > 0:
             with nets.autocast():
                 judged = disc(fake)
-        rec, log = self._reconstruction(terms.log_px, fake, batch.x, judged, nets)
+        rec, log = self._reconstruction(terms.log_px, fake, batch, judged, nets)
         loss = rec + knobs.kl_weight * kl
         if factor > 0:
             assert judged is not None
@@ -103,23 +104,24 @@ class Adversarial:
         return LossOut(loss=loss, per_example=per_example, score=terms.neg_elbo.detach(), terms=log)
 
     def _reconstruction(
-        self, log_px: Tensor, fake: Tensor, x: Tensor, judged: tuple[Tensor, Tensor] | None, nets: Nets
+        self, log_px: Tensor, fake: Tensor, batch: Batch, judged: tuple[Tensor, Tensor] | None, nets: Nets
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """L_rec, the reconstruction terms the adaptive weight compares against: pixels, discriminator features
-        (of the reconstructions: `judged`) and LPIPS."""
-        rec = -self.adv.pixel_weight * log_px.mean()
+        (of the reconstructions: `judged`) and LPIPS, each a batch mean (weighted by class, as `Batch.mean`)."""
+        x = batch.x
+        rec = -self.adv.pixel_weight * batch.mean(log_px)
         log: dict[str, Tensor] = {}
         if self.adv.feature_weight > 0:
             assert judged is not None
             with nets.autocast(), torch.no_grad():
                 real_features = nets.others["discriminator"](x)[1]  # the target: no gradient to the discriminator
             feature = 0.5 * (judged[1] - real_features).pow(2).sum(1)  # (B,)
-            rec = rec + self.adv.feature_weight * feature.mean()
+            rec = rec + self.adv.feature_weight * batch.mean(feature)
             log["feature_rec"] = feature.detach()
         if "lpips" in nets.frozen:
             with nets.autocast():
                 perceptual = nets.frozen["lpips"](fake, x).float()  # (B,)
-            rec = rec + self.adv.lpips_weight * perceptual.mean()
+            rec = rec + self.adv.lpips_weight * batch.mean(perceptual)
             log["lpips"] = perceptual.detach()
         return rec, log
 

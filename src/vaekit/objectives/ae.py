@@ -40,4 +40,5 @@ class Autoencoder:
         out = nets.forward(batch.x, n_samples=1, eps=zero, y=batch.y)
         log_px = out.px.log_prob(batch.x).mean(0).float()  # (B,)
         neg_log_px = -log_px.detach()
-        return LossOut(loss=-log_px.mean(), per_example=neg_log_px, score=neg_log_px, terms={"log_px": -neg_log_px})
+        log = {"log_px": -neg_log_px}
+        return LossOut(loss=-batch.mean(log_px), per_example=neg_log_px, score=neg_log_px, terms=log)

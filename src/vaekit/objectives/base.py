@@ -36,6 +36,14 @@ class Batch:
     eps: Tensor | None = None  # (S, B, D) the reparameterization noise when the step draws it (DDP, compiled)
     memo: dict[str, Tensor] = field(default_factory=dict)  # detached values an earlier player's loss leaves for a
     # later one's this step (the adversarial objective's reconstructions, judged by the discriminator)
+    weight: Tensor | None = None  # (B,) each example's loss weight (data.class_weights; mean 1 over the data)
+
+    def mean(self, values: Tensor) -> Tensor:
+        """The batch mean of per-example `values` (B, ...) over dim 0, each example weighted by `weight` if any: what
+        an objective reduces its loss terms with, so class reweighting reaches every objective the same way."""
+        if self.weight is None:
+            return values.mean(0)
+        return (values * self.weight.view(-1, *([1] * (values.dim() - 1)))).mean(0)
 
 
 @dataclass(frozen=True)

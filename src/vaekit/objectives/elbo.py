@@ -7,6 +7,7 @@ balancing coefficients, and each KL floored by free bits. The reported score is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,8 +36,9 @@ class Elbo:
     def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
         out = nets.forward(batch.x, n_samples=self.samples, eps=batch.eps, y=batch.y)
         terms = elbo_terms(out, batch.x)
-        kl = weighted_kl(terms, self.cfg.free_bits, self.cfg.free_bits_group, knobs.group_weights, knobs.kl_balance)
-        loss = -terms.log_px.mean() + knobs.kl_weight * kl
+        kl = weighted_kl(terms, self.cfg.free_bits, self.cfg.free_bits_group, knobs.group_weights, knobs.kl_balance,
+                         batch.mean)
+        loss = -batch.mean(terms.log_px) + knobs.kl_weight * kl
         per_example = (knobs.kl_weight * terms.kl - terms.log_px).detach()
         log = {"log_px": terms.log_px.detach(), "kl": terms.kl.detach()}
         return LossOut(loss=loss, per_example=per_example, score=terms.neg_elbo.detach(), terms=log)
@@ -48,24 +50,27 @@ def weighted_kl(
     free_bits_group: float = 0.0,
     group_weights: list[float] | None = None,
     balance: bool = False,
+    mean: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """() nats: sum_l w_l c_l KL_l over the groups, each a batch mean floored by free bits.
 
     Free bits (Kingma et al. 2016, Eq. 15) act on batch means: a dimension whose mean KL is below `free_bits` nats
     contributes a constant, so its gradient is zero; a Monte Carlo group has no per-dimension KL and gets the same
     budget on its total, `free_bits * D_l`. `free_bits_group` does the same per group. `group_weights` w_l (top
-    first) are per-group KL weights; `balance` sets c_l by NVAE's KL balancing, else c_l = 1.
+    first) are per-group KL weights; `balance` sets c_l by NVAE's KL balancing, else c_l = 1. `mean` is the batch
+    mean over dim 0 (`Batch.mean`: weighted by class with data.class_weights).
     """
+    mean = mean or (lambda values: values.mean(0))
     coeffs = kl_balance_coefficients(terms.kl_per_group.detach(), terms.group_dims) if balance else None
     total: Tensor | None = None
     for i, (kl, dims) in enumerate(zip(terms.kl_groups, terms.group_dims, strict=True)):
         if kl.dim() == 2:
-            per_dim = kl.mean(0)
+            per_dim = mean(kl)
             if free_bits > 0:
                 per_dim = per_dim.clamp(min=free_bits)
             group = per_dim.sum()
         else:
-            group = kl.mean()
+            group = mean(kl)
             if free_bits > 0:
                 group = group.clamp(min=free_bits * dims)
         if free_bits_group > 0:

@@ -48,7 +48,7 @@ class Iwae:
         bound = k_sample_bound(out, batch.x, self.dreg)  # (B,)
         neg_bound = -bound.detach()
         return LossOut(
-            loss=-bound.mean(),
+            loss=-batch.mean(bound),
             per_example=neg_bound,
             score=terms.neg_elbo.detach(),
             terms={"neg_iw_bound": neg_bound, "log_px": terms.log_px.detach(), "kl": terms.kl.detach()},

@@ -310,6 +310,8 @@ def supported(cfg: Config, distributed: bool, spectral: bool) -> str | None:
         return blocker
     if spectral:
         return "spectral regularization (objective.spectral_reg)"
+    if cfg.data.class_weights != "none":
+        return "class weights (data.class_weights)"
     if cfg.train.precision == "fp16":
         return "fp16 with a gradient scaler"
     return None

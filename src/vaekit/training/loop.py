@@ -24,6 +24,7 @@ from vaekit.checkpoint import list_checkpoints, load_latest_checkpoint, save_che
 from vaekit.config import Config
 from vaekit.data.datasets import Dataset
 from vaekit.data.feed import Feed
+from vaekit.data.imbalance import epoch_order, loss_weights
 from vaekit.errors import Preempted, VaekitError
 from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
@@ -34,11 +35,11 @@ from vaekit.training.distributed import Topology, setup, teardown
 from vaekit.training.guards import StepReport
 from vaekit.training.preempt import StopCheck, StopSignals
 from vaekit.training.rollback import roll_back, watch_loss
-from vaekit.training.rundir import MetricsLog, export
+from vaekit.training.rundir import MetricsLog, data_row, export
 from vaekit.training.schedules import kl_weight, warmup_warning
 from vaekit.training.splits import load_splits, num_classes
 from vaekit.training.step import TrainState, build_state, train_step
-from vaekit.training.tracking import Tracker
+from vaekit.training.tracking import Clock, Tracker
 from vaekit.training.watches import DiscriminatorWatch, TermMeans
 
 
@@ -72,6 +73,7 @@ class _Run:
     feed: Feed | None = None  # the training batches, on the training device (train.data_placement)
     train_seconds: float = 0.0  # in training steps so far in this process, evaluation excluded (eval rows log it)
     duel: DiscriminatorWatch | None = None  # an adversarial run's discriminator, judged over windows
+    class_weights: Tensor | None = None  # (C,) on the device: data.class_weights, the loss weight of each class
 
     def checkpoint(self) -> None:
         if self.stop is not None:
@@ -84,7 +86,7 @@ class _Run:
     def epoch_order(self, epoch: int) -> Tensor:
         """The data order of `epoch`: a pure function of (seed, epoch), so resume needs no RNG for it."""
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.train_set), generator=gen)
+        return epoch_order(self.train_set.labels, len(self.train_set), self.cfg.data.sampler, gen)
 
 
 def train(
@@ -133,6 +135,7 @@ def _train(
         warnings.warn(short, stacklevel=3)
     torch.manual_seed(cfg.train.seed)
     state = build_state(cfg, topology, nets, total)
+    weights = loss_weights(train_set, cfg.data.class_weights, cfg.data.class_weights_beta)
     cfg = replace(cfg, model=state.model.cfg)  # own nets are recorded as model.encoder/decoder=custom
     has_checkpoints = _resume(state, run_dir, resume, topology.is_main)
     main = topology.is_main
@@ -140,6 +143,7 @@ def _train(
         atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
     tracker = Tracker(run_dir, cfg.train.tensorboard and main)
     log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume else -1, tracker, enabled=main)
+    log.write(data_row(train_set, state.step, cfg.data.sampler, weights))
     run = _Run(
         cfg,
         run_dir,
@@ -152,8 +156,9 @@ def _train(
         total,
         quiet or not main,
         topology,
-        feed=Feed(train_set, topology.device, cfg.train.data_placement, labels=cfg.model.conditional),
+        feed=Feed(train_set, topology.device, cfg.train.data_placement, cfg.model.conditional or weights is not None),
         duel=DiscriminatorWatch(cfg.adversarial) if "discriminator" in state.players else None,
+        class_weights=weights.to(topology.device) if weights is not None else None,
     )
     # SIGTERM / SIGINT are caught from before the first checkpoint to the end: one that arrives in the loop stops
     # it after the step in flight (Preempted); one that arrives after the last step lets the final files finish.
@@ -188,7 +193,9 @@ def _finish(run: _Run, model: BaseVAE, tracker: Tracker) -> EvalResult | None:
     """The run's last files: the held-out score, the exported model and samples, the report, TensorBoard images."""
     cfg, data = run.cfg, run.test_set if run.test_set is not None else run.val_set  # user data: its validation split
     k = 10 if cfg.model.conditional else None  # the generative classifier's accuracy, at the end only
-    final = evaluate(model, data, cfg.train.eval_batch_size, classify_k=k) if data is not None else None
+    final = None
+    if data is not None:
+        final = evaluate(model, data, cfg.train.eval_batch_size, classify_k=k, per_class=data.labels is not None)
     export(model, run.run_dir, run.test_set or run.val_set or run.train_set, cfg.train.samples, cfg.train.seed)
     write_report(run.run_dir)
     samples = model.sample(16, generator=torch.Generator().manual_seed(cfg.train.seed))
@@ -217,7 +224,7 @@ def _epoch(run: _Run, progress: _Progress, epoch: int, first: int) -> bool:
     state, cfg = run.state, run.cfg
     for index, x, labels in _epoch_batches(run, epoch, first):  # the global batch: under DDP a rank keeps its rows
         rows = run.topology.rows(len(index)) if run.topology.world > 1 else None
-        report, score = train_step(state, x, cfg, run.total, rows, labels)  # labels: conditional models only
+        report, score = train_step(state, x, cfg, run.total, rows, labels, run.class_weights)
         progress.add(score, report.terms)
         _watch_discriminator(run, report)
         if state.step % cfg.train.log_every == 0 or state.step == run.total:
@@ -284,7 +291,7 @@ class _Progress:
             unit="step",
             dynamic_ncols=True,
         )
-        self.clock = _Clock(run.topology.device)
+        self.clock = Clock(run.topology.device)
         self.t_train, self.start_step = self.clock(), run.state.step
         self.total, self.count = torch.zeros(()), 0  # the objective's score since the last log row
         self.terms = TermMeans()  # the objective's logged terms since the last log row
@@ -302,19 +309,6 @@ class _Progress:
         name = run.state.objective.score_name
         self.bar.set_postfix({name: f"{row[name]:.2f}", "skipped": row["skipped"]})
         self.total, self.count = torch.zeros(()), 0
-
-
-class _Clock:
-    """perf_counter after the device's queued work is done: on a GPU the steps run ahead of the host, and the
-    time they take must count as training, not as the evaluation that follows (once per epoch and log row)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def __call__(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
 
 def _epoch_batches(run: _Run, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
@@ -375,7 +369,7 @@ def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
     for data in (run.val_set, run.test_set):
         if data is None:
             continue
-        result = evaluate(model, data, run.cfg.train.eval_batch_size)
+        result = evaluate(model, data, run.cfg.train.eval_batch_size, per_class=data.labels is not None)
         found = collapse_warnings(result.kl, result.active_units, model.latent_dim)
         if len(result.kl_per_group) > 1:
             found += group_collapse_warnings(result.kl_per_group)

@@ -16,6 +16,15 @@ from vaekit.storage import atomic_write_bytes
 from vaekit.training.tracking import Tracker
 
 
+def data_row(train_set: Dataset, step: int, sampler: str, weights: torch.Tensor | None) -> dict[str, Any]:
+    """The metrics row of what the run trains on: its size, class counts (long-tailed with data.imbalance), the
+    sampler and the class weights (report.html's per-class section reads it)."""
+    labels = train_set.labels
+    counts = torch.bincount(labels.long()).tolist() if labels is not None else None
+    return {"kind": "data", "step": step, "n": len(train_set), "class_counts": counts, "sampler": sampler,
+            "class_weights": [round(w, 6) for w in weights.tolist()] if weights is not None else None}
+
+
 class MetricsLog:
     """Append-only JSON lines; on resume or rollback, rows past the restored step are dropped first."""
 

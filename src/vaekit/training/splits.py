@@ -7,6 +7,7 @@ from typing import Any
 
 from vaekit.config import Config
 from vaekit.data.datasets import Dataset, has_split, load_dataset
+from vaekit.data.imbalance import long_tailed, require_labels
 from vaekit.errors import VaekitError
 
 
@@ -21,7 +22,19 @@ def load_splits(cfg: Config) -> tuple[Dataset, Dataset | None, Dataset | None]:
     train_set = split("train", mmap=d.mmap, lazy=d.lazy)
     val_set = split("val") if train_set.val_size or has_split(d.name, "val") else None
     test_set = split("test") if has_split(d.name, "test") else None
-    return replace(train_set, hflip=d.hflip, noise=d.noise), val_set, test_set
+    return replace(training_split(cfg, train_set), hflip=d.hflip, noise=d.noise), val_set, test_set
+
+
+def training_split(cfg: Config, train_set: Dataset) -> Dataset:
+    """The training split as the run sees it: long-tailed with `data.imbalance` (the held-out splits untouched);
+    a sampler or class weights on data without labels is a one-line error."""
+    d = cfg.data
+    for key, value, plain in (("sampler", d.sampler, "shuffle"), ("class_weights", d.class_weights, "none")):
+        if value != plain:
+            require_labels(train_set, f"data.{key}={value}")
+    if d.imbalance is None:
+        return train_set
+    return long_tailed(train_set, d.imbalance, d.imbalance_seed, d.imbalance_profile)
 
 
 def num_classes(data: Dataset, given: int | None) -> int:

@@ -139,10 +139,17 @@ class TrainState:
 
 
 def train_step(
-    state: TrainState, x: Tensor, cfg: Config, total_steps: int, rows: slice | None = None, y: Tensor | None = None
+    state: TrainState,
+    x: Tensor,
+    cfg: Config,
+    total_steps: int,
+    rows: slice | None = None,
+    y: Tensor | None = None,
+    class_weights: Tensor | None = None,
 ) -> tuple[StepReport, Tensor]:
-    """One guarded update on batch x (B, C, H, W) (labels y (B,) for a conditional model); returns the
-    report and the objective's score (B,) nats (the -ELBO, or what `state.objective.score_name` names).
+    """One guarded update on batch x (B, C, H, W) (labels y (B,) for a conditional model, or to weigh each example
+    by `class_weights` (C,)); returns the report and the objective's score (B,) nats (the -ELBO, or what
+    `state.objective.score_name` names).
 
     With `rows` (DDP), x is the global batch: this rank keeps its rows, and the reparameterization
     noise is drawn for the whole global batch so every rank's slice matches a single-process run.
@@ -158,13 +165,15 @@ def train_step(
         y = y[rows] if y is not None else None
     x = x.to(device, non_blocking=True)  # a no-op for batches the feed already placed on the device
     y = y.to(device, non_blocking=True) if y is not None else None
+    weight = class_weights[y] if class_weights is not None and y is not None else None
+    y = y if state.model.num_classes else None  # an unconditional model gets labels only for the weights
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
     whole = state.compiled is not None and x.shape[0] == cfg.train.batch_size
     done = _compiled_update(state, x, cfg, total_steps, y) if whole else None
     if done is None:  # the compiled step also updated the EMA and the counters
-        done = _eager_update(state, Batch(x, y, eps), cfg, total_steps)
+        done = _eager_update(state, Batch(x, y, eps, weight=weight), cfg, total_steps)
     state.players["model"].grad_norm = done[0].grad_norm
     state.step += 1
     return done

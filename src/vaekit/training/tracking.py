@@ -1,4 +1,4 @@
-"""Optional TensorBoard logging: scalars for every metrics row and the sample grids at the end.
+"""Optional TensorBoard logging: scalars for every metrics row and the sample grids at the end; the loop's clock.
 
 Used only when the `tensorboard` package is installed (`pip install vaekit[tensorboard]`) and
 `train.tensorboard` is true; the run then holds `tensorboard/` events beside `metrics.jsonl`.
@@ -6,10 +6,25 @@ Used only when the `tensorboard` package is installed (`pip install vaekit[tenso
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
+
+
+class Clock:
+    """perf_counter after the device's queued work is done: on a GPU the steps run ahead of the host, and the
+    time they take must count as training, not as the evaluation that follows (once per epoch and log row)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
 
 class Tracker:

@@ -14,6 +14,7 @@ Neither library has the last four; they are written here and tested against brut
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +96,37 @@ def class_shares(logits: Tensor, classes: int) -> list[float]:
     """The share of samples a classifier puts in each class (its argmax), summing to 1."""
     counts = torch.bincount(logits.argmax(-1), minlength=classes).float()
     return (counts / counts.sum()).tolist()
+
+
+MISSING, UNDER = 0.1, 0.5  # a class generated below these fractions of its target share is missing / under-generated
+
+
+def class_coverage(
+    shares: list[float], train: list[float] | None = None, target: list[float] | None = None,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """How samples cover the classes, from their shares (a classifier's argmax, `class_shares`).
+
+    Total variation distance (half the L1 distance, in [0, 1]) to the training distribution `train` and to the
+    uniform one; each class's share against its target (`target`, else the training distribution, else uniform),
+    and the classes below 10% of it named as missing, those below half of it as under-generated.
+    """
+    k = len(shares)
+    uniform = [1.0 / k] * k
+    goal = target or train or uniform
+    names = names or [str(c) for c in range(k)]
+    missing = [names[c] for c in range(k) if shares[c] < MISSING * goal[c]]
+    under = [names[c] for c in range(k) if MISSING * goal[c] <= shares[c] < UNDER * goal[c]]
+    return {"classes": names, "shares": shares, "train_shares": train, "target": goal,
+            "tv_train": total_variation(shares, train) if train is not None else None,
+            "tv_uniform": total_variation(shares, uniform), "missing": missing, "under_generated": under}
+
+
+def total_variation(p: list[float], q: list[float]) -> float:
+    """0.5 * sum_c |p_c - q_c| of two distributions over the same classes."""
+    if len(p) != len(q):
+        raise ConfigError(f"class distributions over {len(p)} and {len(q)} classes cannot be compared")
+    return 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))
 
 
 def _need(real: Tensor, fake: Tensor, n: int, what: str) -> None:

@@ -18,8 +18,15 @@ from torch import Tensor
 
 from vaekit.data.datasets import Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluation.quality.metrics import class_shares, density_coverage, frechet_distance, kid, precision_recall
-from vaekit.evaluation.quality.nets import FeatureNet, feature_net_for, load_feature_net
+from vaekit.evaluation.quality.metrics import (
+    class_coverage,
+    class_shares,
+    density_coverage,
+    frechet_distance,
+    kid,
+    precision_recall,
+)
+from vaekit.evaluation.quality.nets import FEATURE_NETS, FeatureNet, feature_net_for, load_feature_net
 from vaekit.models.base import BaseVAE
 
 BATCH = 500
@@ -54,6 +61,8 @@ class QualityResult:
     reconstructions: SetScores
     floor: SetScores | None  # the training split's own images against the test split
     examples: Tensor | None = field(default=None, repr=False)  # the first scored samples (up to 64), for a grid
+    class_coverage: dict[str, Any] | None = None  # the samples' classes against the training distribution
+    # (metrics.class_coverage): shares, total variation, classes missing or under-generated
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(replace(self, examples=None))
@@ -95,11 +104,15 @@ def _dataset_batches(data: Dataset, limit: int) -> Iterator[Tensor]:
         yield data.batch(torch.arange(start, min(start + BATCH, limit, len(data))))
 
 
-def _sample_batches(model: BaseVAE, n: int, latents: Latents | None, gen: torch.Generator) -> Iterator[Tensor]:
+def _sample_batches(model: BaseVAE, n: int, latents: Latents | None, gen: torch.Generator,
+                    class_balance: list[float] | None = None) -> Iterator[Tensor]:
     for start in range(0, n, BATCH):
         m = min(BATCH, n - start)
-        if latents is None:
-            yield model.sample(m, generator=gen).cpu()
+        if latents is None:  # a conditional model cycles through its classes unless a balance is asked for
+            labels = None
+            if model.num_classes and class_balance is not None:
+                labels = torch.multinomial(torch.tensor(class_balance), m, replacement=True, generator=gen)
+            yield model.sample(m, generator=gen, labels=labels).cpu()
         else:
             yield model.decode(latents(m, gen).to(model.device)).mean.clamp(0, 1).cpu()
 
@@ -121,8 +134,14 @@ def _reconstructions(model: BaseVAE, data: Dataset, limit: int) -> Iterator[Tens
 
 def quality(model: BaseVAE, test: Dataset, train: Dataset | None = None, n: int = 10_000,
             features: FeatureNet | str | None = None, latents: Latents | None = None, sampler: str = "prior",
-            seed: int = 0, kid_subset: int = 1000) -> QualityResult:
-    """Samples, reconstructions and (with `train`) the floor, each against `n` test images."""
+            seed: int = 0, kid_subset: int = 1000, train_labels: Tensor | None = None,
+            class_balance: list[float] | None = None) -> QualityResult:
+    """Samples, reconstructions and (with `train`) the floor, each against `n` test images.
+
+    The samples' class coverage is judged against the training distribution: the labels `train_labels` the model
+    was trained on (a long-tailed split: data.imbalance), else `train`'s. `class_balance` is the balance asked of
+    the generator, the coverage's target (else the training distribution is): a conditional model's labels are
+    drawn from it; any other model's `latents` must be drawn at it (apps/samplers/balance.py)."""
     net = features if isinstance(features, FeatureNet) else load_feature_net(features or feature_net_for(test.name))
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
@@ -130,7 +149,7 @@ def quality(model: BaseVAE, test: Dataset, train: Dataset | None = None, n: int 
     try:
         real, _ = embed(net, _dataset_batches(test, n))
         kept: list[Tensor] = []
-        fake, fake_logits = embed(net, _kept(_sample_batches(model, n, latents, gen), kept))
+        fake, fake_logits = embed(net, _kept(_sample_batches(model, n, latents, gen, class_balance), kept))
         rec, rec_logits = embed(net, _reconstructions(model, test, n))
     finally:
         model.train(was_training)
@@ -138,5 +157,19 @@ def quality(model: BaseVAE, test: Dataset, train: Dataset | None = None, n: int 
     if train is not None:
         tr, tr_logits = embed(net, _dataset_batches(train, n))
         floor = compare(real, tr, tr_logits, kid_subset)
-    return QualityResult(net.name, fake.shape[0], real.shape[0], sampler, compare(real, fake, fake_logits, kid_subset),
-                         compare(real, rec, rec_logits, kid_subset), floor, kept[0][:64] if kept else None)
+    samples = compare(real, fake, fake_logits, kid_subset)
+    if train_labels is None and train is not None:
+        train_labels = train.labels
+    coverage = _coverage(samples.class_shares, net, train_labels, class_balance)
+    return QualityResult(net.name, fake.shape[0], real.shape[0], sampler, samples,
+                         compare(real, rec, rec_logits, kid_subset), floor, kept[0][:64] if kept else None, coverage)
+
+
+def _coverage(shares: list[float], net: FeatureNet, labels: Tensor | None, target: list[float] | None
+              ) -> dict[str, Any]:
+    """class_coverage of the samples' shares, with the feature network's class names where it has them."""
+    k, train = len(shares), None
+    if labels is not None:
+        train = (torch.bincount(labels.long(), minlength=k)[:k].double() / labels.numel()).tolist()
+    names = list(FEATURE_NETS.get(net.name).classes) if net.name in FEATURE_NETS.names() else None
+    return class_coverage(shares, train, target, names)
