@@ -24,6 +24,7 @@ TOPICS = {
     "Uses": ("anomaly", "conditional"),
     "Sample quality": ("quality",),
     "Adversarial": ("adversarial",),
+    "Imbalance": ("imbalance",),
 }
 
 
