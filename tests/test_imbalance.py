@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from tests.conftest import write_idx
+
 from vaekit.config import load_config
 from vaekit.data.datasets import Dataset, load_dataset
 from vaekit.data.imbalance import class_counts, class_weights, epoch_order, long_tail_counts, long_tailed
@@ -188,6 +188,22 @@ def test_a_remedied_long_tailed_run_logs_its_data_and_reports_per_class(
     assert done.returncode == 0, done.stderr
     per_class = json.loads(done.stdout)["per_class"]
     assert [r["label"] for r in per_class] == list(range(10)) and sum(r["n"] for r in per_class) == 10_000
+    done = _cli(["sample", str(run), "--class-balance", "uniform", "-o", str(tmp_path / "s.png")], cli_env, venv_bin)
+    assert done.returncode == 2 and "one mode" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert _cli(["fit-sampler", str(run), "--sampler", "gmm"], cli_env, venv_bin).returncode == 0
+    done = _cli(["sample", str(run), "--sampler", "gmm", "--class-balance", "uniform", "-o", str(tmp_path / "s.png"),
+                 "--n", "16"], cli_env, venv_bin)
+    assert done.returncode == 0 and (tmp_path / "s.png").is_file(), done.stderr
+    done = _cli(["eval", str(run), "--quality", "--sampler", "gmm", "--class-balance", "uniform", "--samples", "300",
+                 "--kid-subset", "100", "--json"], cli_env, venv_bin)
+    assert done.returncode == 0, done.stderr
+    coverage = json.loads(done.stdout)["class_coverage"]
+    assert coverage["target"] == pytest.approx([0.1] * 10) and coverage["train_shares"][0] > coverage["train_shares"][9]
+    assert (run / "quality" / "gmm@uniform.json").is_file()
+    np.save(tmp_path / "plain.npy", np.zeros((40, 28, 28), np.uint8))
+    done = _cli(["eval", str(run), "--per-class", "--data", str(tmp_path / "plain.npy")], cli_env, venv_bin)
+    assert done.returncode == 2 and "per-class evaluation needs class labels" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_class_coverage_names_the_missing_and_under_generated_classes() -> None:
@@ -238,15 +254,3 @@ def test_a_gmm_over_class_pure_clusters_samples_at_the_balance_asked(monkeypatch
     assert ((freq - 1 / 3).abs() < 4 * math.sqrt(1 / 3 * 2 / 3 / 6000)).all(), freq  # plain draws: 0.9 / 0.09 / 0.01
     plain = class_counts(torch.cdist(gmm.draw(6000, torch.Generator().manual_seed(1)), centres).argmin(1), 3)
     assert plain[2] < 150
-    done = _cli(["sample", str(run), "--class-balance", "uniform", "-o", str(tmp_path / "s.png")], cli_env, venv_bin)
-    assert done.returncode == 2 and "one mode" in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert _cli(["fit-sampler", str(run), "--sampler", "gmm"], cli_env, venv_bin).returncode == 0
-    done = _cli(["sample", str(run), "--sampler", "gmm", "--class-balance", "uniform", "-o", str(tmp_path / "s.png"),
-                 "--n", "16"], cli_env, venv_bin)
-    assert done.returncode == 0 and (tmp_path / "s.png").is_file(), done.stderr
-    done = _cli(["eval", str(run), "--quality", "--sampler", "gmm", "--class-balance", "uniform", "--samples", "300",
-                 "--kid-subset", "100", "--json"], cli_env, venv_bin)
-    assert done.returncode == 0, done.stderr
-    coverage = json.loads(done.stdout)["class_coverage"]
-    assert coverage["target"] == pytest.approx([0.1] * 10) and coverage["train_shares"][0] > coverage["train_shares"][9]
-    assert (run / "quality" / "gmm@uniform.json").is_file()

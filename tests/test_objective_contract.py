@@ -35,6 +35,12 @@ OBJECTIVE_ROWS = {  # name: (overrides, the score it reports, the kinds it refus
     "ae": ([], "neg_log_px", {"vamp"}),
     "adversarial": (["adversarial.discriminator=small", "adversarial.disc_channels=8", "adversarial.disc_start=10"],
                     "neg_elbo", set()),
+    "rae": (["objective.decoder_reg=gp"], "neg_log_px", {"hierarchical", "iaf", "vamp"}),
+    "wae-mmd": ([], "neg_log_px", {"hierarchical", "iaf", "vamp"}),
+    "info-vae": ([], "neg_elbo", {"hierarchical", "iaf", "vamp"}),
+    "beta-tcvae": (["objective.beta=4", "objective.dataset_size=256"], "neg_elbo", {"hierarchical", "iaf", "vamp"}),
+    "dip-vae": (["objective.dip_kind=ii"], "neg_elbo", {"hierarchical", "iaf"}),
+    "annealed-vae": (["objective.capacity_steps=20"], "neg_elbo", set()),
 }
 PAIRS = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in KIND_ROWS if k not in row[2]]
 REFUSED = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in sorted(row[2])]

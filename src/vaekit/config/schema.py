@@ -89,6 +89,27 @@ class ObjectiveConfig:
     kl_balance: bool = False  # NVAE's KL balancing across groups while the KL weight is below 1
     spectral_reg: float = 0.0  # NVAE's spectral regularization: lambda * sum of the weights' top singular values
     iw_samples: int = 1  # iwae and dreg: the k of the k-sample bound (Burda et al. 2016)
+    # The generative-autoencoder family (objectives/rae.py, wae.py, beta_tcvae.py, dip_vae.py, annealed.py).
+    latent_l2: float = 1e-4  # rae: weight of 1/2 ||z||^2 on the codes (Ghosh et al. 2020's beta; pythae's default)
+    decoder_reg: Literal["l2", "gp"] = "l2"  # rae: the decoder's weight decay (RAE-L2) or gradient penalty (RAE-GP)
+    decoder_reg_weight: float = 1e-7  # rae: lambda of the decoder regularizer (pythae's default)
+    mmd_weight: float = 10.0  # wae-mmd: lambda on MMD(q(z), p(z)) (Tolstikhin et al. 2018: 10 on MNIST); info-vae:
+    # its lambda, the MMD's weight being alpha + lambda - 1
+    mmd_kernel: Literal["imq", "rbf"] = "imq"  # inverse multiquadric C / (C + |z - z'|^2) or RBF exp(-|z - z'|^2 / C)
+    mmd_scales: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])  # C = 2 D s per
+    # scale s, summed (Tolstikhin et al.'s IMQ: C = 2 D sigma_z^2 at sigma_z = 1, over these scales)
+    info_alpha: float = 0.0  # info-vae: alpha; the KL's weight is 1 - alpha (Zhao et al. 2019)
+    tc_estimator: Literal["stratified", "weighted"] = "stratified"  # beta-tcvae: minibatch stratified (MSS) or
+    # weighted (MWS) sampling (Chen et al. 2018); objective.beta weighs the total correlation
+    tc_alpha: float = 1.0  # beta-tcvae: weight of the index-code mutual information
+    tc_gamma: float = 1.0  # beta-tcvae: weight of the dimension-wise KL
+    dataset_size: int | None = None  # beta-tcvae: N, the training split's size (training fills it in)
+    dip_kind: Literal["i", "ii"] = "i"  # dip-vae: the covariance of the posterior means (I) or of q(z) (II)
+    dip_offdiag: float = 10.0  # dip-vae: lambda_od on the off-diagonal entries (Kumar et al. 2018)
+    dip_diag: float | None = None  # dip-vae: lambda_d on (diagonal - 1); null: 10 x lambda_od for I, lambda_od for II
+    capacity_max: float = 25.0  # annealed-vae: C_max nats (Burgess et al. 2018, dSprites)
+    capacity_steps: int = 100_000  # annealed-vae: steps over which C rises linearly from 0 (Burgess et al.)
+    capacity_gamma: float = 1000.0  # annealed-vae: gamma on |KL - C| (Burgess et al., dSprites)
 
 
 @dataclass

@@ -9,9 +9,14 @@ from vaekit.config import Config
 from vaekit.errors import ConfigError
 from vaekit.objectives.adversarial import Adversarial
 from vaekit.objectives.ae import Autoencoder
+from vaekit.objectives.annealed import AnnealedVae
 from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, Objective
+from vaekit.objectives.beta_tcvae import BetaTcvae
+from vaekit.objectives.dip_vae import DipVae
 from vaekit.objectives.elbo import Elbo
 from vaekit.objectives.iwae import dreg, iwae
+from vaekit.objectives.rae import Rae
+from vaekit.objectives.wae import InfoVae, WaeMmd
 from vaekit.registry import Registry
 
 OBJECTIVES: Registry[Callable[[Config], Objective]] = Registry(
@@ -22,6 +27,12 @@ OBJECTIVES: Registry[Callable[[Config], Objective]] = Registry(
         "dreg": lambda cfg: dreg(cfg.objective),
         "ae": lambda cfg: Autoencoder(cfg.objective),
         "adversarial": lambda cfg: Adversarial(cfg.objective, cfg.adversarial),
+        "rae": lambda cfg: Rae(cfg.objective),
+        "wae-mmd": lambda cfg: WaeMmd(cfg.objective),
+        "info-vae": lambda cfg: InfoVae(cfg.objective),
+        "beta-tcvae": lambda cfg: BetaTcvae(cfg.objective),
+        "dip-vae": lambda cfg: DipVae(cfg.objective),
+        "annealed-vae": lambda cfg: AnnealedVae(cfg.objective),
     },
 )
 

@@ -15,7 +15,9 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
+from vaekit.errors import ConfigError
 from vaekit.models.base import BaseVAE
+from vaekit.models.distributions import DiagonalGaussian
 from vaekit.models.outputs import VAEOutput
 
 
@@ -97,3 +99,21 @@ class Objective(Protocol):
         """What `player`'s optimizer minimizes this step, with the model's score and logged terms; None when
         `player` sits this step out (no update, its guard state untouched; never the model)."""
         ...
+
+
+def gaussian_posterior(out: VAEOutput) -> DiagonalGaussian:
+    """The one diagonal-Gaussian posterior (B, D) of a model `require_one_gaussian_group` admitted."""
+    q = out.groups[0].q
+    assert isinstance(q, DiagonalGaussian), "require_one_gaussian_group admits Gaussian posteriors only"
+    return q
+
+
+def require_one_gaussian_group(model: ModelConfig, name: str, prior: bool = False) -> None:
+    """A one-line error unless the model has one diagonal-Gaussian latent group (and, with `prior`, the standard
+    normal prior): what the family's objectives read (their terms are over that group's posterior and codes)."""
+    if model.kind != "vae" or model.posterior != "gaussian":
+        raise ConfigError(f"objective.name={name} reads one Gaussian latent group: use model.kind=vae and "
+                          f"model.posterior=gaussian (this model: kind {model.kind}, posterior {model.posterior})")
+    if prior and model.prior != "standard-normal":
+        raise ConfigError(f"objective.name={name} matches the codes to N(0, I): use model.prior=standard-normal "
+                          f"(this model: {model.prior})")

@@ -107,7 +107,8 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     build_objective(cfg)  # an objective that cannot train this model fails before the data loads
     splits = load_splits(cfg)
-    cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)))
+    cfg = replace(cfg, model=replace(cfg.model, input_shape=list(splits[0].shape)),
+                  objective=replace(cfg.objective, dataset_size=cfg.objective.dataset_size or len(splits[0])))
     if cfg.model.conditional:
         cfg = replace(cfg, model=replace(cfg.model, num_classes=num_classes(splits[0], cfg.model.num_classes)))
     topology = setup(cfg.train.device, cfg.train.batch_size)
