@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit.data import cifar, idx
+from vaekit.data import cifar, dsprites, idx
 from vaekit.data.folders import LazyImageFolder, load_folder, split_folders
 from vaekit.errors import DataError
 
@@ -36,6 +36,7 @@ class Builtin:
     load: Callable[[str, str | Path | None], Loaded]  # (split, data_dir) -> images, labels
     find: Callable[[str | Path | None], Path | None]  # where its files are, or None
     note: str = ""
+    factors: Callable[[str, str | Path | None], Tensor] | None = None  # (split, data_dir) -> (N, K) factor classes
 
 
 BUILTIN = {
@@ -68,6 +69,24 @@ BUILTIN = {
         lambda d: cifar.find("cifar10-jpeg", cifar.JPEG_FILE, d),
         "CIFAR-10 re-encoded as JPEG by a third party: bits/dim not comparable with published CIFAR-10 numbers",
     ),
+    "dsprites-like": Builtin(
+        "dsprites-like",
+        (1, 64, 64),
+        (dsprites.N_IMAGES, dsprites.TEST_SIZE),
+        lambda split, d: dsprites.load_like(split, d)[:2],  # type: ignore[arg-type,return-value]
+        lambda d: Path("generated"),
+        "dSprites' factor grid drawn procedurally (data/dsprites.py): not the original's pixels",
+        lambda split, d: dsprites.load_like(split, d)[2],
+    ),
+    "dsprites": Builtin(
+        "dsprites",
+        (1, 64, 64),
+        (dsprites.N_IMAGES, dsprites.TEST_SIZE),
+        lambda split, d: _original_sprites(split, d)[:2],
+        lambda d: cifar.find("dsprites", dsprites.FILE, d),
+        "the original dsprites_ndarray_*.npz, when you have it (it is not downloaded)",
+        lambda split, d: _original_sprites(split, d)[2],
+    ),
 }
 SPLITS = ("train", "test", "val", "all")
 AUTO_VAL_FRACTION, AUTO_VAL_MAX = 0.05, 5000
@@ -89,6 +108,7 @@ class Dataset:
     hflip: bool = False  # random horizontal flips, drawn per batch (training only)
     noise: float = 0.0  # fraction of pixels replaced by uniform noise per batch (training a background model)
     val_size: int = 0  # images carved off for the validation split (train and val splits record it)
+    factors: Tensor | None = None  # (N, K) int64 classes of the generative factors (dSprites), or None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -142,7 +162,9 @@ class Dataset:
 
     def subset(self, index: Tensor, split: str | None = None) -> Dataset:
         labels = self.labels[index] if self.labels is not None else None
-        return replace(self, images=self.images[index], labels=labels, split=split or self.split)
+        factors = self.factors[index] if self.factors is not None else None
+        images = self.images.take(index) if hasattr(self.images, "take") else self.images[index]  # lazy stays lazy
+        return replace(self, images=images, labels=labels, factors=factors, split=split or self.split)
 
 
 def load_dataset(
@@ -169,12 +191,17 @@ def load_dataset(
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     base, binarized = _parse_name(name)
+    if binarized and base.startswith("dsprites"):
+        raise DataError(f"{base} is binary already: use {base}, not {name}")
     labels: Tensor | None
+    factors: Tensor | None = None
     by_split = split_folders(Path(base)) if base not in BUILTIN else {}
     if base in BUILTIN:
         if split == "all":
             raise DataError(f"{name!r} is built in: use split train or test, not all")
-        images, labels = BUILTIN[base].load("test" if split == "test" else "train", data_dir)
+        spec = BUILTIN[base]
+        images, labels = spec.load("test" if split == "test" else "train", data_dir)
+        factors = spec.factors("test" if split == "test" else "train", data_dir) if spec.factors else None
         val_size = val_size or 0
     elif by_split:
         folder, split, val_size = _split_folder(name, by_split, split, val_size)
@@ -192,7 +219,7 @@ def load_dataset(
     if val_size is None:  # user data with no held-out split of its own
         n = int(images.shape[0])
         val_size = min(AUTO_VAL_MAX, round(AUTO_VAL_FRACTION * n)) if n >= 20 else 0
-    data = Dataset(name=name, split=split, images=images, labels=labels)
+    data = Dataset(name=name, split=split, images=images, labels=labels, factors=factors)
     if split in ("train", "val") and val_size > 0:
         data = replace(_carve_validation(data, split, val_size, val_seed), val_size=val_size)
     elif split == "val" and not (by_split and "val" in by_split):
@@ -216,6 +243,15 @@ def _split_folder(
     return folder, "train" if split == "all" else split, val_size
 
 
+def _original_sprites(split: str, data_dir: str | Path | None) -> tuple[Tensor, Tensor, Tensor]:
+    path = cifar.find("dsprites", dsprites.FILE, data_dir)
+    if path is None:
+        where = " or ".join(str(p) for p in idx.search_folders_for("dsprites", data_dir))
+        raise DataError(f"dsprites not found (it is not downloaded); put {dsprites.FILE} in {where}, or use the "
+                        "procedural dsprites-like")
+    return dsprites.load_original(path, split)
+
+
 def has_split(name: str, split: str) -> bool:
     """Whether data set `name` has `split` of its own (a built-in set or a folder laid out by split)."""
     base = name.removeprefix("binarized-")
@@ -229,7 +265,7 @@ def list_datasets() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for name, spec in BUILTIN.items():
         folder = spec.find(None)
-        for prefix in ("", "binarized-"):
+        for prefix in ("",) if name.startswith("dsprites") else ("", "binarized-"):
             rows.append(
                 {
                     "name": prefix + name,

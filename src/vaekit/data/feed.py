@@ -42,7 +42,7 @@ def choose_placement(data: Dataset, device: torch.device, setting: str = "auto")
     """The placement `setting` resolves to for `data` on `device` (see the module's docstring)."""
     if setting not in PLACEMENTS:
         raise VaekitError(f"train.data_placement={setting!r} is not one of {', '.join(PLACEMENTS)}")
-    lazy = isinstance(data.images, LazyImageFolder)
+    lazy = not isinstance(data.images, torch.Tensor)  # a folder read by index, or a grid drawn by index
     if lazy and setting in ("device", "pinned"):
         raise VaekitError(
             f"train.data_placement={setting} needs the images in memory; a lazily read folder (data.lazy=true) "
