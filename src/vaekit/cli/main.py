@@ -21,7 +21,9 @@ from vaekit.cli.quality import (
     add_features_command,
     add_fit_sampler_command,
     balanced_samples,
+    cmd_disentanglement,
     cmd_quality,
+    disentanglement_args,
     quality_args,
 )
 from vaekit.cli.use import add_commands, data_args, describe, model_and_data
@@ -92,6 +94,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.quality:
         cmd_quality(args)
+        return
+    if args.disentanglement:
+        cmd_disentanglement(args)
         return
     model, data = model_and_data(args)
     # evaluate draws its noise on the CPU, so the score is the same on any device
@@ -287,6 +292,7 @@ def _add_eval(sub: Any) -> None:
     )
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to score (default auto: a GPU if any)")
     quality_args(p, _positive)
+    disentanglement_args(p)
     _common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -223,3 +223,28 @@ def balanced_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, lab
         return model.sample(n, generator=gen, labels=balanced_labels(balance, n, gen))
     draws = balanced_draws(model, train, balance, load_sampler(args.run, args.sampler))
     return model.decode(draws(n, gen).to(model.device)).mean.clamp(0, 1).cpu()
+
+
+def disentanglement_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("disentanglement (--disentanglement)")
+    g.add_argument("--disentanglement", action="store_true",
+                   help="BetaVAE, FactorVAE, MIG, DCI, SAP, modularity and explicitness on data with factor labels "
+                        "(dsprites-like, dsprites, an .npz with 'factors'), disentanglement_lib's definitions")
+    g.add_argument("--fast", action="store_true",
+                   help="a tenth of the points: a quick look, named fast, not comparable with published numbers")
+
+
+def cmd_disentanglement(args: argparse.Namespace) -> None:
+    from vaekit.evaluation.disentanglement import disentanglement
+
+    args.split = args.split or "train"  # disentanglement_lib draws from the whole factor grid
+    model, data = model_and_data(args)
+    result = disentanglement(model, data, fast=args.fast, seed=args.seed)
+    if args.json:
+        print(json.dumps(result))
+        return
+    keys = ["beta_vae", "factor_vae", "mig", "disentanglement", "completeness", "informativeness", "sap",
+            "modularity", "explicitness"]
+    print(f"{result['data']} {result['split']} ({result['mode']}; posterior means of {result['encoded']} images, "
+          f"{result['seconds']:.0f} s):")
+    print("  ".join(f"{k} {result[k]:.3f}" for k in keys))

@@ -163,7 +163,8 @@ class Dataset:
     def subset(self, index: Tensor, split: str | None = None) -> Dataset:
         labels = self.labels[index] if self.labels is not None else None
         factors = self.factors[index] if self.factors is not None else None
-        images = self.images.take(index) if hasattr(self.images, "take") else self.images[index]  # lazy stays lazy
+        lazy = isinstance(self.images, dsprites.SpriteGrid)
+        images = self.images.take(index) if lazy else self.images[index]  # a drawn grid stays lazy
         return replace(self, images=images, labels=labels, factors=factors, split=split or self.split)
 
 
@@ -213,6 +214,7 @@ def load_dataset(
                 "own file, or lay the folder out as train/ and test/"
             )
         images, labels = load_user_data(Path(base), mmap, lazy, channels, image_size)
+        factors = _npz_factors(Path(base), int(images.shape[0])) if base.endswith(".npz") else None
     _check_images(images, name)
     if val_size is None and (mmap or lazy):
         val_size = 0  # carving would copy a memory-mapped or lazy set into memory: ask for it with data.val_size
@@ -353,6 +355,19 @@ def _idx_labels(images: Path, n: int) -> Tensor | None:
     if labels.shape != (n,):
         raise DataError(f"{str(path)!r} holds labels of shape {labels.shape} for {n} images in {str(images)!r}")
     return torch.from_numpy(labels.astype(np.int64))
+
+
+def _npz_factors(path: Path, n: int) -> Tensor | None:
+    """An .npz's generative factors' classes (N, K), from a 'factors' or 'latents_classes' array, if it has one."""
+    with np.load(path, allow_pickle=False) as archive:
+        key = next((k for k in ("factors", "latents_classes") if k in archive.files), None)
+        if key is None:
+            return None
+        factors = archive[key]
+    if factors.ndim != 2 or factors.shape[0] != n or not np.issubdtype(factors.dtype, np.integer):
+        raise DataError(f"{str(path)!r}: {key!r} must be integer classes (N, K) for its {n} images, got "
+                        f"{factors.dtype} {factors.shape}")
+    return torch.from_numpy(factors.astype(np.int64))
 
 
 def _load_npz(path: Path) -> tuple[Tensor, Tensor | None]:
