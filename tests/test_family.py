@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -233,3 +234,68 @@ def test_training_fills_in_the_data_set_size(tmp_path) -> None:  # type: ignore[
     train(cfg, tmp_path / "r", quiet=True)
     saved = load_config(str(tmp_path / "r" / "config.yaml"))
     assert saved.objective.dataset_size == 13_449  # the long-tailed MNIST split it trained on
+
+
+def test_permuted_codes_keep_each_dimension_and_break_the_joint() -> None:
+    from vaekit.objectives.factor_vae import permute_dims
+
+    z = torch.arange(40.0).view(20, 2)
+    z[:, 1] = z[:, 0]  # perfectly correlated
+    p = permute_dims(z, torch.Generator().manual_seed(0))
+    for d in range(2):
+        assert sorted(p[:, d].tolist()) == sorted(z[:, d].tolist())
+    assert (p[:, 0] != p[:, 1]).sum() > 15
+
+
+def _critic_setup():  # type: ignore[no-untyped-def]
+    from vaekit.models.discriminators import tc_critic
+
+    cfg, model, x = _model_and_batch("factor-vae", ["objective.critic_hidden=32", "objective.critic_layers=2",
+                                                    "objective.factor_gamma=5"])
+    torch.manual_seed(1)
+    critic = tc_critic(3, 32, 2)
+    nets = Nets(model, lambda inputs, **kw: model(inputs, **kw), {"critic": critic})
+    return cfg, model, x, critic, nets
+
+
+def test_the_critic_gradient_stops_at_the_codes_and_the_tc_term_reaches_the_encoder() -> None:
+    cfg, model, x, critic, nets = _critic_setup()
+    objective, batch = build_objective(cfg), Batch(x, eps=torch.randn(1, 8, 3))
+    model_out = objective.loss("model", nets, batch, Knobs(1.0))
+    assert model_out is not None and "codes" in batch.memo and not batch.memo["codes"].requires_grad
+    with_tc = torch.autograd.grad(model_out.loss, list(model.encoder.parameters()))
+    no_tc = build_objective(replace(cfg, objective=replace(cfg.objective, factor_gamma=0.0)))
+    plain = no_tc.loss("model", nets, Batch(x, eps=batch.eps), Knobs(1.0))
+    assert plain is not None
+    without = torch.autograd.grad(plain.loss, list(model.encoder.parameters()))
+    assert any(not torch.allclose(a, b) for a, b in zip(with_tc, without, strict=True))  # TC reaches the encoder
+    critic_out = objective.loss("critic", nets, batch, Knobs(1.0))
+    assert critic_out is not None
+    grads = torch.autograd.grad(critic_out.loss, [*model.parameters(), *critic.parameters()], allow_unused=True)
+    n_model = len(list(model.parameters()))
+    assert all(g is None for g in grads[:n_model])  # nothing reaches the VAE
+    assert all(g is not None for g in grads[n_model:])
+    # the TC term of the model's loss is gamma * mean(logit_0 - logit_1) of the critic at the codes
+    with torch.no_grad():
+        logits = critic(batch.memo["codes"])
+    torch.testing.assert_close(model_out.terms["tc"], logits[:, 0] - logits[:, 1])
+
+
+@pytest.mark.parametrize(("correlated", "low", "high"), [(True, 0.85, 1.01), (False, 0.3, 0.7)])
+def test_the_critic_tells_correlated_codes_from_permuted_ones(correlated: bool, low: float, high: float) -> None:
+    cfg, _, x, critic, nets = _critic_setup()
+    objective = build_objective(cfg)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(2)
+    accuracy = []
+    for _ in range(300):
+        z = torch.randn(128, 3, generator=gen)
+        if correlated:
+            z[:, 1] = z[:, 0] + 0.05 * torch.randn(128, generator=gen)
+        out = objective.loss("critic", nets, Batch(x, memo={"codes": z}), Knobs(1.0))
+        assert out is not None
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        accuracy.append(out.terms["critic_accuracy"].mean().item())
+    assert low < sum(accuracy[-50:]) / 50 < high

@@ -41,6 +41,7 @@ OBJECTIVE_ROWS = {  # name: (overrides, the score it reports, the kinds it refus
     "beta-tcvae": (["objective.beta=4", "objective.dataset_size=256"], "neg_elbo", {"hierarchical", "iaf", "vamp"}),
     "dip-vae": (["objective.dip_kind=ii"], "neg_elbo", {"hierarchical", "iaf"}),
     "annealed-vae": (["objective.capacity_steps=20"], "neg_elbo", set()),
+    "factor-vae": (["objective.critic_hidden=16", "objective.critic_layers=2"], "neg_elbo", {"hierarchical", "iaf"}),
 }
 PAIRS = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in KIND_ROWS if k not in row[2]]
 REFUSED = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in sorted(row[2])]

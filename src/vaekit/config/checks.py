@@ -83,6 +83,10 @@ def _model_checks(cfg: Config) -> list[tuple[bool, str]]:
          "objective.tc_alpha, tc_gamma and dip_offdiag must be >= 0"),
         (cfg.objective.dip_diag is None or cfg.objective.dip_diag >= 0, "objective.dip_diag must be >= 0 or null"),
         (cfg.objective.dataset_size is None or cfg.objective.dataset_size >= 1, "objective.dataset_size must be >= 1"),
+        (cfg.objective.factor_gamma >= 0 and cfg.objective.critic_lr > 0, "objective.factor_gamma must be >= 0, "
+         "critic_lr > 0"),
+        (cfg.objective.critic_hidden >= 1 and cfg.objective.critic_layers >= 1, "objective.critic_hidden and "
+         "critic_layers must be >= 1"),
         (cfg.objective.capacity_max >= 0 and cfg.objective.capacity_gamma >= 0 and cfg.objective.capacity_steps >= 0,
          "objective.capacity_max, capacity_gamma and capacity_steps must be >= 0"),
         (cfg.objective.kl_warmup_steps >= 0, "objective.kl_warmup_steps must be >= 0"),

@@ -110,6 +110,11 @@ class ObjectiveConfig:
     capacity_max: float = 25.0  # annealed-vae: C_max nats (Burgess et al. 2018, dSprites)
     capacity_steps: int = 100_000  # annealed-vae: steps over which C rises linearly from 0 (Burgess et al.)
     capacity_gamma: float = 1000.0  # annealed-vae: gamma on |KL - C| (Burgess et al., dSprites)
+    factor_gamma: float = 10.0  # factor-vae: gamma on the critic's TC estimate (Kim & Mnih 2018; InfoGAN-CR's 10)
+    critic_hidden: int = 1000  # factor-vae: the critic's width (Kim & Mnih: 6 layers of 1000, leaky ReLU)
+    critic_layers: int = 6
+    critic_lr: float = 1e-4  # factor-vae: the critic's Adam (Kim & Mnih: 1e-4, betas 0.5, 0.9)
+    critic_betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
 
 
 @dataclass

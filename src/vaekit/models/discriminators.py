@@ -96,3 +96,14 @@ def build_discriminator(shape: Shape, cfg: AdversarialConfig) -> Discriminator:
     if cfg.disc_channels < 2:
         raise ConfigError("adversarial.disc_channels must be >= 2")
     return DISCRIMINATORS.get(cfg.discriminator)(shape, cfg)
+
+
+def tc_critic(latent_dim: int, hidden: int = 1000, layers: int = 6) -> nn.Module:
+    """FactorVAE's critic over latent codes (Kim & Mnih 2018, App. A: 6 layers of 1000 units, leaky ReLU 0.2):
+    (B, D) codes -> (B, 2) logits, class 0 "drawn from q(z)", class 1 "dimensions permuted"."""
+    blocks: list[nn.Module] = []
+    width = latent_dim
+    for _ in range(layers):
+        blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+        width = hidden
+    return nn.Sequential(*blocks, nn.Linear(width, 2))

@@ -14,6 +14,7 @@ from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, Objective
 from vaekit.objectives.beta_tcvae import BetaTcvae
 from vaekit.objectives.dip_vae import DipVae
 from vaekit.objectives.elbo import Elbo
+from vaekit.objectives.factor_vae import FactorVae
 from vaekit.objectives.iwae import dreg, iwae
 from vaekit.objectives.rae import Rae
 from vaekit.objectives.wae import InfoVae, WaeMmd
@@ -33,6 +34,7 @@ OBJECTIVES: Registry[Callable[[Config], Objective]] = Registry(
         "beta-tcvae": lambda cfg: BetaTcvae(cfg.objective),
         "dip-vae": lambda cfg: DipVae(cfg.objective),
         "annealed-vae": lambda cfg: AnnealedVae(cfg.objective),
+        "factor-vae": lambda cfg: FactorVae(cfg.objective),
     },
 )
 

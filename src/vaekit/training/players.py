@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from vaekit.config import Config
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.models.base import BaseVAE
-from vaekit.models.discriminators import build_discriminator
+from vaekit.models.discriminators import build_discriminator, tc_critic
 from vaekit.models.perceptual import load_lpips
 from vaekit.storage import load_state
 from vaekit.training.guards import EMA, NormHistory
@@ -95,6 +95,8 @@ class Player:
 
 def player_network(name: str, cfg: Config, model: BaseVAE) -> nn.Module:
     """The network of the objective's player `name` other than the model, built from the config."""
+    if name == "critic":
+        return tc_critic(model.latent_dim, cfg.objective.critic_hidden, cfg.objective.critic_layers)
     if name != "discriminator":
         raise VaekitError(f"objective {cfg.objective.name} trains a {name!r} player; pass its network (others=...)")
     if cfg.adversarial.adaptive and model.output_layer() is None:
@@ -113,9 +115,12 @@ def frozen_networks(cfg: Config, device: torch.device) -> dict[str, nn.Module]:
 
 
 def player_optim(name: str, cfg: Config) -> tuple[float, list[float]]:
-    """The learning rate and Adam betas of player `name`: the discriminator's own (adversarial.lr, .betas)."""
+    """The learning rate and Adam betas of player `name`: the discriminator's own (adversarial.lr, .betas), the TC
+    critic's (objective.critic_lr, .critic_betas)."""
     if name == "discriminator":
         return cfg.adversarial.lr or cfg.optim.lr, cfg.adversarial.betas
+    if name == "critic":
+        return cfg.objective.critic_lr, cfg.objective.critic_betas
     return cfg.optim.lr, cfg.optim.betas
 
 
