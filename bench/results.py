@@ -25,6 +25,7 @@ TOPICS = {
     "Sample quality": ("quality",),
     "Adversarial": ("adversarial",),
     "Imbalance": ("imbalance",),
+    "Disentanglement": ("disentanglement",),
 }
 
 

@@ -1,0 +1,125 @@
+"""Disentangling objectives on dsprites-like (issue 43): disentanglement_lib's metrics at an equal wall-clock budget.
+
+    .venv/bin/python bench/disentanglement.py --minutes 10 --seeds 0            # 6 runs, ~2.5 h with the metrics
+    .venv/bin/python bench/disentanglement.py --minutes 10 --seeds 1 --objectives beta-tcvae factor-vae
+
+Every run trains the same network on dsprites-like (dSprites' factor grid drawn procedurally: not the original's
+pixels; data/dsprites.py) for --minutes of wall clock (train.max_minutes): disentanglement_lib's convolutional
+encoder and decoder widths (32, 32, 64, 64; 4 stride-2 layers here of vaekit's `conv` kind, its kernel and
+padding), 10 latents, Bernoulli likelihood, Adam 1e-4, batch 64, one objective:
+
+- beta-vae: `elbo`, beta 4; annealed-vae: Burgess et al.'s gamma 1000, C to 25 nats over the run's steps;
+- beta-tcvae: beta 6 (Chen et al.'s dSprites choice), stratified estimator; factor-vae: gamma 10 (InfoGAN-CR's
+  FactorVAE row); dip-vae-i: lambda_od 10, lambda_d 100; dip-vae-ii: lambda_od = lambda_d = 10.
+
+Then `vaekit eval --disentanglement` on the train split (the whole grid) with disentanglement_lib's defaults
+(--fast: a tenth of the points, named so in the rows). The goals (issue 43, from InfoGAN-CR's Table 1, FactorVAE
+gamma 10 under disentanglement_lib's metrics): the best objective's median MIG >= 0.40, FactorVAE score >= 0.83,
+DCI disentanglement >= 0.70. pythae's BetaTCVAE, FactorVAE and DisentangledBetaVAE at the same budget, scored by
+the same metric code, are still to be added (they need the grid in pythae's venv and their encoder's codes back).
+Rows go to bench/disentanglement_rows.json, one per run, skipped when present; the section disentanglement of
+bench/RESULTS.md is rewritten from all rows. Run it alone: the budget is wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import vaekit
+from results import update_section
+from vaekit.evaluation.disentanglement import disentanglement
+
+BENCH = Path(__file__).resolve().parent
+ROWS = BENCH / "disentanglement_rows.json"
+NETWORK = ["data.name=dsprites-like", "model.encoder=conv", "model.decoder=conv", "model.hidden=[32, 32, 64, 64]",
+           "model.decoder_hidden=[64, 64, 32, 32]", "model.latent_dim=10", "model.likelihood=bernoulli",
+           "optim.lr=0.0001", "train.batch_size=64", "train.steps=10000000", "train.checkpoint_minutes=30",
+           "train.tensorboard=false", "train.samples=16", "train.log_every=200"]
+OBJECTIVES = {
+    "beta-vae": ["objective.name=elbo", "objective.beta=4"],
+    "annealed-vae": ["objective.name=annealed-vae"],
+    "beta-tcvae": ["objective.name=beta-tcvae", "objective.beta=6"],
+    "factor-vae": ["objective.name=factor-vae", "objective.factor_gamma=10"],
+    "dip-vae-i": ["objective.name=dip-vae", "objective.dip_kind=i", "objective.dip_offdiag=10"],
+    "dip-vae-ii": ["objective.name=dip-vae", "objective.dip_kind=ii", "objective.dip_offdiag=10",
+                   "objective.dip_diag=10"],
+}
+METRICS = ("beta_vae", "factor_vae", "mig", "disentanglement", "completeness", "informativeness", "sap",
+           "modularity", "explicitness")
+
+
+def one_run(objective: str, seed: int, minutes: float, fast: bool) -> dict[str, Any]:
+    sets = [*NETWORK, *OBJECTIVES[objective], f"train.seed={seed}", f"train.max_minutes={minutes}"]
+    if objective == "annealed-vae":  # C reaches its maximum near the end of the budget: a step estimate
+        sets.append(f"objective.capacity_steps={int(minutes * 60 * 8)}")
+    cfg = vaekit.load_config(None, sets)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        result = vaekit.train(cfg, f"{tmp}/r", quiet=True)
+        seconds = time.perf_counter() - started
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's convergence notes
+        scores = disentanglement(result.model, vaekit.load_dataset("dsprites-like"), fast=fast, seed=seed)
+    test = result.test
+    return {"objective": objective, "seed": seed, "minutes": minutes, "steps": result.steps,
+            "train_seconds": round(seconds, 1), "neg_elbo": test.neg_elbo if test else None,
+            "active_units": test.active_units if test else None, **scores}
+
+
+def render(rows: dict[str, dict[str, Any]], commands: list[list[str]]) -> str:
+    lines = ["dsprites-like (dSprites' factor grid drawn procedurally, not the original's pixels), one network, "
+             "equal wall-clock budget per run (bench/disentanglement.py); disentanglement_lib's metric definitions "
+             "(vaekit's implementation, evaluation/disentanglement.py) on the posterior means; medians over seeds.",
+             "", "Commands (each adds its rows):", "", *[f"- `{c}` ({d})" for c, d in commands], "",
+             "| objective | seeds | mode | steps | test -ELBO | " + " | ".join(METRICS) + " |",
+             "|---" * (5 + len(METRICS)) + "|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows.values():
+        groups.setdefault((r["objective"], r["mode"]), []).append(r)
+    for (objective, mode), runs in sorted(groups.items()):
+        med = {k: statistics.median(r[k] for r in runs) for k in (*METRICS, "steps")}
+        elbo = statistics.median(r["neg_elbo"] for r in runs if r["neg_elbo"] is not None)
+        lines.append(f"| {objective} | {len(runs)} | {mode} | {med['steps']:,.0f} | {elbo:.1f} | "
+                     + " | ".join(f"{med[k]:.3f}" for k in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objectives", nargs="*", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--fast", action="store_true", help="the metrics' fast mode (a tenth of the points)")
+    parser.add_argument("--rows", type=Path, default=ROWS)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    saved = json.loads(args.rows.read_text()) if args.rows.exists() else {"rows": {}, "commands": []}
+    for seed in args.seeds:
+        for objective in args.objectives:
+            key = f"{objective}/{seed}/{'fast' if args.fast else 'full'}"
+            if key in saved["rows"]:
+                continue
+            saved["rows"][key] = one_run(objective, seed, args.minutes, args.fast)
+            print(json.dumps(saved["rows"][key]), flush=True)
+            args.rows.write_text(json.dumps(saved, indent=1) + "\n")
+    command = (f".venv/bin/python bench/disentanglement.py --minutes {args.minutes:g} --seeds "
+               f"{' '.join(map(str, args.seeds))} --objectives {' '.join(args.objectives)}"
+               + (" --fast" if args.fast else ""))
+    saved["commands"].append([command, time.strftime("%Y-%m-%d")])
+    args.rows.write_text(json.dumps(saved, indent=1) + "\n")
+    if args.rows == ROWS:
+        update_section("disentanglement", render(saved["rows"], saved["commands"]))
+    print(render(saved["rows"], saved["commands"]))
+
+
+if __name__ == "__main__":
+    main()
