@@ -166,7 +166,6 @@ def train_step(
     x = x.to(device, non_blocking=True)  # a no-op for batches the feed already placed on the device
     y = y.to(device, non_blocking=True) if y is not None else None
     weight = class_weights[y] if class_weights is not None and y is not None else None
-    y = y if state.model.num_classes else None  # an unconditional model gets labels only for the weights
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     # an epoch's smaller last batch runs eager: compiling a second graph for it costs more than it saves
