@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.errors import ConfigError
-from vaekit.objectives.base import Batch, Knobs, LossOut, Nets
+from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, forward_at_mean
 
 
 @dataclass(frozen=True)
@@ -36,8 +34,7 @@ class Autoencoder:
         return None
 
     def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
-        zero = torch.zeros(1, batch.x.shape[0], nets.model.latent_dim, device=batch.x.device)  # z = the mean
-        out = nets.forward(batch.x, n_samples=1, eps=zero, y=batch.y)
+        out = forward_at_mean(nets, batch)
         log_px = out.px.log_prob(batch.x).mean(0).float()  # (B,)
         neg_log_px = -log_px.detach()
         log = {"log_px": -neg_log_px}

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
@@ -99,6 +100,12 @@ class Objective(Protocol):
         """What `player`'s optimizer minimizes this step, with the model's score and logged terms; None when
         `player` sits this step out (no update, its guard state untouched; never the model)."""
         ...
+
+
+def forward_at_mean(nets: Nets, batch: Batch) -> VAEOutput:
+    """The forward pass with z at the posterior mean (zero noise): the deterministic autoencoders' codes."""
+    zero = torch.zeros(1, batch.x.shape[0], nets.model.latent_dim, device=batch.x.device)
+    return nets.forward(batch.x, n_samples=1, eps=zero, y=batch.y)
 
 
 def gaussian_posterior(out: VAEOutput) -> DiagonalGaussian:

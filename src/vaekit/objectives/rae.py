@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig, ObjectiveConfig
-from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, require_one_gaussian_group
+from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, forward_at_mean, require_one_gaussian_group
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,7 @@ class Rae:
         return "RAE's decoder regularizer (it reads the live decoder weights, or a gradient of a gradient)"
 
     def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
-        zero = torch.zeros(1, batch.x.shape[0], nets.model.latent_dim, device=batch.x.device)  # z = the mean
-        out = nets.forward(batch.x, n_samples=1, eps=zero, y=batch.y)
+        out = forward_at_mean(nets, batch)
         z = out.groups[0].z  # (1, B, D)
         log_px = out.px.log_prob(batch.x).mean(0).float()  # (B,)
         latent = 0.5 * z[0].float().pow(2).sum(-1)  # (B,)

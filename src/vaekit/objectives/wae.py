@@ -21,7 +21,7 @@ from torch import Tensor
 
 from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.models.bounds import elbo_terms
-from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, require_one_gaussian_group
+from vaekit.objectives.base import Batch, Knobs, LossOut, Nets, forward_at_mean, require_one_gaussian_group
 from vaekit.objectives.elbo import weighted_kl
 
 
@@ -46,6 +46,11 @@ def mmd2(codes: Tensor, prior: Tensor, kind: str = "imq", scales: list[float] | 
     return within_q + within_p - 2.0 * k_qp.mean()
 
 
+def prior_mmd(z: Tensor, cfg: ObjectiveConfig) -> Tensor:
+    """() MMD^2 between the batch's codes (B, D) and as many draws from N(0, I); 0 for a batch of one."""
+    return mmd2(z, torch.randn_like(z), cfg.mmd_kernel, cfg.mmd_scales) if z.shape[0] > 1 else z.sum() * 0
+
+
 @dataclass(frozen=True)
 class WaeMmd:
     cfg: ObjectiveConfig
@@ -60,11 +65,10 @@ class WaeMmd:
         return "draws from the prior inside the loss (compiled, they would not be the eager step's draws)"
 
     def loss(self, player: str, nets: Nets, batch: Batch, knobs: Knobs) -> LossOut:
-        zero = torch.zeros(1, batch.x.shape[0], nets.model.latent_dim, device=batch.x.device)  # z = the mean
-        out = nets.forward(batch.x, n_samples=1, eps=zero, y=batch.y)
+        out = forward_at_mean(nets, batch)
         z = out.groups[0].z[0].float()  # (B, D)
         log_px = out.px.log_prob(batch.x).mean(0).float()  # (B,)
-        mmd = mmd2(z, torch.randn_like(z), self.cfg.mmd_kernel, self.cfg.mmd_scales) if z.shape[0] > 1 else z.sum() * 0
+        mmd = prior_mmd(z, self.cfg)
         loss = -batch.mean(log_px) + self.cfg.mmd_weight * mmd
         neg_log_px = -log_px.detach()
         return LossOut(loss=loss, per_example=neg_log_px, score=neg_log_px,
@@ -88,7 +92,7 @@ class InfoVae:
         out = nets.forward(batch.x, n_samples=1, eps=batch.eps, y=batch.y)
         terms = elbo_terms(out, batch.x)
         z = out.groups[0].z[0].float()  # (B, D): one posterior sample per example, draws of q(z)
-        mmd = mmd2(z, torch.randn_like(z), self.cfg.mmd_kernel, self.cfg.mmd_scales) if z.shape[0] > 1 else z.sum() * 0
+        mmd = prior_mmd(z, self.cfg)
         alpha, lam = self.cfg.info_alpha, self.cfg.mmd_weight
         kl = weighted_kl(terms, self.cfg.free_bits, mean=batch.mean)
         loss = -batch.mean(terms.log_px) + (1 - alpha) * knobs.kl_weight * kl + (alpha + lam - 1) * mmd

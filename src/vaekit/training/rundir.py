@@ -11,6 +11,7 @@ import torch
 
 from vaekit.apps.images import save_grid, save_reconstructions
 from vaekit.data.datasets import Dataset
+from vaekit.data.imbalance import class_counts
 from vaekit.models.base import BaseVAE
 from vaekit.storage import atomic_write_bytes
 from vaekit.training.tracking import Tracker
@@ -20,7 +21,7 @@ def data_row(train_set: Dataset, step: int, sampler: str, weights: torch.Tensor 
     """The metrics row of what the run trains on: its size, class counts (long-tailed with data.imbalance), the
     sampler and the class weights (report.html's per-class section reads it)."""
     labels = train_set.labels
-    counts = torch.bincount(labels.long()).tolist() if labels is not None else None
+    counts = class_counts(labels).tolist() if labels is not None else None
     return {"kind": "data", "step": step, "n": len(train_set), "class_counts": counts, "sampler": sampler,
             "class_weights": [round(w, 6) for w in weights.tolist()] if weights is not None else None}
 
