@@ -27,6 +27,8 @@ KIND_ROWS = {
     "iaf": ["model.hidden=[32]", "model.latent_dim=4", "model.posterior=iaf", "model.flow_steps=1",
             "model.flow_hidden=16", "model.flow_context=4"],
     "vamp": ["model.hidden=[32]", "model.latent_dim=4", "model.prior=vamp", "model.prior_components=3"],
+    "vq": ["model.kind=vq", "model.hidden=[8]", "model.res_blocks=1", "model.vq.codebook_size=8", "model.vq.code_dim=4",
+           "model.vq.prior_channels=8", "model.vq.prior_layers=2", "model.vq.prior_kernel=3"],
 }
 OBJECTIVE_ROWS = {  # name: (overrides, the score it reports, the kinds it refuses)
     "elbo": ([], "neg_elbo", set()),
@@ -42,7 +44,11 @@ OBJECTIVE_ROWS = {  # name: (overrides, the score it reports, the kinds it refus
     "dip-vae": (["objective.dip_kind=ii"], "neg_elbo", {"hierarchical", "iaf"}),
     "annealed-vae": (["objective.capacity_steps=20"], "neg_elbo", set()),
     "factor-vae": (["objective.critic_hidden=16", "objective.critic_layers=2"], "neg_elbo", {"hierarchical", "iaf"}),
+    "vq": ([], "neg_elbo", {"vae", "hierarchical", "iaf", "vamp"}),
 }
+for _name, (_, _, _refused) in OBJECTIVE_ROWS.items():
+    if _name != "vq":
+        _refused.add("vq")  # a VQ model trains with its own objective only
 PAIRS = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in KIND_ROWS if k not in row[2]]
 REFUSED = [(o, k) for o, row in OBJECTIVE_ROWS.items() for k in sorted(row[2])]
 

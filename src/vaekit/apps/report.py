@@ -121,6 +121,30 @@ def group_figure(evals: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
+def _codebook(rows: list[dict[str, Any]], last: dict[str, Any] | None) -> str:
+    """A VQ model's "Codebook" section: code usage and perplexity / K over training (the training batches' and each
+    evaluation's), and the last evaluation's numbers; empty for other models."""
+    train = [r for r in rows if r.get("kind") == "train" and "code_usage" in r]
+    if last is None or last.get("codebook_size") is None:
+        return ""
+    import matplotlib.pyplot as plt
+
+    size = last["codebook_size"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot([r["step"] for r in train], [r["code_usage"] for r in train], label="code usage (training batch)")
+    ax.plot([r["step"] for r in train], [r["code_perplexity"] / size for r in train], label="perplexity / K (batch)")
+    evals = [r for r in rows if r.get("kind") == "eval" and r.get("split") == last["split"]]
+    ax.plot([r["step"] for r in evals], [r["code_usage"] for r in evals], "o-", label=f"code usage ({last['split']})")
+    ax.axhline(0.5, color="gray", linestyle=":")  # below it, the run warns of codebook collapse
+    ax.set(xlabel="step", ylim=(0, 1.05), title=f"codebook of {size} codes")
+    ax.legend(fontsize=8)
+    cells = "".join(f"<tr><th>{label}</th><td>{_fmt(last.get(key))}</td></tr>" for key, label in [
+        ("code_usage", "code usage (fraction of K used)"), ("code_perplexity", "code perplexity"),
+        ("codes_unused", "codes unused"), ("codebook_size", "codebook size K")])
+    return (f'<h2>Codebook</h2><table>{cells}</table><img alt="code usage over training" '
+            f'src="data:image/png;base64,{_png(fig)}">')
+
+
 def _img(path: Path, alt: str) -> str:
     if not path.is_file():
         return f"<p>({html.escape(alt)}: not written)</p>"
@@ -172,6 +196,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
         parts.append(f'<h2>Training curves</h2><img alt="training curves" src="data:image/png;base64,{_curves(rows)}">')
     parts.append(_discriminator(rows))
     parts.append(_per_class(rows, last))
+    parts.append(_codebook(rows, last))
     if last is not None and last.get("kl_per_dim"):
         parts.append(
             f'<h2>KL per dimension</h2><img alt="KL per dimension" '

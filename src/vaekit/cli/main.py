@@ -24,6 +24,7 @@ from vaekit.cli.quality import (
     cmd_disentanglement,
     cmd_quality,
     disentanglement_args,
+    prior_samples,
     quality_args,
 )
 from vaekit.cli.use import add_commands, data_args, describe, model_and_data
@@ -167,7 +168,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     elif args.sampler != "prior":
         images = _fitted_samples(args, model, n, gen, labels)
     else:
-        images = model.sample(n, temperature=args.temperature, generator=gen, labels=labels)
+        images = prior_samples(args, model, n, gen, labels)
     path = save_grid(images, args.output, nrow=nrow)
     if args.npy:
         save_npy(images.numpy(), args.npy)
@@ -301,7 +302,9 @@ def _add_sample(sub: Any) -> None:
     p = sub.add_parser("sample", help="draw images (from the prior or a fitted sampler) and write a PNG grid")
     p.add_argument("run", help="run directory, exported model folder, or zoo model name (vaekit zoo)")
     p.add_argument("--n", type=_positive, default=64, help="number of samples (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's std (default 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the prior's std; a VQ model: its code prior's logits are divided by it (default 1.0)")
+    p.add_argument("--top-k", type=_positive, help="a VQ model: draw each code among the k likeliest")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="samples.png", help="PNG path (default samples.png)")
     p.add_argument("--npy", help="also write the images as a float32 .npy (N, C, H, W)")

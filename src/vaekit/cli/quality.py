@@ -206,6 +206,19 @@ def add_fit_sampler_command(sub: Any, positive: Any, common: Any) -> None:
     p.set_defaults(func=cmd_fit_sampler)
 
 
+def prior_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, labels: Any) -> Any:
+    """Images from the model's prior at --temperature; a VQ model's code prior also among its --top-k likeliest
+    codes at each position."""
+    if args.top_k is None:
+        return model.sample(n, temperature=args.temperature, generator=gen, labels=labels)
+    from vaekit.models.vq import VQVAE
+
+    if not isinstance(model, VQVAE):
+        raise VaekitError("--top-k draws a VQ model's codes among the k likeliest; this model has no code prior "
+                          "(model.kind=vq has one)")
+    return model.sample(n, temperature=args.temperature, generator=gen, top_k=args.top_k)
+
+
 def balanced_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, labels: Any) -> Any:
     """Samples at --class-balance: a conditional model's labels drawn from it, else a mixture's components
     reweighted by the classes they hold in the run's training split (apps/samplers/balance.py)."""

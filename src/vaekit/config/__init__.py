@@ -11,6 +11,7 @@ from vaekit.config.schema import (
     ObjectiveConfig,
     OptimConfig,
     TrainConfig,
+    VqConfig,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ObjectiveConfig",
     "OptimConfig",
     "TrainConfig",
+    "VqConfig",
     "config_from_dict",
     "load_config",
     "override",

@@ -8,7 +8,7 @@ from vaekit.errors import ConfigError
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    for ok, message in [*_model_checks(cfg), *_training_checks(cfg), *_adversarial_checks(cfg)]:
+    for ok, message in [*_model_checks(cfg), *_vq_checks(cfg), *_training_checks(cfg), *_adversarial_checks(cfg)]:
         if not ok:
             raise ConfigError(message)
     _validate_hierarchy(cfg.model)
@@ -40,6 +40,23 @@ def _validate_hierarchy(m: ModelConfig) -> None:
             raise ConfigError("model.group_scales must be powers of 2 (1, 2, 4, ...)")
         if any(a < b for a, b in zip(m.group_scales, m.group_scales[1:], strict=False)):
             raise ConfigError("model.group_scales must not grow from top to bottom (the top group is the coarsest)")
+
+
+def _vq_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """A VQ model's quantizer and code prior (model.vq)."""
+    vq = cfg.model.vq
+    return [
+        (vq.codebook_size >= 2, "model.vq.codebook_size must be >= 2"),
+        (vq.code_dim >= 1, "model.vq.code_dim must be >= 1"),
+        (len(vq.fsq_levels) >= 1 and min(vq.fsq_levels) >= 2, "model.vq.fsq_levels must be one or more levels >= 2"),
+        (0 <= vq.decay < 1, "model.vq.decay must be in [0, 1)"),
+        (vq.dead_threshold >= 0, "model.vq.dead_threshold must be >= 0"),
+        (vq.kmeans_iters >= 0, "model.vq.kmeans_iters must be >= 0"),
+        (vq.prior_kernel >= 3 and vq.prior_kernel % 2 == 1, "model.vq.prior_kernel must be odd and >= 3"),
+        (vq.prior_layers >= 1 and vq.prior_channels >= 1, "model.vq.prior_layers and prior_channels must be >= 1"),
+        (vq.prior_lr > 0, "model.vq.prior_lr must be > 0"),
+        (cfg.objective.commitment >= 0, "objective.commitment must be >= 0"),
+    ]
 
 
 def _model_checks(cfg: Config) -> list[tuple[bool, str]]:

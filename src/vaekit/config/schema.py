@@ -41,6 +41,28 @@ class DataConfig:
 
 
 @dataclass
+class VqConfig:
+    """A VQ model's quantizer and code prior (model.kind: vq; models/vq.py, quantizers.py, code_priors.py)."""
+
+    quantizer: str = "vq"  # registry name: vq (a learned codebook), fsq (finite scalar quantization)
+    codebook_size: int = 512  # vq: codes K (van den Oord et al. 2017 use 512)
+    code_dim: int = 64  # vq: width d of each code vector
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq: levels per channel, K = their product
+    # (Mentzer et al. 2023, Table 1: [8, 5, 5, 5] for K = 1,000)
+    decay: float = 0.99  # vq: EMA decay of the codebook (van den Oord et al., App. A.1: 0.99)
+    dead_threshold: float = 1.0  # vq: a code whose EMA count per batch falls below this is restarted; 0 = never
+    kmeans_iters: int = 10  # vq: k-means iterations on the first training batch; 0 = random initial codes
+    gradient: Literal["ste", "rotation"] = "ste"  # the encoder's gradient through the quantizer: straight-through
+    # or the rotation trick (Fifty et al. 2024)
+    code_prior: Literal["pixelcnn", "uniform"] = "pixelcnn"  # p(codes): a gated PixelCNN over the grid (trained as
+    # a second player), or uniform (log K nats per position)
+    prior_channels: int = 64  # pixelcnn: channels of each gated layer
+    prior_layers: int = 8  # pixelcnn: gated layers
+    prior_kernel: int = 5  # pixelcnn: kernel width (pythae's PixelCNN: 10 masked layers of kernel 5)
+    prior_lr: float = 1e-3  # pixelcnn: the code prior's Adam learning rate
+
+
+@dataclass
 class ModelConfig:
     encoder: str = "mlp"  # registry name: mlp, conv, resnet; custom: your own nn.Module (VAE(cfg, encoder=...))
     decoder: str = "mlp"  # registry name, as the encoder
@@ -63,7 +85,7 @@ class ModelConfig:
     flow_hidden: int = 320  # iaf: MADE width
     flow_context: int = 32  # iaf: extra encoder outputs h fed to every step
     # Hierarchical (kind: hierarchical): a bottom-up pass, then a top-down pass over `groups`.
-    kind: str = "vae"  # registry name: vae, hierarchical
+    kind: str = "vae"  # registry name: vae, hierarchical, vq (discrete codes on a grid: models/vq.py)
     block: str = "mlp"  # registry name of the hierarchy's network: mlp, resconv
     groups: list[int] = field(default_factory=list)  # latent size (mlp) or channels (resconv) per group, top first
     group_hidden: list[int] = field(default_factory=lambda: [100, 100])  # mlp: widths between two groups
@@ -73,6 +95,7 @@ class ModelConfig:
     conditional: bool = False  # a conditional VAE (Sohn et al. 2015): encoder and decoder also see the class label
     num_classes: int | None = None  # conditional: filled in from the data's labels at train time
     input_shape: list[int] | None = None  # (C, H, W); filled in from the data at train time
+    vq: VqConfig = field(default_factory=VqConfig)  # kind vq: the quantizer and the code prior
 
 
 @dataclass
@@ -89,6 +112,7 @@ class ObjectiveConfig:
     kl_balance: bool = False  # NVAE's KL balancing across groups while the KL weight is below 1
     spectral_reg: float = 0.0  # NVAE's spectral regularization: lambda * sum of the weights' top singular values
     iw_samples: int = 1  # iwae and dreg: the k of the k-sample bound (Burda et al. 2016)
+    commitment: float = 0.25  # vq: weight of ||z_e - sg(z_q)||^2 (van den Oord et al. 2017's beta = 0.25)
     # The generative-autoencoder family (objectives/rae.py, wae.py, beta_tcvae.py, dip_vae.py, annealed.py).
     latent_l2: float = 1e-4  # rae: weight of 1/2 ||z||^2 on the codes (Ghosh et al. 2020's beta; pythae's default)
     decoder_reg: Literal["l2", "gp"] = "l2"  # rae: the decoder's weight decay (RAE-L2) or gradient penalty (RAE-GP)

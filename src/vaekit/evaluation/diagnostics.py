@@ -78,3 +78,15 @@ def group_collapse_warnings(kl_per_group: list[float], min_kl: float = 0.05) -> 
                 "(objective.kl_schedule=linear, a larger objective.kl_warmup_steps)"
             )
     return found
+
+
+def codebook_warnings(usage: float, perplexity: float, size: int, min_usage: float = 0.5) -> list[str]:
+    """A warning naming the remedies when fewer than `min_usage` of a VQ model's K codes are in use: codebook
+    collapse, the VQ-VAE's posterior collapse (most codes never chosen, so the code grid carries little)."""
+    if usage >= min_usage:
+        return []
+    return [
+        f"only {usage:.0%} of the {size} codes are in use (perplexity {perplexity:.1f}): codebook collapse; "
+        "restart unused codes (model.vq.dead_threshold=1), start from k-means (model.vq.kmeans_iters=10), try "
+        "model.vq.gradient=rotation, or use a smaller model.vq.codebook_size"
+    ]

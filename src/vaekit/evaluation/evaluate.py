@@ -16,6 +16,8 @@ from vaekit.evaluation.per_class import per_class_rows
 from vaekit.models.base import BaseVAE
 from vaekit.models.bounds import bits_per_dim, elbo_terms
 from vaekit.models.outputs import Posterior
+from vaekit.models.quantizers import codebook_stats
+from vaekit.models.vq import VQVAE, QuantizedPosterior
 
 EVAL_SEED = 1234  # fixed draws of z, so the same weights always score the same
 
@@ -44,6 +46,11 @@ class EvalResult:
     class_accuracy: float | None = None  # a conditional model's argmax_y log p(x | y) against the labels
     classify_k: int | None = None  # importance samples per class for class_accuracy
     per_class: list[dict[str, Any]] | None = None  # one row per class (evaluation/per_class.py), when asked for
+    # a VQ model's codebook over this split (its kl is then -log p(codes), the code part of the two-part code)
+    codebook_size: int | None = None  # K
+    code_usage: float | None = None  # the fraction of the K codes used at least once
+    code_perplexity: float | None = None  # exp(entropy) of the code frequencies: K at best, 1 when one code is all
+    codes_unused: int | None = None  # codes no example of this split uses
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -66,6 +73,7 @@ class _Scores:
     labels: list[Tensor] = field(default_factory=list)  # per-class evaluation: the labels and (B,) squared errors
     mse: list[Tensor] = field(default_factory=list)
     closed: tuple[bool, ...] = ()
+    code_counts: Tensor | None = None  # a VQ model's code counts (K,)
 
 
 @torch.no_grad()
@@ -118,8 +126,12 @@ def _score(
         scores.kl_groups.append([kl if kl.dim() == 2 else kl[:, None] for kl in terms.kl_groups])
         # posterior means: a hierarchy's along its mean path (each group given the means above)
         scores.means.append((out.groups[0].posterior_mean if len(out.groups) == 1 else model.encode(x, y).mean).float())
-        if out.groups[0].log_q is None:
-            scores.top_q.append(out.groups[0].q)
+        q = out.groups[0].q
+        if isinstance(q, QuantizedPosterior) and isinstance(model, VQVAE):
+            counts = torch.bincount(q.indices.flatten().cpu(), minlength=model.num_codes)
+            scores.code_counts = counts if scores.code_counts is None else scores.code_counts + counts
+        elif out.groups[0].log_q is None:
+            scores.top_q.append(q)
         if iw_samples:
             scores.nll.append(-model.log_likelihood(x, k=iw_samples, generator=gen, y=y))
         if classify_k and y is not None:
@@ -152,6 +164,11 @@ def _result(
                   "kl": torch.stack([kl.sum(-1) for kl in per_group]).sum(0)}
         nll = torch.cat(scores.nll) if iw_samples else None
         extra["per_class"] = per_class_rows(torch.cat(scores.labels), values, mean, nll)
+    if scores.code_counts is not None:
+        usage, perplexity = codebook_stats(scores.code_counts.float())
+        extra |= {"codebook_size": int(scores.code_counts.numel()), "code_usage": usage,
+                  "code_perplexity": perplexity, "codes_unused": int((scores.code_counts == 0).sum())}
+        kl_per_dim = []  # one number per code vector coordinate says nothing: the code usage says it
     if iw_samples:
         nl = torch.cat(scores.nll)
         extra |= {

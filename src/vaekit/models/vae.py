@@ -29,6 +29,7 @@ from vaekit.models.nets import DECODERS, ENCODERS
 from vaekit.models.outputs import LatentGroup, VAEOutput
 from vaekit.models.posteriors import build_flow
 from vaekit.models.priors import build_prior
+from vaekit.models.vq import VQVAE
 from vaekit.registry import Registry
 from vaekit.storage import load_state, read_safetensors, tensors_digest
 
@@ -200,7 +201,7 @@ class VAE(BaseVAE):
         return load_model(folder, map_location, encoder, decoder)
 
 
-KINDS: Registry[Callable[..., BaseVAE]] = Registry("model kind", {"vae": VAE, "hierarchical": TopDownVAE})
+KINDS: Registry[Callable[..., BaseVAE]] = Registry("model kind", {"vae": VAE, "hierarchical": TopDownVAE, "vq": VQVAE})
 
 
 def build_model(cfg: ModelConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> BaseVAE:

@@ -17,6 +17,7 @@ from vaekit.objectives.elbo import Elbo
 from vaekit.objectives.factor_vae import FactorVae
 from vaekit.objectives.iwae import dreg, iwae
 from vaekit.objectives.rae import Rae
+from vaekit.objectives.vq import vq_objective
 from vaekit.objectives.wae import InfoVae, WaeMmd
 from vaekit.registry import Registry
 
@@ -35,6 +36,7 @@ OBJECTIVES: Registry[Callable[[Config], Objective]] = Registry(
         "dip-vae": lambda cfg: DipVae(cfg.objective),
         "annealed-vae": lambda cfg: AnnealedVae(cfg.objective),
         "factor-vae": lambda cfg: FactorVae(cfg.objective),
+        "vq": lambda cfg: vq_objective(cfg.objective.commitment, cfg.model.vq.code_prior),
     },
 )
 
@@ -49,5 +51,8 @@ def build_objective(cfg: Config) -> Objective:
             f"objective.iw_samples={cfg.objective.iw_samples} is the k of the iwae and dreg objectives; "
             f"set objective.name=iwae (or dreg), or iw_samples=1 for {cfg.objective.name}"
         )
+    if cfg.model.kind == "vq" and cfg.objective.name != "vq":
+        raise ConfigError(f"objective.name={cfg.objective.name} does not train a VQ model (model.kind=vq): "
+                          "use objective.name=vq")
     objective.check(cfg.model)
     return objective

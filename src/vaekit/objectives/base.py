@@ -37,8 +37,9 @@ class Batch:
     x: Tensor  # (B, C, H, W) in [0, 1]
     y: Tensor | None = None  # (B,) labels of a conditional model
     eps: Tensor | None = None  # (S, B, D) the reparameterization noise when the step draws it (DDP, compiled)
-    memo: dict[str, Tensor] = field(default_factory=dict)  # detached values an earlier player's loss leaves for a
-    # later one's this step (the adversarial objective's reconstructions, judged by the discriminator)
+    memo: dict[str, Tensor] = field(default_factory=dict)  # values an earlier player's loss leaves for a later one's
+    # this step: detached (the adversarial objective's reconstructions, judged by the discriminator), or a later
+    # player's own loss with its graph (a VQ model's code prior, run once)
     weight: Tensor | None = None  # (B,) each example's loss weight (data.class_weights; mean 1 over the data)
 
     def mean(self, values: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ from vaekit.data.datasets import Dataset
 from vaekit.data.feed import Feed
 from vaekit.data.imbalance import epoch_order, loss_weights
 from vaekit.errors import Preempted, VaekitError
-from vaekit.evaluation.diagnostics import collapse_warnings, group_collapse_warnings
+from vaekit.evaluation.diagnostics import codebook_warnings, collapse_warnings, group_collapse_warnings
 from vaekit.evaluation.evaluate import EvalResult, evaluate
 from vaekit.models.base import BaseVAE
 from vaekit.objectives import build_objective
@@ -371,7 +371,10 @@ def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
         if data is None:
             continue
         result = evaluate(model, data, run.cfg.train.eval_batch_size, per_class=data.labels is not None)
-        found = collapse_warnings(result.kl, result.active_units, model.latent_dim)
+        found = (
+            codebook_warnings(result.code_usage, result.code_perplexity or 1.0, result.codebook_size or 0)
+            if result.code_usage is not None else collapse_warnings(result.kl, result.active_units, model.latent_dim)
+        )
         if len(result.kl_per_group) > 1:
             found += group_collapse_warnings(result.kl_per_group)
         run.log.write(

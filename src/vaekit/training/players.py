@@ -19,6 +19,7 @@ from vaekit.errors import ConfigError, VaekitError
 from vaekit.models.base import BaseVAE
 from vaekit.models.discriminators import build_discriminator, tc_critic
 from vaekit.models.perceptual import load_lpips
+from vaekit.models.vq import VQVAE
 from vaekit.storage import load_state
 from vaekit.training.guards import EMA, NormHistory
 
@@ -36,16 +37,22 @@ class Player:
     clip_scale: float = 1.0  # lowered by each rollback, with the learning rate
     wrapped: nn.Module | None = None  # the DDP wrapper in multi-process runs (gradients averaged over processes)
     base_lr: float = 1e-3  # the learning rate the schedule scales (optim.lr for the model)
+    params: list[nn.Parameter] = field(default_factory=list)  # what the optimizer updates (the module's, less any
+    # other player's network inside it: a VQ model's code prior)
 
     @classmethod
     def build(
-        cls, module: nn.Module, cfg: Config, device: torch.device, optim: tuple[float, list[float]] | None = None
+        cls, module: nn.Module, cfg: Config, device: torch.device, optim: tuple[float, list[float]] | None = None,
+        leave_out: list[nn.Module] | None = None,
     ) -> Player:
-        """Fused Adam with `cfg.optim`'s settings (`optim`: this player's own learning rate and betas), the EMA
-        `cfg.guard` asks for, and the guard state on `device`."""
+        """Fused Adam with `cfg.optim`'s settings (`optim`: this player's own learning rate and betas) over the
+        module's parameters less those of `leave_out` (other players' networks inside it), the EMA `cfg.guard` asks
+        for, and the guard state on `device`."""
         lr, betas = optim or (cfg.optim.lr, cfg.optim.betas)
+        others = {id(p) for net in leave_out or [] for p in net.parameters()}
+        params = [p for p in module.parameters() if id(p) not in others]
         optimizer = torch.optim.Adam(
-            module.parameters(),
+            params,
             lr=lr,
             betas=tuple(betas),  # type: ignore[arg-type]
             eps=cfg.optim.eps,
@@ -53,7 +60,7 @@ class Player:
             fused=device.type in ("cpu", "cuda"),  # fused Adam also takes found_inf: skipped steps need no sync
         )
         ema = EMA(module, cfg.guard.ema_decay, cfg.guard.ema_warmup_power) if cfg.guard.ema_decay > 0 else None
-        player = cls(module, optimizer, ema, NormHistory(cfg.guard.skip_window, device), base_lr=lr)
+        player = cls(module, optimizer, ema, NormHistory(cfg.guard.skip_window, device), base_lr=lr, params=params)
         player.skipped, player.streak = player.skipped.to(device), player.streak.to(device)
         player.grad_norm = player.grad_norm.to(device)
         return player
@@ -97,6 +104,8 @@ def player_network(name: str, cfg: Config, model: BaseVAE) -> nn.Module:
     """The network of the objective's player `name` other than the model, built from the config."""
     if name == "critic":
         return tc_critic(model.latent_dim, cfg.objective.critic_hidden, cfg.objective.critic_layers)
+    if name == "code_prior" and isinstance(model, VQVAE):
+        return model.code_prior  # inside the model (saved and loaded with it), trained by its own optimizer
     if name != "discriminator":
         raise VaekitError(f"objective {cfg.objective.name} trains a {name!r} player; pass its network (others=...)")
     if cfg.adversarial.adaptive and model.output_layer() is None:
@@ -121,6 +130,8 @@ def player_optim(name: str, cfg: Config) -> tuple[float, list[float]]:
         return cfg.adversarial.lr or cfg.optim.lr, cfg.adversarial.betas
     if name == "critic":
         return cfg.objective.critic_lr, cfg.objective.critic_betas
+    if name == "code_prior":
+        return cfg.model.vq.prior_lr, cfg.optim.betas
     return cfg.optim.lr, cfg.optim.betas
 
 

@@ -255,7 +255,7 @@ def _compiled_update(
 
 
 def _backward_and_update(state: TrainState, player: Player, loss: Tensor, cfg: Config) -> StepReport:
-    optimizer, params = player.optimizer, player.module.parameters()
+    optimizer, params = player.optimizer, player.params
     warming = state.step < cfg.optim.lr_warmup_steps  # norms grow with the learning rate: not outliers
     if state.scaler is None:
         loss.backward()
@@ -293,9 +293,16 @@ def build_state(
     model = build_model(cfg.model, *nets).to(device)
     if cfg.train.channels_last:  # before the optimizer: Adam's moments take the parameters' layout
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
-    players = {"model": Player.build(model, cfg, device)}
-    for name in [n for n in objective.players if n != "model"]:  # each other player: its network, its optimizer
-        network = others[name] if others is not None and name in others else player_network(name, cfg, model)
+    networks = {  # each other player: its network, its optimizer
+        name: others[name] if others is not None and name in others else player_network(name, cfg, model)
+        for name in objective.players if name != "model"
+    }
+    inside = [net for net in networks.values() if any(net is m for m in model.modules())]
+    if inside and topology is not None and topology.world > 1:
+        raise VaekitError(f"objective {cfg.objective.name} trains a network inside the model as its own player, "
+                          "which multi-process runs do not support yet; train in one process")
+    players = {"model": Player.build(model, cfg, device, leave_out=inside)}
+    for name, network in networks.items():
         players[name] = Player.build(network.to(device), cfg, device, optim=player_optim(name, cfg))
     state = TrainState(players=players, objective=objective, frozen=frozen_networks(cfg, device))
     if topology is not None and topology.world > 1:
