@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from vaekit.apps.compress.files import compress_file, decompress_file
 from vaekit.config import VqConfig, load_config
 from vaekit.models.code_priors import PixelCNNPrior, UniformCodePrior
 from vaekit.models.quantizers import FiniteScalarQuantizer, VectorQuantizer, rotation_trick, straight_through
@@ -159,8 +160,9 @@ def test_code_prior_log_prob_and_sampling() -> None:
                                torch.full((2,), -6 * math.log(7)))
 
 
-def _small_vq(quantizer: str = "vq") -> VQVAE:
-    cfg = load_config(None, ["model.kind=vq", "model.hidden=[8, 8]", "model.res_blocks=1", "model.input_shape=[1,8,8]",
+def _small_vq(quantizer: str = "vq", likelihood: str = "bernoulli", channels: int = 1) -> VQVAE:
+    cfg = load_config(None, ["model.kind=vq", "model.hidden=[8, 8]", "model.res_blocks=1",
+                             f"model.input_shape=[{channels},8,8]", f"model.likelihood={likelihood}",
                              "model.vq.codebook_size=6", "model.vq.code_dim=3", "model.vq.prior_channels=8",
                              "model.vq.prior_layers=2", "model.vq.prior_kernel=3", f"model.vq.quantizer={quantizer}",
                              "model.vq.fsq_levels=[3, 2]"])
@@ -212,3 +214,26 @@ def test_a_vq_run_logs_its_codebook_and_reports_it(tmp_path: Path) -> None:
     assert final["codes_unused"] == round(16 * (1 - final["code_usage"]))
     assert result.steps == 12
     assert "code usage" in (tmp_path / "run" / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("likelihood", "quantizer", "channels"), [
+    ("bernoulli", "vq", 1), ("discretized-logistic", "fsq", 1), ("rgb-logistic-mixture", "vq", 3)])
+def test_compress_round_trips_at_the_two_part_code_length(
+    likelihood: str, quantizer: str, channels: int, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = _small_vq(quantizer, likelihood, channels)
+    model.save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    n = 70  # two batches of the coder's 64
+    if likelihood == "bernoulli":
+        images = (rng.random((n, 8, 8)) < 0.3).astype(np.uint8) * 255
+    else:
+        images = rng.integers(0, 256, (n, channels, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    out = compress_file(tmp_path / "model", tmp_path / "x.npy", tmp_path / "x.vkz", verify=True)
+    decompress_file(tmp_path / "x.vkz", tmp_path / "back.npy", tmp_path / "model")
+    assert np.array_equal(np.load(tmp_path / "back.npy"), images)
+    dims = images.size
+    code_length = out["code_length_bits_per_dim"] * dims  # the model's -ELBO in bits
+    assert code_length - 64 <= out["payload_bits"] <= 1.01 * code_length + 64  # ANS: within its overhead

@@ -352,7 +352,8 @@ def _add_score_commands(sub: Any, positive: Any) -> None:
 
 
 def _add_codec_commands(sub: Any, positive: Any) -> None:
-    p = sub.add_parser("compress", help="losslessly compress images with a trained model (bits-back ANS)")
+    p = sub.add_parser("compress", help="losslessly compress images with a trained model "
+                       "(bits-back ANS; a VQ model: its two-part code)")
     p.add_argument("input", help="an IDX file, a uint8 .npy (N, H, W) or (N, C, H, W), or a folder of PNG images")
     p.add_argument(
         "--model",
@@ -378,8 +379,12 @@ def describe(command: str, payload: dict[str, Any]) -> str:
         )
         return text + (f"; AUROC {payload['auroc']:.4f}" if "auroc" in payload else "")
     if command == "compress":
-        return (
+        text = (
             f"wrote {payload['output']}: {payload['n']} images in {payload['bytes']:,} bytes, "
             f"{payload['bits_per_dim']:.4f} bits/dim{' (verified)' if payload['verified'] else ''}"
         )
+        if "code_length_bits_per_dim" in payload:  # a VQ model: the file against its two-part code length
+            text += (f"; the model's two-part code length {payload['code_length_bits_per_dim']:.4f} bits/dim "
+                     f"(codes {payload['codes_bits_per_dim']:.4f} + pixels {payload['pixels_bits_per_dim']:.4f})")
+        return text
     return f"wrote {payload['output']}"

@@ -1,12 +1,13 @@
 """The `.vkz` container: a fixed header, the image shape, file names, and the ANS payload.
 
-Layout (little-endian): magic "VKZ1", u16 format version (2; version 1, whose latents used
-buckets of equal prior mass, still reads), u8 kind (0 binary, 1 8-bit), u8 source
-(0 .npy, 1 IDX, 2 IDX gzip, 3 PNG folder), 32-byte SHA-256 of the model weights, 32-byte probe
-hash, u32 N, u16 C, u16 H, u16 W, u8 latent bits, u32 meta length, u32 payload words, u32 CRC-32 of
-the header before it and everything after it; then the meta JSON ({"names": [...] for PNG folders,
-"model": where the model was, a hint, "layout": the input array's axes, "NHW", "NCHW" or "NHWC", so
-the same shape comes back; files without it are "NCHW"}) and the payload.
+Layout (little-endian): magic "VKZ1", u16 format version (2: bits-back over Gaussian latents; 3: a VQ
+model's two-part code, apps/compress/twopart.py; version 1, whose latents used buckets of equal prior
+mass, still reads), u8 kind (0 binary, 1 8-bit), u8 source (0 .npy, 1 IDX, 2 IDX gzip, 3 PNG folder),
+32-byte SHA-256 of the model weights, 32-byte probe hash, u32 N, u16 C, u16 H, u16 W, u8 latent bits,
+u32 meta length, u32 payload words, u32 CRC-32 of the header before it and everything after it; then
+the meta JSON ({"names": [...] for PNG folders, "model": where the model was, a hint, "layout": the
+input array's axes, "NHW", "NCHW" or "NHWC", so the same shape comes back; files without it are
+"NCHW"}) and the payload.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def parse(data: bytes, name: str) -> Container:
     )
     if version not in BITS_BY_VERSION:
         raise DataError(
-            f"{name!r} uses container version {version}; this vaekit reads versions 1..{VERSION}: "
+            f"{name!r} uses container version {version}; this vaekit reads versions 1..{max(BITS_BY_VERSION)}: "
             "decompress it with the vaekit that wrote it"
         )
     expected = HEADER.size + names_len + 4 * n_words

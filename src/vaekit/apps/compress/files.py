@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 
 from vaekit import zoo
-from vaekit.apps.compress import bbans
-from vaekit.apps.compress.container import Container, parse
-from vaekit.apps.compress.latents import LATENT_BITS
+from vaekit.apps.compress import bbans, twopart
+from vaekit.apps.compress.container import VERSION, Container, parse
+from vaekit.apps.compress.latents import BITS_BY_VERSION
 from vaekit.data import idx
 from vaekit.data.datasets import load_image_folder
 from vaekit.data.folders import IMAGE_SUFFIXES
 from vaekit.errors import DataError, VaekitError
 from vaekit.models.vae import load_model
+from vaekit.models.vq import VQVAE
 from vaekit.storage import atomic_write_bytes
 
 
@@ -91,21 +92,14 @@ def compress_file(
                 "or 0/1 images: use a discretized-logistic model for 8-bit data"
             )
         kind = 2 if images.max() == 1 else bbans.KIND_BINARY  # 2: binary stored as 0/1
+    vq = isinstance(model, VQVAE)  # a two-part code (container version 3), else bits-back (version 2)
+    coder = twopart if vq else bbans
     t0 = time.perf_counter()
-    words = bbans.encode_images(model, _symbols(images, kind), _coding(kind))
+    words = coder.encode_images(model, _symbols(images, kind), _coding(kind))
     seconds = time.perf_counter() - t0
-    container = Container(
-        kind,
-        fmt,
-        _weights_hash(model_dir),
-        bbans.probe_hash(model),
-        tuple(images.shape),
-        LATENT_BITS,
-        names,
-        str(model_dir.resolve()),
-        words,
-        layout,
-    )
+    version = 3 if vq else VERSION
+    container = Container(kind, fmt, _weights_hash(model_dir), coder.probe_hash(model), tuple(images.shape),
+                          BITS_BY_VERSION[version], names, str(model_dir.resolve()), words, layout, version)
     data = container.to_bytes()
     if verify:
         restored = _decode(container, model)
@@ -122,13 +116,23 @@ def compress_file(
         "payload_bits_per_dim": words.size * 32 / dims,
         "images_per_s": images.shape[0] / max(seconds, 1e-9),
         "verified": verify,
+        **(_two_part(model, _symbols(images, kind), _coding(kind), dims) if vq else {}),
     }
 
 
+def _two_part(model: Any, symbols: np.ndarray, kind: int, dims: int) -> dict[str, float]:
+    """A VQ model's two-part code length of the images (its -ELBO) beside the file: what the payload should match."""
+    bits = twopart.code_length_bits(model, symbols, kind)
+    return {"code_length_bits_per_dim": (bits["code_bits"] + bits["pixel_bits"]) / dims,
+            "codes_bits_per_dim": bits["code_bits"] / dims, "pixels_bits_per_dim": bits["pixel_bits"] / dims}
+
+
 def _decode(container: Container, model: Any) -> np.ndarray:
-    symbols = bbans.decode_images(
-        model, container.words, _coding(container.kind), container.shape, container.version
-    )
+    if container.version == 3:
+        symbols = twopart.decode_images(model, container.words, _coding(container.kind), container.shape)
+    else:
+        symbols = bbans.decode_images(model, container.words, _coding(container.kind), container.shape,
+                                      container.version)
     return symbols * 255 if container.kind == bbans.KIND_BINARY else symbols
 
 
@@ -154,7 +158,7 @@ def decompress_file(path: str | Path, output: str | Path, model_dir: str | Path 
     model = load_model(model_dir)
     if _weights_hash(model_dir) != container.weights_sha256:
         raise DataError(f"{str(path)!r} was compressed with another model (weights hash differs); pass that --model")
-    if bbans.probe_hash(model) != container.probe:
+    if (twopart if container.version == 3 else bbans).probe_hash(model) != container.probe:
         raise DataError(
             f"{str(path)!r}: this machine's floating point differs from the compressing machine's "
             "(probe hash mismatch); decode where it was encoded"

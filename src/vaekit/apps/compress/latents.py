@@ -19,7 +19,7 @@ LATENT_BITS = 12  # K = 4096 equal-width buckets per latent dimension (container
 LATENT_RANGE = 8.0  # the buckets cover [-8, 8] in prior units; beyond it, q and p leak to the end buckets
 WINDOW_SIGMAS = 12.0  # q is coded on a window of buckets at least this many of its std either side of its mean
 LEGACY_LATENT_BITS = 12  # container version 1: K = 4096 buckets of equal prior mass
-BITS_BY_VERSION = {1: LEGACY_LATENT_BITS, 2: LATENT_BITS}
+BITS_BY_VERSION = {1: LEGACY_LATENT_BITS, 2: LATENT_BITS, 3: 0}  # 3: a VQ model's two-part code (no buckets)
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 
 
