@@ -26,6 +26,7 @@ TOPICS = {
     "Adversarial": ("adversarial",),
     "Imbalance": ("imbalance",),
     "Disentanglement": ("disentanglement",),
+    "VQ-VAE": ("vq-",),
 }
 
 
