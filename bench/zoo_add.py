@@ -74,6 +74,9 @@ def add(run: Path, name: str, command: str, minutes: float, nll_k: int = 0, note
             "iw_samples": result.iw_samples,
             "kl_per_group": result.kl_per_group,
             "active_per_group": result.active_per_group,
+            **({"code_usage": round(result.code_usage, 5), "code_perplexity": round(result.code_perplexity or 0, 2),
+                "two_part_code": "the -ELBO is the two-part code length -log p(codes) - log p(x | codes)"}
+               if result.code_usage is not None else {}),
         },
         "notes": notes,
     }

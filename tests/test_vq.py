@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -195,25 +197,46 @@ def test_the_code_prior_trains_with_its_own_optimizer_only() -> None:
     assert {id(p) for g in state.players["code_prior"].optimizer.param_groups for p in g["params"]} == prior_params
 
 
-def test_a_vq_run_logs_its_codebook_and_reports_it(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def vq_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-step VQ run on 8x8 binary images, with a validation split."""
+    folder = tmp_path_factory.mktemp("vq")
     rng = np.random.default_rng(0)
-    data = tmp_path / "tiny.npy"
-    np.save(data, (rng.random((256, 8, 8)) < 0.3).astype(np.uint8) * 255)
-    cfg = load_config(None, [f"data.name={data}", "data.val_size=64", "train.batch_size=32", "train.log_every=4",
-                             "train.steps=12", "train.samples=4", "train.tensorboard=false", "model.kind=vq",
-                             "model.hidden=[8]", "model.res_blocks=1", "model.vq.codebook_size=16",
+    np.save(folder / "tiny.npy", (rng.random((256, 8, 8)) < 0.3).astype(np.uint8) * 255)
+    cfg = load_config(None, [f"data.name={folder / 'tiny.npy'}", "data.val_size=64", "train.batch_size=32",
+                             "train.log_every=4", "train.steps=12", "train.samples=4", "train.tensorboard=false",
+                             "model.kind=vq", "model.hidden=[8]", "model.res_blocks=1", "model.vq.codebook_size=16",
                              "model.vq.code_dim=4", "model.vq.prior_channels=8", "model.vq.prior_layers=2",
                              "model.vq.prior_kernel=3", "objective.name=vq"])
-    result = train(cfg, tmp_path / "run", quiet=True)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert train(cfg, folder / "run", quiet=True).steps == 12
+    return folder / "run"
+
+
+def test_a_vq_run_logs_its_codebook_and_reports_it(vq_run: Path) -> None:
+    rows = [json.loads(line) for line in (vq_run / "metrics.jsonl").read_text().splitlines()]
     trains = [r for r in rows if r["kind"] == "train"]
     assert trains and all(0 < r["code_usage"] <= 1 and r["code_perplexity"] >= 1 for r in trains)
     assert all("code_prior.grad_norm" in r and "code_restarts" in r for r in trains)
     final = [r for r in rows if r["kind"] == "eval"][-1]
     assert final["codebook_size"] == 16 and 0 < final["code_usage"] <= 1 and final["kl_per_dim"] == []
     assert final["codes_unused"] == round(16 * (1 - final["code_usage"]))
-    assert result.steps == 12
-    assert "code usage" in (tmp_path / "run" / "report.html").read_text()
+    assert "code usage" in (vq_run / "report.html").read_text()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_the_cli_names_the_two_part_code_and_refuses_what_a_vq_model_cannot_do(vq_run: Path, tmp_path: Path) -> None:
+    out = _cli("eval", str(vq_run), "--nll", "--iw-samples", "3")
+    assert out.returncode == 0, out.stderr
+    assert "two-part code" in out.stdout and "codebook" in out.stdout and "point-mass" in out.stdout
+    out = _cli("sample", str(vq_run), "--n", "4", "--top-k", "3", "-o", str(tmp_path / "s.png"))
+    assert out.returncode == 0 and (tmp_path / "s.png").is_file(), out.stderr
+    refused = _cli("fit-sampler", str(vq_run), "--sampler", "gmm")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "code prior" in refused.stderr
+    refused = _cli("sample", "seed-mnist", "--top-k", "3", "-o", str(tmp_path / "t.png"))
+    assert refused.returncode == 2 and "VQ" in refused.stderr and not (tmp_path / "t.png").exists()
 
 
 @pytest.mark.parametrize(("likelihood", "quantizer", "channels"), [

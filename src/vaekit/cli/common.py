@@ -28,3 +28,21 @@ def save_npy(array: Any, path: str) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def describe_groups(result: Any) -> str:
+    """One line per latent group, top first: KL (and how it was estimated) and active units; a VQ model's two parts
+    of its code and its codebook's use instead."""
+    if result.code_usage is not None:
+        return (f"two-part code: codes -log p(codes) {result.kl:.2f} nats + pixels -log p(x | codes) "
+                f"{-result.log_px:.2f} nats (the -ELBO: exact, the posterior is a point mass); codebook: "
+                f"{100 * result.code_usage:.1f}% of {result.codebook_size} codes used, perplexity "
+                f"{result.code_perplexity:.1f}, {result.codes_unused} unused")
+    lines = []
+    for level, (kl, active, dims, how) in enumerate(
+        zip(result.kl_per_group, result.active_per_group, result.group_dims, result.kl_estimate, strict=True)
+    ):
+        name = "top group" if level == 0 else f"group {level + 1}"
+        name = "latent" if len(result.group_dims) == 1 else name
+        lines.append(f"{name}: KL {kl:.2f} nats ({how}), active units {active}/{dims}")
+    return "\n".join(lines)

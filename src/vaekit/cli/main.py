@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vaekit.cli.common import load_model, save_npy
+from vaekit.cli.common import describe_groups, load_model, save_npy
 from vaekit.cli.quality import (
     add_features_command,
     add_fit_sampler_command,
@@ -112,7 +112,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         f"-ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
         f"({result.bits_per_dim:.4f} bits/dim; single-sample ELBO estimate)"
     )
-    if result.nll is not None:
+    if result.nll is not None and result.code_usage is not None:  # a VQ model: importance sampling adds nothing
+        text += f"\nNLL bound: the two-part code length, {result.nll:.2f} nats (a point-mass posterior)"
+    elif result.nll is not None:
         text += (
             f"\nNLL {result.nll:.2f} ± {result.nll_se:.2f} nats ({result.nll_bits_per_dim:.4f} bits/dim; "
             f"importance-sampled with k={result.iw_samples}, an upper bound on -log p(x) in expectation)"
@@ -131,18 +133,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
         text += "\nper class (nats; MSE of the decoder's mean per pixel; AU: active units within the class):\n"
         text += describe(result.per_class)
     _emit(args, result.to_dict(), text)
-
-
-def describe_groups(result: Any) -> str:
-    """One line per latent group, top first: KL (and how it was estimated) and active units."""
-    lines = []
-    for level, (kl, active, dims, how) in enumerate(
-        zip(result.kl_per_group, result.active_per_group, result.group_dims, result.kl_estimate, strict=True)
-    ):
-        name = "top group" if level == 0 else f"group {level + 1}"
-        name = "latent" if len(result.group_dims) == 1 else name
-        lines.append(f"{name}: KL {kl:.2f} nats ({how}), active units {active}/{dims}")
-    return "\n".join(lines)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

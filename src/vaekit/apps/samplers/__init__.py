@@ -57,6 +57,9 @@ def fit_sampler(model: BaseVAE, train: Dataset, name: str, latents: tuple[Tensor
     if groups == "top" and len(model.group_dims) < 2:
         raise ConfigError(f"--groups top fits a hierarchy's top group; this model has one latent group ({name} fits "
                           "it with the default --groups all)")
+    if model.cfg.kind == "vq":
+        raise ConfigError(f"the {name} sampler fits continuous latents; a VQ model samples its discrete codes from its "
+                          "code prior (vaekit sample RUN, --temperature, --top-k)")
     if model.num_classes:
         raise ConfigError(f"the {name} sampler fits unconditional latents; a conditional model samples per class "
                           "from its prior (vaekit sample --label)")
