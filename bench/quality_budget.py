@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import vaekit
-from results import plan_epochs, update_section
+from results import budget_table, plan_epochs, update_section
 from throughput import ensure_pythae
 from vaekit.apps.samplers import fit_sampler, latent_draws, sampler_latents
 from vaekit.evaluation.quality import quality
@@ -138,12 +138,7 @@ def main() -> None:
     parser.add_argument("--vaekit", nargs="*", default=[], help="presets")
     parser.add_argument("--samples", type=int, default=10_000)
     args = parser.parse_args()
-    every = json.loads(ROWS.read_text()) if ROWS.exists() else {}
-    table = every.setdefault(args.data, {"rows": {}, "commands": []})
-    if table.get("minutes", args.minutes) != args.minutes or table.get("n", args.samples) != args.samples:
-        raise SystemExit(f"{ROWS.name} holds {args.data} rows at another budget or sample count")
-    table.update(minutes=args.minutes, n=args.samples)
-    table.setdefault("floor", floor(args.data, args.samples))
+    every, table = budget_table(ROWS, args.data, args.minutes, args.samples, lambda: floor(args.data, args.samples))
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [(pythae_rows, m) for m in args.pythae] + [(vaekit_rows, p) for p in args.vaekit]
         for job, name in jobs:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import vaekit
 from vaekit.apps.report import read_metrics
@@ -57,6 +60,20 @@ def insert_under_topic(text: str, topic: str | None, block: str) -> str:
     after = re.search(r"(?m)^## ", text[heading.end():])
     end = heading.end() + after.start() if after else len(text)
     return text[:end].rstrip() + "\n\n" + block + "\n\n" + text[end:].lstrip("\n")
+
+
+def budget_table(rows: Path, data: str, minutes: float, n: int,
+                 floor: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every table of a budgeted benchmark's rows file and `data`'s own (made, with its `floor`, when new); rows of
+    another budget or sample count are refused, so one table never mixes two."""
+    every = json.loads(rows.read_text()) if rows.exists() else {}
+    table = every.setdefault(data, {"rows": {}, "commands": []})
+    if table.get("minutes", minutes) != minutes or table.get("n", n) != n:
+        raise SystemExit(f"{rows.name} holds {data} rows at another budget or sample count")
+    table.update(minutes=minutes, n=n)
+    if "floor" not in table:
+        table["floor"] = floor()
+    return every, table
 
 
 def plan_epochs(preset: str | None, sets: list[str], minutes: float, probe_steps: int = 200) -> int:

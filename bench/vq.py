@@ -31,7 +31,7 @@ import torch
 
 import vaekit
 from quality_budget import batches, floor, real_features, scores
-from results import update_section
+from results import budget_table, update_section
 from throughput import ensure_pythae
 from vaekit.apps.compress.files import compress_file, decompress_file
 from vaekit.evaluation.evaluate import evaluate
@@ -148,12 +148,7 @@ def main() -> None:
     parser.add_argument("--trainer", required=True, choices=["vaekit", "pythae"])
     parser.add_argument("--samples", type=int, default=10_000)
     args = parser.parse_args()
-    every = json.loads(ROWS.read_text()) if ROWS.exists() else {}
-    table = every.setdefault(args.data, {"rows": {}, "commands": []})
-    if table.get("minutes", args.minutes) != args.minutes or table.get("n", args.samples) != args.samples:
-        raise SystemExit(f"{ROWS.name} holds {args.data} rows at another budget or sample count")
-    table.update(minutes=args.minutes, n=args.samples)
-    table.setdefault("floor", floor(args.data, args.samples))
+    every, table = budget_table(ROWS, args.data, args.minutes, args.samples, lambda: floor(args.data, args.samples))
     with tempfile.TemporaryDirectory() as tmp:
         job = vaekit_row if args.trainer == "vaekit" else pythae_row
         row = job(args.data, args.minutes, args.samples, Path(tmp))
