@@ -233,6 +233,11 @@ def test_the_cli_names_the_two_part_code_and_refuses_what_a_vq_model_cannot_do(v
     assert "two-part code" in out.stdout and "codebook" in out.stdout and "point-mass" in out.stdout
     out = _cli("sample", str(vq_run), "--n", "4", "--top-k", "3", "-o", str(tmp_path / "s.png"))
     assert out.returncode == 0 and (tmp_path / "s.png").is_file(), out.stderr
+    for command in (["latent-map", str(vq_run), "-o", str(tmp_path / "map.png")],
+                    ["encode", str(vq_run), "-o", str(tmp_path / "z.npy"), "--logvar", str(tmp_path / "lv.npy")]):
+        out = _cli(*command)
+        assert out.returncode == 0, (command, out.stderr)
+    assert np.isneginf(np.load(tmp_path / "lv.npy")).all()  # a point mass on the code vectors
     refused = _cli("fit-sampler", str(vq_run), "--sampler", "gmm")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "code prior" in refused.stderr
     refused = _cli("sample", "seed-mnist", "--top-k", "3", "-o", str(tmp_path / "t.png"))

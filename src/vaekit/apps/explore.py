@@ -67,13 +67,14 @@ def traverse(model: BaseVAE, x: Tensor | None, dims: list[int], values: Tensor) 
 def encode_dataset(
     model: BaseVAE, data: Dataset, batch_size: int = 1000, sample: bool = False, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """Posterior means (or one sample each) and log-variances of every example, (N, D) each."""
+    """Posterior means (or one sample each) and log-variances of every example, (N, D) each; a VQ model's posterior
+    is a point mass on its code vectors (log-variance -inf)."""
     gen = torch.Generator().manual_seed(seed)
     zs, logvars = [], []
     for x in data.batches(batch_size):
         q = model.encode(x)
         zs.append(q.rsample(1, gen)[0] if sample else q.mean)
-        logvars.append(q.logvar)
+        logvars.append(getattr(q, "logvar", torch.full_like(q.mean, -math.inf)))
     return torch.cat(zs), torch.cat(logvars)
 
 

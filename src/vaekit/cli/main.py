@@ -80,11 +80,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     ]
     if result.test:
         t = result.test
-        lines.append(
-            f"test -ELBO: {t.neg_elbo:.2f} nats ({t.bits_per_dim:.4f} bits/dim), "
-            f"KL {t.kl:.2f} nats, active units {t.active_units}/{len(t.kl_per_dim)}"
-        )
-        if len(t.group_dims) > 1:
+        vq = t.code_usage is not None  # a VQ model: the -ELBO is its two-part code, no KL per dimension
+        tail = "" if vq else f", KL {t.kl:.2f} nats, active units {t.active_units}/{len(t.kl_per_dim)}"
+        lines.append(f"test -ELBO: {t.neg_elbo:.2f} nats ({t.bits_per_dim:.4f} bits/dim){tail}")
+        if len(t.group_dims) > 1 or vq:
             lines.append(describe_groups(t))
     _emit(args, payload, "\n".join(lines))
 
