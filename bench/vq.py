@@ -138,7 +138,10 @@ def render(data: str, table: dict[str, Any]) -> str:
                      f"{r['recon_fd']:.3f} | {r['psnr']:.2f} | {_num(r['code_usage'])} | "
                      f"{_num(r['code_perplexity'], 1)} | {_num(r.get('two_part_bits_per_dim'), 4)} | {file} | "
                      f"{'exact' if r.get('file_round_trip_exact') else '-'} |")
-    return "\n".join(lines)
+    collapsed = [f"{r['trainer']}'s codebook collapsed: {100 * r['code_usage']:.1f}% of the 512 codes in use on "
+                 f"the test split (perplexity {r['code_perplexity']:.1f})" for r in table["rows"].values()
+                 if r.get("code_usage") is not None and r["code_usage"] < 0.5]
+    return "\n".join([*lines, *(["", "; ".join(collapsed) + "."] if collapsed else [])])
 
 
 def main() -> None:
