@@ -21,7 +21,7 @@ import torch
 
 import vaekit
 from vaekit.evaluation.evaluate import evaluate
-from vaekit.models.vae import save_model
+from vaekit.models.base import save_model
 from vaekit.zoo import PRETRAINED
 
 
