@@ -87,6 +87,7 @@ def codebook_warnings(usage: float, perplexity: float, size: int, min_usage: flo
         return []
     return [
         f"only {usage:.0%} of the {size} codes are in use (perplexity {perplexity:.1f}): codebook collapse; "
-        "restart unused codes (model.vq.dead_threshold=1), start from k-means (model.vq.kmeans_iters=10), try "
-        "model.vq.gradient=rotation, or use a smaller model.vq.codebook_size"
+        "restart unused codes sooner (a higher model.vq.dead_threshold, a lower model.vq.decay), start from k-means "
+        "(model.vq.kmeans_iters=10), try model.vq.gradient=rotation, or use a smaller model.vq.codebook_size; early "
+        "in a run, unused codes may not have been restarted yet"
     ]
