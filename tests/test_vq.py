@@ -265,3 +265,20 @@ def test_compress_round_trips_at_the_two_part_code_length(
     dims = images.size
     code_length = out["code_length_bits_per_dim"] * dims  # the model's -ELBO in bits
     assert code_length - 64 <= out["payload_bits"] <= 1.01 * code_length + 64  # ANS: within its overhead
+
+
+def test_codebook_collapse_warns_with_its_remedies_and_bad_settings_are_one_line() -> None:
+    from vaekit.errors import ConfigError
+    from vaekit.evaluation.diagnostics import codebook_warnings
+
+    assert codebook_warnings(0.6, 300.0, 512) == []
+    (warning,) = codebook_warnings(0.3, 40.0, 512)
+    assert "30%" in warning and "dead_threshold" in warning and "\n" not in warning
+    for bad in (["model.vq.prior_kernel=4"], ["model.vq.decay=1.0"], ["model.vq.fsq_levels=[1, 5]"],
+                ["model.vq.codebook_size=1"]):
+        with pytest.raises(ConfigError):
+            load_config(None, ["model.kind=vq", *bad])
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        build_model(load_config(None, ["model.kind=vq", "model.hidden=[8, 8]", "model.input_shape=[1,10,10]"]).model)
+    with pytest.raises(ConfigError, match="objective.name=elbo does not train a VQ model"):
+        build_state(load_config(None, ["model.kind=vq", "model.input_shape=[1,8,8]", "model.hidden=[8]"]))
