@@ -153,6 +153,10 @@ class VectorQuantizer(nn.Module):
         if rows.shape[0] == 0:
             return
         centres, counts = kmeans(rows, self.num_codes, self.kmeans_iters)
+        if self.dead_threshold > 0:  # one batch of an untrained encoder is weak evidence of a code's future use:
+            # capped counts let the codes training leaves behind be restarted within ~70 steps (at decay 0.99)
+            # instead of ~250 (the vqvae preset's batch usage at step 100: 82% instead of 4%)
+            counts = counts.clamp(max=2 * self.dead_threshold)
         self.codebook.copy_(centres)
         self.cluster_size.copy_(counts)
         self.embed_sum.copy_(centres * counts[:, None])
