@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import tempfile
 import time
@@ -150,11 +151,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per tool (wall clock)")
     parser.add_argument("--trainer", required=True, choices=["vaekit", "pythae"])
     parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep vaekit's run folder here (a zoo entry's run)")
     args = parser.parse_args()
     every, table = budget_table(ROWS, args.data, args.minutes, args.samples, lambda: floor(args.data, args.samples))
     with tempfile.TemporaryDirectory() as tmp:
         job = vaekit_row if args.trainer == "vaekit" else pythae_row
         row = job(args.data, args.minutes, args.samples, Path(tmp))
+        if args.keep and args.trainer == "vaekit":
+            shutil.rmtree(args.keep, ignore_errors=True)
+            shutil.copytree(Path(tmp) / "run", args.keep)  # for bench/zoo_add.py
     print(json.dumps(row), flush=True)
     table["rows"][args.trainer] = row
     command = (f"VAEKIT_DATA=../shared/data .venv/bin/python bench/vq.py --data {args.data} --minutes "
