@@ -3,6 +3,7 @@ the two-part code length, and a VQ run end to end."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -157,6 +158,11 @@ def test_code_prior_log_prob_and_sampling() -> None:
     greedy = prior.sample(3, top_k=1, generator=torch.Generator().manual_seed(1))
     assert torch.equal(greedy, prior.sample(3, top_k=1, generator=torch.Generator().manual_seed(2)))  # argmax
     assert torch.equal(greedy[0], prior.logits(greedy).argmax(1)[0])  # each position the argmax given the others
+    naive, g = torch.zeros(6, 3, 3, dtype=torch.long), torch.Generator().manual_seed(3)
+    for i, j in itertools.product(range(3), range(3)):  # the whole grid each time: what sample()'s row crop skips
+        probs = torch.softmax(prior.logits(naive)[:, :, i, j] / 0.7, -1)
+        naive[:, i, j] = torch.multinomial(probs, 1, generator=g)[:, 0]
+    assert torch.equal(prior.sample(6, temperature=0.7, generator=torch.Generator().manual_seed(3)), naive)
     uniform = UniformCodePrior(7, (2, 3))
     torch.testing.assert_close(uniform.log_prob(torch.zeros(2, 2, 3, dtype=torch.long)),
                                torch.full((2,), -6 * math.log(7)))

@@ -87,8 +87,8 @@ class PixelCNNPrior(nn.Module):
         device = self.embed.weight.device
         codes = torch.zeros(n, *self.grid, dtype=torch.long, device=device)
         for i in range(self.grid[0]):
-            for j in range(self.grid[1]):
-                logits = self.logits(codes)[:, :, i, j].float() / max(temperature, 1e-6)  # (n, K)
+            for j in range(self.grid[1]):  # rows below i never reach row i: the logits of rows <= i suffice
+                logits = self.logits(codes[:, : i + 1])[:, :, i, j].float() / max(temperature, 1e-6)  # (n, K)
                 codes[:, i, j] = draw(logits, top_k, generator).to(device)
         return codes
 
