@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 import vaekit
+from cli_server import CliServer
 from conftest import REPO, SHARED_DATA
 from vaekit.cli.main import build_parser
 from vaekit.registry import Registry
@@ -110,14 +111,18 @@ def _example_lines() -> list[tuple[str, str]]:
 def test_docs_shell_examples_run(tmp_path: Path) -> None:
     lines = _example_lines()
     assert len(lines) >= 25
-    for page, command in lines:
-        argv = shlex.split(command)
-        if "cifar10-jpeg" in argv and not (SHARED_DATA / "cifar10-jpeg").is_dir():
-            continue  # needs ../shared/data/cifar10-jpeg beside the checkout
-        assert argv[0] in ("vaekit", "python"), (page, command)
-        run = [sys.executable, "-m", "vaekit", *argv[1:]] if argv[0] == "vaekit" else [sys.executable, *argv[1:]]
-        out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, (page, command, out.stderr[-2000:])
+    with CliServer() as cli:
+        for page, command in lines:
+            argv = shlex.split(command)
+            if "cifar10-jpeg" in argv and not (SHARED_DATA / "cifar10-jpeg").is_dir():
+                continue  # needs ../shared/data/cifar10-jpeg beside the checkout
+            assert argv[0] in ("vaekit", "python"), (page, command)
+            if argv[0] == "vaekit":
+                out = cli.run(argv[1:], tmp_path)
+            else:
+                out = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+                                     timeout=600)
+            assert out.returncode == 0, (page, command, out.stderr[-2000:])
 
 
 def test_docs_python_examples_run(tmp_path: Path) -> None:

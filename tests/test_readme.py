@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_server import CliServer
 from conftest import REPO, SHARED_DATA
 
 README = (REPO / "README.md").read_text()
@@ -38,14 +39,13 @@ def test_readme_has_the_two_setup_commands() -> None:
 def test_readme_shell_examples_run(tmp_path: Path) -> None:
     lines = _vaekit_lines()
     assert len(lines) >= 6
-    for command in lines:
-        argv = shlex.split(command)
-        if "cifar10-jpeg" in argv and not (SHARED_DATA / "cifar10-jpeg").is_dir():
-            continue  # needs ../shared/data/cifar10-jpeg beside the checkout (a lone clone has no CIFAR)
-        out = subprocess.run(
-            [sys.executable, "-m", "vaekit", *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600
-        )
-        assert out.returncode == 0, (command, out.stderr)
+    with CliServer() as cli:
+        for command in lines:
+            argv = shlex.split(command)
+            if "cifar10-jpeg" in argv and not (SHARED_DATA / "cifar10-jpeg").is_dir():
+                continue  # needs ../shared/data/cifar10-jpeg beside the checkout (a lone clone has no CIFAR)
+            out = cli.run(argv[1:], tmp_path)
+            assert out.returncode == 0, (command, out.stderr)
 
 
 def test_readme_python_example_runs(tmp_path: Path) -> None:
