@@ -8,6 +8,8 @@ long-tailed by `data.imbalance=RATIO` (Cui et al.'s exponential profile; the tes
 
 - plain: as is; balanced-sampler: `data.sampler=balanced`; reweight: `data.class_weights=effective` (Cui et al.);
   vamp: `model.prior=vamp` (100 pseudo-inputs, the `vamp` preset's); conditional: `model.conditional=true`;
+  conditional-balanced: both `model.conditional=true` and `data.sampler=balanced` (the decoder sees each label
+  equally often, so a rare label's samples are drawn by a decoder that learned it);
 - balanced-data: the control, `data.imbalance_profile=balanced`, the same number of images spread evenly.
 
 Each run's row: the test -ELBO overall and per class (the three rarest training classes averaged: "rare-3"), and
@@ -50,6 +52,7 @@ VARIANTS = {
     "reweight": ["data.class_weights=effective"],
     "vamp": ["model.prior=vamp", "model.prior_components=100"],
     "conditional": ["model.conditional=true"],
+    "conditional-balanced": ["model.conditional=true", "data.sampler=balanced"],
     "balanced-data": ["data.imbalance_profile=balanced"],
 }
 SAMPLES = 10_000

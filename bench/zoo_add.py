@@ -16,6 +16,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,6 +35,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown processor"
+
+
+def latent_fields(result: Any) -> dict[str, Any]:
+    """The card's latent numbers: KL and active units per group, or for a VQ model the code part of its code
+    length (-log p(codes) under the code prior) and the codebook's use (active units of code vectors mean nothing)."""
+    if result.code_usage is None:
+        return {"kl_per_group": result.kl_per_group, "active_per_group": result.active_per_group}
+    return {"code_nats": round(result.kl, 4), "code_usage": round(result.code_usage, 5),
+            "code_perplexity": round(result.code_perplexity or 0, 2),
+            "two_part_code": "the -ELBO is the two-part code length -log p(codes) - log p(x | codes)"}
 
 
 def add(run: Path, name: str, command: str, minutes: float, nll_k: int = 0, notes: str = "",
@@ -72,11 +83,7 @@ def add(run: Path, name: str, command: str, minutes: float, nll_k: int = 0, note
             "nll": round(result.nll, 4) if result.nll is not None else None,
             "nll_se": round(result.nll_se, 4) if result.nll_se is not None else None,
             "iw_samples": result.iw_samples,
-            "kl_per_group": result.kl_per_group,
-            "active_per_group": result.active_per_group,
-            **({"code_usage": round(result.code_usage, 5), "code_perplexity": round(result.code_perplexity or 0, 2),
-                "two_part_code": "the -ELBO is the two-part code length -log p(codes) - log p(x | codes)"}
-               if result.code_usage is not None else {}),
+            **latent_fields(result),
         },
         "notes": notes,
     }
