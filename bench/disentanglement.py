@@ -15,8 +15,10 @@ padding), 10 latents, Bernoulli likelihood, Adam 1e-4, batch 64, one objective:
 Then `vaekit eval --disentanglement` on the train split (the whole grid) with disentanglement_lib's defaults
 (--fast: a tenth of the points, named so in the rows). The goals (issue 43, from InfoGAN-CR's Table 1, FactorVAE
 gamma 10 under disentanglement_lib's metrics): the best objective's median MIG >= 0.40, FactorVAE score >= 0.83,
-DCI disentanglement >= 0.70. pythae's BetaTCVAE, FactorVAE and DisentangledBetaVAE at the same budget, scored by
-the same metric code, are still to be added (they need the grid in pythae's venv and their encoder's codes back).
+DCI disentanglement >= 0.70. pythae's BetaTCVAE, FactorVAE and DisentangledBetaVAE (`--objectives pythae-beta-tcvae
+pythae-factor-vae pythae-disentangled-beta-vae`) train the same network at the same budget in pythae's venv
+(bench/pythae_disentangle.py, on a seeded draw of 100,000 grid images rendered here), and their saved encoders are
+scored here by the same metric code.
 Rows go to bench/disentanglement_rows.json, one per run, skipped when present; the section disentanglement of
 bench/RESULTS.md is rewritten from all rows. Run it alone: the budget is wall clock.
 """
@@ -26,17 +28,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 
 import vaekit
 from results import update_section
-from vaekit.evaluation.disentanglement import disentanglement
+from throughput import ensure_pythae
+from vaekit.evaluation.disentanglement import Codes, disentanglement, score_codes
+from vaekit.models.nets import ConvEncoder
 
 BENCH = Path(__file__).resolve().parent
 ROWS = BENCH / "disentanglement_rows.json"
@@ -53,11 +60,16 @@ OBJECTIVES = {
     "dip-vae-ii": ["objective.name=dip-vae", "objective.dip_kind=ii", "objective.dip_offdiag=10",
                    "objective.dip_diag=10"],
 }
+PYTHAE = {"pythae-beta-tcvae": "beta-tcvae", "pythae-factor-vae": "factor-vae",
+          "pythae-disentangled-beta-vae": "disentangled-beta-vae"}  # bench/pythae_disentangle.py's models
+PYTHAE_TRAIN_IMAGES = 100_000  # a seeded draw from the grid, rendered here (pythae holds its data as float32)
 METRICS = ("beta_vae", "factor_vae", "mig", "disentanglement", "completeness", "informativeness", "sap",
            "modularity", "explicitness")
 
 
 def one_run(objective: str, seed: int, minutes: float, fast: bool) -> dict[str, Any]:
+    if objective in PYTHAE:
+        return pythae_run(objective, seed, minutes, fast)
     sets = [*NETWORK, *OBJECTIVES[objective], f"train.seed={seed}", f"train.max_minutes={minutes}"]
     if objective == "annealed-vae":  # C reaches its maximum near the end of the budget: a step estimate
         sets.append(f"objective.capacity_steps={int(minutes * 60 * 8)}")
@@ -73,6 +85,48 @@ def one_run(objective: str, seed: int, minutes: float, fast: bool) -> dict[str, 
     return {"objective": objective, "seed": seed, "minutes": minutes, "steps": result.steps,
             "train_seconds": round(seconds, 1), "neg_elbo": test.neg_elbo if test else None,
             "active_units": test.active_units if test else None, **scores}
+
+
+class SavedEncoder:
+    """pythae's trained encoder in vaekit's ConvEncoder (the same parameter names), as disentanglement.Codes reads a
+    model: `encode(x).mean` are the first 10 outputs."""
+
+    latent_dim, device = 10, torch.device("cpu")
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self.net = ConvEncoder((1, 64, 64), [32, 32, 64, 64], 20, "relu")
+        self.net.load_state_dict(state)
+        self.net.eval()
+
+    def encode(self, x: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(mean=self.net(x)[:, : self.latent_dim])
+
+
+def rendered(data: Any, index: torch.Tensor, path: Path) -> Path:
+    """Images `index` of a dsprites-like split as uint8 (N, 1, 64, 64) in a .npy for pythae's venv."""
+    np.save(path, torch.cat([data.batch(part) for part in index.split(5000)]).to(torch.uint8).numpy())
+    return path
+
+
+def pythae_run(objective: str, seed: int, minutes: float, fast: bool) -> dict[str, Any]:
+    data, test = vaekit.load_dataset("dsprites-like"), vaekit.load_dataset("dsprites-like", "test")
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:PYTHAE_TRAIN_IMAGES]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        train_npy, test_npy = rendered(data, pick, folder / "train.npy"), rendered(test, torch.arange(len(test)),
+                                                                                   folder / "test.npy")
+        out = folder / "encoder.pt"
+        subprocess.run([str(ensure_pythae()), str(BENCH / "pythae_disentangle.py"), str(train_npy), str(test_npy),
+                        "--model", PYTHAE[objective], "--minutes", str(minutes), "--out", str(out), "--seed",
+                        str(seed)], check=True)
+        saved = torch.load(out)
+    info = saved["info"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's convergence notes
+        scores = score_codes(Codes(SavedEncoder(saved["encoder"]), data), data, fast, seed)  # type: ignore[arg-type]
+    return {"objective": objective, "seed": seed, "minutes": minutes, "steps": info["steps"],
+            "train_seconds": info["train_seconds"], "neg_elbo": info["neg_elbo"], "active_units": None,
+            "pythae": info, **scores}
 
 
 def render(rows: dict[str, dict[str, Any]], commands: list[list[str]]) -> str:
@@ -95,7 +149,8 @@ def render(rows: dict[str, dict[str, Any]], commands: list[list[str]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objectives", nargs="*", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    parser.add_argument("--objectives", nargs="*", default=list(OBJECTIVES), choices=[*OBJECTIVES, *PYTHAE],
+                        help="vaekit's objectives (default: all six) and pythae's models (pythae-...)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--fast", action="store_true", help="the metrics' fast mode (a tenth of the points)")
