@@ -111,7 +111,8 @@ def render(rows: dict[str, dict[str, Any]], commands: list[list[str]]) -> str:
              "of their class histogram; missing: classes under 10% of their target share (in any seed). "
              "\"as drawn\": the prior (a conditional model: labels at the training distribution); \"at uniform\": "
              "a 20-component GMM's (the VampPrior's) components reweighted by the classes they hold, or a "
-             "conditional model's labels drawn uniformly. A step budget: no number here depends on what else ran "
+             "conditional model's labels drawn uniformly. A conditional model's -ELBO bounds -log p(x | y), given "
+             "the true label: not the others' -log p(x). A step budget: no number here depends on what else ran "
              "(the 2026-12-07 rows overlapped the test suite and another benchmark).", "",
              "Commands (each adds its rows):", "", *[f"- `{c}` ({d})" for c, d in commands], ""]
     groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
