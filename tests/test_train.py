@@ -80,8 +80,34 @@ def test_examples_per_s_counts_training_steps_only(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(loop, "evaluate", slow)
     cfg = load_config("mlp", ["train.steps=30", "model.hidden=[16]", "model.latent_dim=2", "train.batch_size=32"])
     result = train(cfg, tmp_path / "run", quiet=True)
-    assert result.seconds > 6.0  # two evaluations of the test split: after the last step and the final score
+    assert result.seconds > 3.0  # one evaluation of the test split after the last step: it is the final score
     assert 30 * 32 / result.examples_per_s < 3.0, result.examples_per_s
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_final_score_is_the_last_epoch_end_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 conditional: bool) -> None:
+    # The run's last step ends an epoch, whose evaluation is the final score: the test split is scored once
+    # (a conditional model's final score adds the generative classifier: scored again, with classify_k).
+    from vaekit.training import loop
+
+    calls: list[object] = []
+    real = loop.evaluate
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("classify_k"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "evaluate", counted)
+    cfg = load_config("mlp", ["train.steps=30", "model.hidden=[16]", "model.latent_dim=2", "train.batch_size=32",
+                              f"model.conditional={str(conditional).lower()}"])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert calls == ([None, 10] if conditional else [None])
+    last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert result.test is not None and last["kind"] == "eval" and last["step"] == 30
+    assert (result.test.class_accuracy is not None) == conditional
+    if not conditional:  # the same numbers (the classifier's draws share the seeded stream: a conditional differs)
+        assert last["neg_elbo"] == result.test.neg_elbo and last["kl"] == result.test.kl
 
 
 def test_resume_is_exact(tmp_path: Path) -> None:

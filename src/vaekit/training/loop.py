@@ -35,8 +35,8 @@ from vaekit.training.distributed import Topology, setup, teardown
 from vaekit.training.guards import StepReport
 from vaekit.training.preempt import StopCheck, StopSignals
 from vaekit.training.rollback import roll_back, watch_loss
-from vaekit.training.rundir import MetricsLog, data_row, export
-from vaekit.training.schedules import kl_weight, warmup_warning
+from vaekit.training.rundir import MetricsLog, data_row, export, train_row
+from vaekit.training.schedules import warmup_warning
 from vaekit.training.splits import load_splits, num_classes
 from vaekit.training.step import TrainState, build_state, train_step
 from vaekit.training.tracking import Clock, Tracker
@@ -74,6 +74,11 @@ class _Run:
     train_seconds: float = 0.0  # in training steps so far in this process, evaluation excluded (eval rows log it)
     duel: DiscriminatorWatch | None = None  # an adversarial run's discriminator, judged over windows
     class_weights: Tensor | None = None  # (C,) on the device: data.class_weights, the loss weight of each class
+    last_eval: tuple[int, EvalResult] | None = None  # (step, score) of held_out at the newest epoch end: _finish's
+
+    @property
+    def held_out(self) -> Dataset | None:  # the final score's set: the test split, or user data's validation split
+        return self.test_set if self.test_set is not None else self.val_set
 
     def checkpoint(self) -> None:
         if self.stop is not None:
@@ -192,10 +197,12 @@ def _resume(state: TrainState, run_dir: Path, resume: bool, main: bool) -> bool:
 
 def _finish(run: _Run, model: BaseVAE, tracker: Tracker) -> EvalResult | None:
     """The run's last files: the held-out score, the exported model and samples, the report, TensorBoard images."""
-    cfg, data = run.cfg, run.test_set if run.test_set is not None else run.val_set  # user data: its validation split
+    cfg, data = run.cfg, run.held_out
     k = 10 if cfg.model.conditional else None  # the generative classifier's accuracy, at the end only
     final = None
-    if data is not None:
+    if run.last_eval is not None and run.last_eval[0] == run.state.step and k is None:
+        final = run.last_eval[1]  # the same model, data and seeded evaluation: the same numbers
+    elif data is not None:
         final = evaluate(model, data, cfg.train.eval_batch_size, classify_k=k, per_class=data.labels is not None)
     export(model, run.run_dir, run.test_set or run.val_set or run.train_set, cfg.train.samples, cfg.train.seed)
     write_report(run.run_dir)
@@ -304,7 +311,7 @@ class _Progress:
 
     def log(self, epoch: int, report: StepReport) -> None:
         run = self.run
-        row = _train_row(run.state, run.cfg, epoch, report, (self.total, self.count), run.total, self.start_step,
+        row = train_row(run.state, run.cfg, epoch, report, (self.total, self.count), run.total, self.start_step,
                          self.t_train)
         run.log.write(row | self.terms.flush())
         name = run.state.objective.score_name
@@ -333,33 +340,6 @@ def _restore(state: TrainState, run_dir: Path) -> None:
     if saved is None:
         raise VaekitError(f"nothing to resume in {str(run_dir)!r}: no readable checkpoint in checkpoints/")
     state.load_state_dict(saved, str(run_dir))
-
-
-def _train_row(
-    state: TrainState,
-    cfg: Config,
-    epoch: int,
-    report: StepReport,
-    running: tuple[Tensor, int],
-    total: int,
-    start_step: int,
-    t0: float,
-) -> dict[str, Any]:
-    # The only host sync in the loop: once per `log_every` steps (before the clock: the steps queued count).
-    score = running[0].item() / max(running[1], 1)
-    elapsed = time.perf_counter() - t0
-    return {
-        "kind": "train",
-        "step": state.step,
-        "epoch": epoch,
-        state.objective.score_name: score,  # the running mean of the objective's score: neg_elbo for the ELBO
-        "grad_norm": report.grad_norm.item(),
-        "skipped": int(state.skipped.item()),
-        "beta": kl_weight(state.step - 1, cfg.objective, total),
-        "lr": state.optimizer.param_groups[0]["lr"],
-        "examples_per_s": (state.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9),
-        "compiled": state.compiled is not None,  # train.compile (auto decides per run)
-    }
 
 
 def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
@@ -395,4 +375,6 @@ def _evaluate_epoch(run: _Run, epoch: int) -> EvalResult | None:
             for message in found:
                 warnings.warn(f"{message} (at epoch {epoch + 1}; logged at every evaluation)", stacklevel=2)
         test = result if data is run.test_set else test
+        if data is run.held_out:
+            run.last_eval = (run.state.step, result)
     return test

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from vaekit.apps.images import save_grid, save_reconstructions
+from vaekit.config import Config
 from vaekit.data.datasets import Dataset
 from vaekit.data.imbalance import class_counts
 from vaekit.models.base import BaseVAE
 from vaekit.storage import atomic_write_bytes
+from vaekit.training.guards import StepReport
+from vaekit.training.schedules import kl_weight
+from vaekit.training.step import TrainState
 from vaekit.training.tracking import Tracker
 
 
@@ -63,3 +69,32 @@ def export(model: BaseVAE, run_dir: Path, data: Dataset, n_samples: int, seed: i
     gen = torch.Generator().manual_seed(seed)
     save_grid(model.sample(n_samples, generator=gen), run_dir / "samples" / "samples.png")
     save_reconstructions(model, data, 32, run_dir / "samples" / "reconstructions.png")
+
+
+def train_row(
+    state: TrainState,
+    cfg: Config,
+    epoch: int,
+    report: StepReport,
+    running: tuple[Tensor, int],
+    total: int,
+    start_step: int,
+    t0: float,
+) -> dict[str, Any]:
+    """The metrics row of the last `log_every` steps: the running mean of the objective's score and the step's
+    guard numbers."""
+    # The only host sync in the loop: once per `log_every` steps (before the clock: the steps queued count).
+    score = running[0].item() / max(running[1], 1)
+    elapsed = time.perf_counter() - t0
+    return {
+        "kind": "train",
+        "step": state.step,
+        "epoch": epoch,
+        state.objective.score_name: score,  # the running mean of the objective's score: neg_elbo for the ELBO
+        "grad_norm": report.grad_norm.item(),
+        "skipped": int(state.skipped.item()),
+        "beta": kl_weight(state.step - 1, cfg.objective, total),
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "examples_per_s": (state.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9),
+        "compiled": state.compiled is not None,  # train.compile (auto decides per run)
+    }
