@@ -237,6 +237,7 @@ def test_the_cli_names_the_two_part_code_and_refuses_what_a_vq_model_cannot_do(v
     out = _cli("eval", str(vq_run), "--nll", "--iw-samples", "3")
     assert out.returncode == 0, out.stderr
     assert "two-part code" in out.stdout and "codebook" in out.stdout and "point-mass" in out.stdout
+    assert "the two-part code length, exact" in out.stdout and "single-sample" not in out.stdout
     out = _cli("sample", str(vq_run), "--n", "4", "--top-k", "3", "-o", str(tmp_path / "s.png"))
     assert out.returncode == 0 and (tmp_path / "s.png").is_file(), out.stderr
     for command in (["latent-map", str(vq_run), "-o", str(tmp_path / "map.png")],

@@ -109,7 +109,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     text = (
         f"{args.data} {result.split} ({result.n} examples): "
         f"-ELBO {result.neg_elbo:.2f} ± {result.neg_elbo_se:.2f} nats "
-        f"({result.bits_per_dim:.4f} bits/dim; single-sample ELBO estimate)"
+        f"({result.bits_per_dim:.4f} bits/dim; "
+        f"{'the two-part code length, exact' if result.code_usage is not None else 'single-sample ELBO estimate'})"
     )
     if result.nll is not None and result.code_usage is not None:  # a VQ model: importance sampling adds nothing
         text += f"\nNLL bound: the two-part code length, {result.nll:.2f} nats (a point-mass posterior)"
