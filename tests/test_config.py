@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ def test_required_presets_exist_and_load() -> None:
     assert {"seed", "mlp", "burda", "conv"} <= set(preset_names())
     for name in preset_names():
         assert isinstance(load_config(name), Config)
+
+
+def test_every_preset_is_in_the_readme_table() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("The presets (`src/vaekit/configs/`):", 1)[1].split("\n\n", 2)[1]
+    named = {name for row in table.splitlines()[2:] for name in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    assert set(preset_names()) == named
 
 
 def test_seed_preset_is_the_articles_network() -> None:
