@@ -89,7 +89,7 @@ def plan_epochs(preset: str | None, sets: list[str], minutes: float, probe_steps
     return max(1, math.floor(minutes * 60 * rate / n_train))
 
 
-def steps_per_second(preset: str, sets: list[str], steps: int = 600) -> float:
+def steps_per_second(preset: str | None, sets: list[str], steps: int = 600) -> float:
     """Training steps per second of `preset` (with `sets`) over the second half of a `steps`-step run.
 
     The first half is left out: it holds a compiled step's compilation and, on a CPU, the slower first steps
