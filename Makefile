@@ -26,7 +26,7 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 clean:
 	rm -rf runs site .pytest_cache .mypy_cache .ruff_cache
