@@ -111,6 +111,20 @@ def test_kmeans_initialization_finds_separated_clusters() -> None:
     torch.testing.assert_close(found, centres, atol=0.1, rtol=0)
 
 
+def test_kmeans_runs_again_after_loading_a_state_from_before_it() -> None:
+    torch.manual_seed(0)
+    vq = _vq(k=4, d=2, decay=0.99, dead_threshold=0.0, kmeans_iters=10)
+    before = {k: v.clone() for k, v in vq.state_dict().items()}  # a checkpoint from before k-means
+    vq.train()
+    vq(torch.randn(200, 2))
+    assert bool(vq.initted)
+    vq.load_state_dict(before)  # a rollback to it
+    centres = torch.tensor([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
+    vq((centres[:, None] + 0.1 * torch.randn(4, 50, 2)).reshape(-1, 2))
+    assert bool(vq.initted)
+    torch.testing.assert_close(vq.codebook[torch.cdist(centres, vq.codebook).argmin(-1)], centres, atol=0.1, rtol=0)
+
+
 def test_fsq_rounds_onto_its_grid_and_passes_the_bounds_gradient() -> None:
     fsq = FiniteScalarQuantizer(4, VqConfig(quantizer="fsq", fsq_levels=[8, 5, 5, 5]))
     assert fsq.num_codes == 1000

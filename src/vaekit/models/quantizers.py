@@ -98,6 +98,8 @@ class VectorQuantizer(nn.Module):
         self.restarts: Tensor
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))  # codes restarted so far (integer:
         # a weight EMA leaves it alone)
+        self._initted_seen = False  # `initted` read once it is True: no host sync on every training step
+        self.register_load_state_dict_post_hook(_forget_initted)  # a rollback may restore a pre-k-means codebook
 
     def nearest(self, z_e: Tensor) -> Tensor:
         """(N, d) -> (N,) the index of the nearest code (squared Euclidean distance)."""
@@ -113,8 +115,8 @@ class VectorQuantizer(nn.Module):
         (k-means first, on the first training batch)."""
         z_e = z_e.float()
         learning = self.training and torch.is_grad_enabled()
-        if learning and not bool(self.initted):
-            self._init_kmeans(z_e.detach())
+        if learning and not self._initted_seen:
+            self._initted_seen = bool(self.initted) or self._init_kmeans(z_e.detach())
         indices = self.nearest(z_e.detach())
         z_q = self.lookup(indices)  # a copy: the EMA step below changes the codebook in place
         commit = (z_e - z_q).pow(2).sum(-1)
@@ -148,10 +150,11 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, self.dead_threshold),
                                             self.cluster_size))
 
-    def _init_kmeans(self, z_e: Tensor) -> None:
+    def _init_kmeans(self, z_e: Tensor) -> bool:
+        """k-means on this batch's finite vectors; False when it has none (the next batch tries again)."""
         rows = z_e[torch.isfinite(z_e).all(-1)]
         if rows.shape[0] == 0:
-            return
+            return False
         centres, counts = kmeans(rows, self.num_codes, self.kmeans_iters)
         if self.dead_threshold > 0:  # one batch of an untrained encoder is weak evidence of a code's future use:
             # counts capped at the threshold restart a code as soon as a batch uses it less (Jukebox's start). Uncapped,
@@ -163,6 +166,11 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.copy_(counts)
         self.embed_sum.copy_(centres * counts[:, None])
         self.initted.fill_(True)
+        return True
+
+
+def _forget_initted(module: nn.Module, incompatible: object) -> None:
+    module._initted_seen = False  # type: ignore[assignment]  # read `initted` again: the state may predate k-means
 
 
 class FiniteScalarQuantizer(nn.Module):
