@@ -16,7 +16,8 @@ The models, each with vaekit's hyperparameters for the same objective:
 - beta-tcvae: BetaTCVAE, alpha 1, beta 6, gamma 1, minibatch stratified sampling (vaekit: beta-tcvae, beta 6);
 - factor-vae: FactorVAE, gamma 10, its 6-layer critic at Adam 1e-4, betas (0.5, 0.9) (vaekit: factor-vae);
 - disentangled-beta-vae: DisentangledBetaVAE (Burgess et al.), beta 1000, C 25 nats, C warmed up over the epochs
-  the budget is expected to reach (vaekit: annealed-vae, gamma 1000, C to 25 over the run's expected steps).
+  the budget is expected to reach at --steps-per-second (bench/disentanglement.py passes the rate its probe of
+  vaekit's network measured; vaekit: annealed-vae, gamma 1000, C to 25 over the run's expected steps).
 
 The budget ends training after the first step past it (a step callback). The saved file holds the encoder's state
 dict and a JSON-ready `info` (steps, epochs, seconds, the test -ELBO of one posterior sample per test image).
@@ -51,7 +52,6 @@ from pythae.trainers.training_callbacks import TrainingCallback
 from torch import nn
 
 LATENT, LR, BATCH = 10, 1e-4, 64
-STEPS_PER_SECOND = 8  # bench/disentanglement.py's estimate for annealed-vae's capacity schedule
 
 
 class Encoder(BaseEncoder):  # vaekit's ConvEncoder((1, 64, 64), [32, 32, 64, 64], 20, "relu"), same names
@@ -102,7 +102,7 @@ class Budget(TrainingCallback):
         self.epochs += 1
 
 
-def build(name: str, minutes: float, n_train: int, tmp: str) -> tuple[Any, Any, type]:
+def build(name: str, minutes: float, n_train: int, tmp: str, rate: float) -> tuple[Any, Any, type]:
     common = {"input_dim": (1, 64, 64), "latent_dim": LATENT, "reconstruction_loss": "bce"}
     nets = {"encoder": Encoder(), "decoder": Decoder()}
     trainer = {"output_dir": tmp, "num_epochs": 100_000, "per_device_train_batch_size": BATCH, "no_cuda": True}
@@ -114,7 +114,7 @@ def build(name: str, minutes: float, n_train: int, tmp: str) -> tuple[Any, Any, 
         return model, AdversarialTrainerConfig(autoencoder_learning_rate=LR, discriminator_learning_rate=LR,
                                                discriminator_optimizer_params={"betas": (0.5, 0.9)},
                                                **trainer), AdversarialTrainer
-    expected_epochs = minutes * 60 * STEPS_PER_SECOND * BATCH / n_train
+    expected_epochs = minutes * 60 * rate * BATCH / n_train
     warmup = max(0, round(expected_epochs) - 1)  # C reaches 25 nats in the last expected epoch
     model = DisentangledBetaVAE(DisentangledBetaVAEConfig(**common, beta=1000.0, C=25.0, warmup_epoch=warmup), **nets)
     return model, BaseTrainerConfig(learning_rate=LR, **trainer), BaseTrainer
@@ -143,12 +143,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, required=True)
     parser.add_argument("--out", required=True, help=".pt: the encoder's state dict and info")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps-per-second", type=float, default=8.0,
+                        help="the expected training rate, for disentangled-beta-vae's C warm-up over the budget")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     x_train = torch.from_numpy(np.load(args.train)).float()
     x_test = torch.from_numpy(np.load(args.test)).float()
     with tempfile.TemporaryDirectory() as tmp:
-        model, config, trainer_cls = build(args.model, args.minutes, len(x_train), tmp)
+        model, config, trainer_cls = build(args.model, args.minutes, len(x_train), tmp, args.steps_per_second)
         budget = Budget(args.minutes)
         processor = DataProcessor()
         trainer = trainer_cls(model=model, train_dataset=processor.to_dataset(x_train), eval_dataset=None,
@@ -160,6 +162,7 @@ def main() -> None:
     model = model.cpu().eval()
     info = {"tool": "pythae 0.1.2", "model": args.model, "steps": budget.steps, "epochs": budget.epochs,
             "train_images": len(x_train), "train_seconds": round(seconds, 1),
+            "expected_steps_per_second": args.steps_per_second,
             "neg_elbo": test_neg_elbo(model, x_test)}
     if not math.isfinite(info["neg_elbo"]):
         info["neg_elbo"] = None
