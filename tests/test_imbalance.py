@@ -191,6 +191,8 @@ def test_a_remedied_long_tailed_run_logs_its_data_and_reports_per_class(
     done = _cli(["sample", str(run), "--class-balance", "uniform", "-o", str(tmp_path / "s.png")], cli_env, venv_bin)
     assert done.returncode == 2 and "one mode" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert _cli(["fit-sampler", str(run), "--sampler", "gmm"], cli_env, venv_bin).returncode == 0
+    done = _cli(["sample", str(run), "--class-balance", "uniform", "-o", str(tmp_path / "s.png")], cli_env, venv_bin)
+    assert done.returncode == 2 and "add --sampler gmm" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     done = _cli(["sample", str(run), "--sampler", "gmm", "--class-balance", "uniform", "-o", str(tmp_path / "s.png"),
                  "--n", "16"], cli_env, venv_bin)
     assert done.returncode == 0 and (tmp_path / "s.png").is_file(), done.stderr

@@ -80,14 +80,14 @@ def _trained(run: str, data_dir: str | None, data: str, train: Any) -> Any:
 
 def _balance(args: argparse.Namespace, model: Any, fitted: Any, sampler: Any) -> tuple[list[float], Any]:
     """--class-balance: the balance, and the latents drawn at it (None for a conditional model: its labels are)."""
-    from vaekit.apps.samplers.balance import balanced_draws, parse_balance
+    from vaekit.apps.samplers.balance import parse_balance
 
     if fitted is None or fitted.labels is None:
         raise VaekitError("--class-balance needs the labelled training split the run trained on; score the run's "
                           "own data set (leave out --data)")
     classes = model.num_classes or int(fitted.labels.max()) + 1
     balance = parse_balance(args.class_balance, fitted.labels, classes)
-    return balance, None if model.num_classes else balanced_draws(model, fitted, balance, sampler)
+    return balance, None if model.num_classes else _balanced_draws(args, model, fitted, balance, sampler)
 
 
 def _save_to_run(run: Path, result: Any) -> None:
@@ -223,7 +223,7 @@ def balanced_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, lab
     """Samples at --class-balance: a conditional model's labels drawn from it, else a mixture's components
     reweighted by the classes they hold in the run's training split (apps/samplers/balance.py)."""
     from vaekit.apps.samplers import load_sampler
-    from vaekit.apps.samplers.balance import balanced_draws, balanced_labels, parse_balance
+    from vaekit.apps.samplers.balance import balanced_labels, parse_balance
 
     if labels is not None or args.temperature != 1.0:
         raise VaekitError("--class-balance draws the classes itself: leave out --label, --per-class, --temperature")
@@ -234,8 +234,25 @@ def balanced_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, lab
     balance = parse_balance(args.class_balance, train.labels, classes)
     if model.num_classes:
         return model.sample(n, generator=gen, labels=balanced_labels(balance, n, gen))
-    draws = balanced_draws(model, train, balance, load_sampler(args.run, args.sampler))
+    draws = _balanced_draws(args, model, train, balance, load_sampler(args.run, args.sampler))
     return model.decode(draws(n, gen).to(model.device)).mean.clamp(0, 1).cpu()
+
+
+def _balanced_draws(args: argparse.Namespace, model: Any, train: Any, balance: list[float], sampler: Any) -> Any:
+    """apps/samplers/balance.balanced_draws, its refusal naming --sampler gmm when the run has a GMM fitted."""
+    from vaekit.apps.samplers import load_sampler
+    from vaekit.apps.samplers.balance import balanced_draws
+
+    try:
+        return balanced_draws(model, train, balance, sampler)
+    except VaekitError as e:
+        if args.sampler != "prior":
+            raise
+        try:
+            load_sampler(args.run, "gmm")
+        except VaekitError:
+            raise e from None
+        raise VaekitError(f"{e}; this run has a fitted GMM sampler: add --sampler gmm") from None
 
 
 def disentanglement_args(p: argparse.ArgumentParser) -> None:
