@@ -239,19 +239,16 @@ def balanced_samples(args: argparse.Namespace, model: Any, n: int, gen: Any, lab
 
 
 def _balanced_draws(args: argparse.Namespace, model: Any, train: Any, balance: list[float], sampler: Any) -> Any:
-    """apps/samplers/balance.balanced_draws, its refusal naming --sampler gmm when the run has a GMM fitted."""
-    from vaekit.apps.samplers import load_sampler
-    from vaekit.apps.samplers.balance import balanced_draws
+    """apps/samplers/balance.balanced_draws, its refusal of a one-mode prior naming --sampler gmm when the run has
+    a GMM fitted."""
+    from vaekit.apps.samplers import sampler_file
+    from vaekit.apps.samplers.balance import OneModePrior, balanced_draws
 
     try:
         return balanced_draws(model, train, balance, sampler)
-    except VaekitError as e:
-        if args.sampler != "prior":
+    except OneModePrior as e:
+        if not sampler_file(args.run, "gmm").is_file():
             raise
-        try:
-            load_sampler(args.run, "gmm")
-        except VaekitError:
-            raise e from None
         raise VaekitError(f"{e}; this run has a fitted GMM sampler: add --sampler gmm") from None
 
 

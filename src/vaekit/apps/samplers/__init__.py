@@ -103,8 +103,13 @@ def sampler_latents(model: BaseVAE, data: Dataset, batch_size: int = 1000) -> tu
     return torch.cat(zs), "one flowed posterior sample per example"
 
 
+def sampler_file(run: str | Path, name: str) -> Path:
+    """Where the fitted sampler `name` of a run, exported model or zoo model is stored."""
+    return model_folder(run) / f"sampler-{name}.safetensors"
+
+
 def save_sampler(sampler: Sampler, run: str | Path) -> Path:
-    path = model_folder(run) / f"sampler-{stored_name(sampler)}.safetensors"
+    path = sampler_file(run, stored_name(sampler))
     tensors = {k: v.detach().contiguous().cpu() for k, v in sampler.tensors().items()}
     write_safetensors(path, tensors, {"format": FORMAT, "name": sampler.name, "info": json.dumps(sampler.info)})
     return path
@@ -116,7 +121,7 @@ def load_sampler(run: str | Path, name: str) -> Sampler | None:
     if name == "prior":
         return None
     kind = SAMPLERS.get(name.removesuffix(TOP))
-    path = model_folder(run) / f"sampler-{name}.safetensors"
+    path = sampler_file(run, name)
     if not path.is_file():
         raise CheckpointError(f"no {name} sampler fitted for {str(run)!r}; fit one: vaekit fit-sampler {run} "
                               f"--sampler {name}")

@@ -60,6 +60,10 @@ def reweighted(p_k_given_c: Tensor, balance: list[float]) -> Tensor:
     return weights / weights.sum()
 
 
+class OneModePrior(ConfigError):
+    """Generation at a class balance asked of a model whose prior has one component and no fitted sampler."""
+
+
 @torch.no_grad()
 def balanced_draws(model: BaseVAE, train: Dataset, balance: list[float], sampler: Sampler | None = None) -> Draws:
     """Latents at class balance `balance` from a GMM sampler, else from the model's mixture prior (see the module's
@@ -76,7 +80,7 @@ def balanced_draws(model: BaseVAE, train: Dataset, balance: list[float], sampler
         return latent_draws(model, GmmSampler(weights, sampler.means, sampler.scale_tril, sampler.info))
     prior = model.prior_distribution()
     if not isinstance(prior, GaussianMixture):
-        raise ConfigError("the standard normal prior has one mode: fit a GMM sampler (vaekit fit-sampler RUN "
+        raise OneModePrior("the standard normal prior has one mode: fit a GMM sampler (vaekit fit-sampler RUN "
                           "--sampler gmm) or train a mixture prior (model.prior: mog or vamp) to sample at a balance")
     mean, logvar = prior.mean.detach().float().cpu(), prior.logvar.detach().float().cpu()
     log_r = pairwise_log_density(z[:, : mean.shape[1]], mean, logvar) + prior.log_weights.detach().float().cpu()
