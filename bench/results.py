@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import tempfile
 from collections.abc import Callable
@@ -76,17 +75,18 @@ def budget_table(rows: Path, data: str, minutes: float, n: int,
     return every, table
 
 
-def plan_epochs(preset: str | None, sets: list[str], minutes: float, probe_steps: int = 200) -> int:
-    """Epochs of `preset` (with `sets`) that fill `minutes` of training steps, from a short run's examples/s.
+def plan_epochs(preset: str | None, sets: list[str], minutes: float, probe_steps: int = 400) -> int:
+    """Epochs of `preset` (with `sets`) that fill `minutes` of training steps, rounded to the nearest whole epoch.
 
-    The rate counts training steps only (the run's evaluations are left out), so a model whose test evaluation
-    is slow is not planned too short; the evaluations after each epoch come on top of `minutes`.
+    The rate is `steps_per_second` over a short run's second half (training steps only: the first steps' warm-up
+    and the run's evaluations are left out; the 200-step probe this replaced read the slow first steps and planned
+    a fast model's 5 minutes as 251 s). Rounding rather than flooring: the run's `train.max_minutes` ends a plan
+    that runs over, which costs at most half an epoch of the schedule, where a floor left up to an epoch unused.
     """
-    probe = vaekit.load_config(preset, [*sets, f"train.steps={probe_steps}", f"train.log_every={probe_steps}"])
-    with tempfile.TemporaryDirectory() as tmp:
-        rate = vaekit.train(probe, f"{tmp}/probe", quiet=True).examples_per_s
+    rate = steps_per_second(preset, sets, probe_steps)
+    probe = vaekit.load_config(preset, sets)
     n_train = len(vaekit.load_dataset(probe.data.name, "train"))
-    return max(1, math.floor(minutes * 60 * rate / n_train))
+    return max(1, round(minutes * 60 * rate * probe.train.batch_size / n_train))
 
 
 def steps_per_second(preset: str | None, sets: list[str], steps: int = 600) -> float:

@@ -13,6 +13,7 @@ from vaekit.config import load_config
 from vaekit.errors import ConfigError
 from vaekit.training.loop import train
 from vaekit.training.step import (
+    AUTO_COMPILE_SECONDS,
     AUTO_COMPILE_STEPS,
     AUTO_COMPILE_STEPS_WARM,
     build_state,
@@ -122,6 +123,10 @@ def test_auto_compiles_only_long_supported_runs(tmp_path: Path, monkeypatch: pyt
     auto = _cfg(["train.compile=auto"])
     assert not compile_whole_step(auto, AUTO_COMPILE_STEPS - 1, False, False, cpu)
     assert compile_whole_step(auto, AUTO_COMPILE_STEPS, False, False, cpu)
+    short_budget = _cfg(["train.compile=auto", f"train.max_minutes={(AUTO_COMPILE_SECONDS - 1) / 60}"])
+    assert not compile_whole_step(short_budget, 10**7, False, False, cpu)  # the clock, not the steps, ends it
+    assert compile_whole_step(_cfg(["train.compile=auto", f"train.max_minutes={AUTO_COMPILE_SECONDS / 60}"]), 10**7,
+                              False, False, cpu)
     assert not compile_whole_step(auto, 10**7, True, False, cpu)  # DDP
     assert not compile_whole_step(auto, 10**7, False, True, cpu)  # spectral regularization
     assert not compile_whole_step(_cfg(["objective.name=iwae", "objective.iw_samples=5"]), 10**7, False, False, cpu)

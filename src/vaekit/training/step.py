@@ -37,6 +37,11 @@ from vaekit.training.schedules import kl_weight, knobs_at, lr_factor
 # empty compile cache 4,600-13,700 steps (20-33 s of compiling), with this graph already in the cache 900-1,900.
 AUTO_COMPILE_STEPS = 15_000
 AUTO_COMPILE_STEPS_WARM = 2_000
+# A run with a time budget (`train.max_minutes`) stops by the clock, so its step count says nothing: `auto` compiles it
+# only when the budget exceeds the break-even in eager seconds (the same table: 122-148 s cold for the burda and hvae
+# steps, 15-19 s warm).
+AUTO_COMPILE_SECONDS = 150
+AUTO_COMPILE_SECONDS_WARM = 20
 
 
 @dataclass
@@ -324,8 +329,9 @@ def compile_whole_step(cfg: Config, total_steps: int, distributed: bool, spectra
     """Whether this run compiles its step: `train.compile` true, or `auto` on a run long enough to pay.
 
     `auto` compiles on the CPU and CUDA when the run has at least `AUTO_COMPILE_STEPS` full steps
-    (`AUTO_COMPILE_STEPS_WARM` when this machine has compiled the same graph before, so its kernels are cached)
-    and a C++ compiler is there (inductor needs one on the CPU); a run it cannot compile stays eager silently.
+    (`AUTO_COMPILE_STEPS_WARM` when this machine has compiled the same graph before, so its kernels are cached),
+    a time budget (`train.max_minutes`), if any, of at least `AUTO_COMPILE_SECONDS` (`_WARM`), and a C++ compiler
+    (inductor needs one on the CPU); a run it cannot compile stays eager silently.
     `true` on an unsupported run warns and stays eager.
     """
     setting = cfg.train.compile
@@ -338,6 +344,10 @@ def compile_whole_step(cfg: Config, total_steps: int, distributed: bool, spectra
         return reason is None
     if reason is not None or device.type not in ("cpu", "cuda"):
         return False
-    if total_steps < (AUTO_COMPILE_STEPS_WARM if is_warm(graph_key(cfg, device)) else AUTO_COMPILE_STEPS):
+    warm = is_warm(graph_key(cfg, device))
+    if total_steps < (AUTO_COMPILE_STEPS_WARM if warm else AUTO_COMPILE_STEPS):
+        return False
+    budget = 60 * cfg.train.max_minutes
+    if 0 < budget < (AUTO_COMPILE_SECONDS_WARM if warm else AUTO_COMPILE_SECONDS):
         return False
     return device.type == "cuda" or shutil.which(os.environ.get("CXX", "g++")) is not None
