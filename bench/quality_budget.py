@@ -7,8 +7,8 @@
 
 pythae's models run in their own venv (bench/pythae_quality.py: its networks, samplers and settings); vaekit's presets
 train for the whole epochs nearest to what a 400-step probe's steady rate says fills the budget (their schedules end
-with it; results.plan_epochs) and `train.max_minutes` stops them at the budget regardless, then fit the gmm and two-
-stage samplers on the training split's latents. Both score 10,000 samples per sampler and the reconstructions of
+with it; results.plan_epochs) and `train.max_minutes` stops them at the budget regardless, then fit the gmm and
+two-stage samplers on the training split's latents. Both score 10,000 samples per sampler and the reconstructions of
 10,000 test images against those test images in the data set's shipped feature network (evaluation/quality): FD, KID,
 precision, recall, density, coverage, the rarest class's share among the samples. Each run adds its rows to
 bench/quality_rows.json, so a table can be filled over several runs (each under an hour), and rewrites the data set's
