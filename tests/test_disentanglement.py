@@ -14,7 +14,7 @@ import torch
 
 from vaekit.data.datasets import Dataset, load_dataset
 from vaekit.errors import DataError
-from vaekit.evaluation.disentanglement import FactorData, mig, score_codes, table_codes
+from vaekit.evaluation.disentanglement import FactorData, dci, mig, score_codes, table_codes
 
 SIZES = (3, 4, 5, 6)  # a small full factor grid, each combination 4 times
 
@@ -64,6 +64,16 @@ def test_a_permuted_and_rescaled_oracle_scores_as_the_oracle(grid: Dataset, orac
         assert s[key] == pytest.approx(oracle_scores[key], abs=0.03), key
     # SAP is not scale-free: disentanglement_lib's linear SVM (C = 0.01) regularizes each code's weight and intercept
     assert s["sap"] > 0.2
+
+
+def test_dci_fitted_in_two_processes_equals_one() -> None:
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, [2, 5, 7], size=(600, 3))
+    codes = factors + rng.normal(0, 0.7, size=factors.shape)
+    train, test = (codes[:400], factors[:400]), (codes[400:], factors[400:])
+    alone, shared = dci(train, test, jobs=1), dci(train, test, jobs=2)
+    assert alone == shared  # each factor's fit is seeded; only where it runs differs
+    assert alone["informativeness"] > 0.5 and alone["disentanglement"] > 0.3  # and the scores mean something
 
 
 def test_the_oracle_mig_on_dsprites_grid_is_about_0_90() -> None:
