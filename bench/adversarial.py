@@ -32,7 +32,7 @@ import vaekit
 from quality_budget import batches, pythae_rows, real_features, scores
 from results import plan_epochs, update_section
 from vaekit.apps.images import grid, side_by_side
-from vaekit.apps.samplers import fit_sampler, latent_draws, sampler_latents
+from vaekit.apps.samplers import draw_images, fit_sampler, latent_draws, sampler_latents
 from vaekit.evaluation.quality import quality
 
 BENCH = Path(__file__).resolve().parent
@@ -64,23 +64,25 @@ def vaekit_rows(data: str, preset: str, minutes: float, n: int, folder: Path, se
     model = result.model
     x = test_images(data, n)
     rec = torch.cat([model.reconstruct(b) for b in batches(x)])
-    pictures[preset] = np.concatenate([grid(model.sample(32, generator=torch.Generator().manual_seed(0)), nrow=8),
-                                       grid(side_by_side(x[:16], rec[:16]), nrow=8)], axis=0)
+    shown = [grid(model.sample(32, generator=torch.Generator().manual_seed(0)), nrow=8)]
     rows = []
     for sampler in ("prior", "gmm"):
         fitted = None if sampler == "prior" else fit_sampler(model, train, sampler, sampler_latents(model, train))
+        if fitted is not None:
+            shown.append(grid(draw_images(model, 32, fitted, torch.Generator().manual_seed(0)), nrow=8))
         r = quality(model, test, None, n=n, latents=latent_draws(model, fitted) if fitted else None, sampler=sampler)
         rows.append({"trainer": "vaekit", "model": preset, "sampler": sampler, "steps": result.steps,
                      "epochs": round(result.steps * cfg.train.batch_size / len(train), 1),
                      "train_seconds": round(seconds, 1), **scores(r.samples), "recon_fd": r.reconstructions.fd,
                      "psnr": psnr(rec, x), "neg_elbo": result.test.neg_elbo if result.test else None,
                      "overrides": overrides})
+    pictures[preset] = np.concatenate([*shown, grid(side_by_side(x[:16], rec[:16]), nrow=8)], axis=0)
     return rows
 
 
 def figure(data: str, pictures: dict[str, np.ndarray]) -> Path:
-    """docs/figures/adversarial-DATA.png: each preset's samples (top) and test reconstructions (bottom: inputs on
-    odd rows), presets left to right in the order run."""
+    """docs/figures/adversarial-DATA.png: each preset's prior samples (top), samples of the GMM fitted to its codes
+    (middle) and test reconstructions (bottom: inputs on odd rows), presets left to right in the order run."""
     parts = list(pictures.values())
     gap = np.full((parts[0].shape[0], 12, *parts[0].shape[2:]), 255, dtype=parts[0].dtype)
     joined = [parts[0]]
