@@ -84,9 +84,9 @@ def plan_epochs(preset: str | None, sets: list[str], minutes: float, probe_steps
     that runs over, which costs at most half an epoch of the schedule, where a floor left up to an epoch unused.
     """
     rate = steps_per_second(preset, sets, probe_steps)
-    probe = vaekit.load_config(preset, sets)
-    n_train = len(vaekit.load_dataset(probe.data.name, "train"))
-    return max(1, round(minutes * 60 * rate * probe.train.batch_size / n_train))
+    cfg = vaekit.load_config(preset, sets)
+    n_train = len(vaekit.load_dataset(cfg.data.name, "train"))
+    return max(1, round(minutes * 60 * rate * cfg.train.batch_size / n_train))
 
 
 def steps_per_second(preset: str | None, sets: list[str], steps: int = 600) -> float:

@@ -25,7 +25,6 @@ with published numbers.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,10 +173,10 @@ def dci(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
     """DCI from one boosted-trees classifier per factor, fitted in `jobs` processes (default: one per CPU this
     process may use, at most one per factor; scikit-learn's trees are single-threaded and each fit is seeded, so
     the scores do not depend on it). The 40- and 32-class factors' fits are most of the metrics' time."""
-    from joblib import Parallel, delayed
+    from joblib import Parallel, cpu_count, delayed
 
     (x, y), (xt, yt) = train, test
-    jobs = jobs or min(y.shape[1], len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    jobs = jobs or min(y.shape[1], cpu_count())  # joblib's count heeds the process's CPU affinity and cgroup quota
     by_cost = sorted(range(y.shape[1]), key=lambda k: -len(np.unique(y[:, k])))  # the many-class fits start first
     fits = Parallel(n_jobs=jobs)(delayed(_boosted_trees)(x, y[:, k], xt, yt[:, k]) for k in by_cost)
     importance, accuracy = np.zeros((x.shape[1], y.shape[1])), np.zeros(y.shape[1])
