@@ -25,8 +25,10 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
+# one worker per core, each in one thread (tests/conftest.py), a test file per worker at a time (module fixtures
+# are built once)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=20
 
 clean:
 	rm -rf runs site .pytest_cache .mypy_cache .ruff_cache
