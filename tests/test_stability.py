@@ -124,6 +124,10 @@ def test_collapse_warnings_name_cause_and_remedy() -> None:
     assert "collapsed" in msg and "free_bits" in msg
     (msg,) = collapse_warnings(kl=3.0, active=1, latent_dim=64)
     assert "only 1 of 64" in msg and "free_bits" in msg
+    (msg,) = collapse_warnings(kl=53.0, active=0, latent_dim=16)  # input-independent posteriors, not the prior
+    assert "53.0 nats" in msg and "same posterior" in msg and "free_bits" not in msg
+    (msg,) = collapse_warnings(kl=0.5, active=0, latent_dim=16)
+    assert "only 0 of 16" in msg
 
 
 def test_training_into_collapse_warns(tmp_path: Path) -> None:

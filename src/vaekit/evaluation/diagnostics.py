@@ -43,14 +43,26 @@ def active_units(means: Tensor, threshold: float = 0.01) -> int:
 
 
 def collapse_warnings(
-    kl: float, active: int, latent_dim: int, min_active_fraction: float = 0.1, min_kl: float = 0.05
+    kl: float, active: int, latent_dim: int, min_active_fraction: float = 0.1, min_kl: float = 0.05,
+    shared_kl: float = 1.0,
 ) -> list[str]:
-    """Warnings that name the cause and a remedy when the posterior has collapsed onto the prior."""
+    """Warnings that name the cause and a remedy when z carries (almost) no information about x.
+
+    Either the posterior has collapsed onto the prior (KL near 0), or too few dimensions vary with the input;
+    with none varying and a KL of `shared_kl` nats or more, the KL is spent on a posterior shared by every input.
+    """
     found = []
     if kl < min_kl:
         found.append(
             f"KL is {kl:.3f} nats: the posterior has collapsed onto the prior and z carries no "
             "information; try objective.free_bits=0.5, objective.kl_schedule=cyclical, or a weaker decoder"
+        )
+    elif active == 0 and kl >= shared_kl:
+        found.append(
+            f"no latent dimension is active although KL is {kl:.1f} nats: every input gets nearly the same "
+            "posterior, away from the prior, so z carries almost no information about x (not a collapse onto "
+            "the prior); early in training this passes; if it persists, lower optim.lr, or with annealed-vae "
+            "give the capacity more steps (objective.capacity_steps) or lower objective.capacity_gamma"
         )
     elif active < max(1, math.ceil(min_active_fraction * latent_dim)):
         found.append(
