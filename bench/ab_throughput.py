@@ -51,7 +51,8 @@ def main() -> None:
     runs: dict[tuple[str, str], list[float]] = {}
     for r in range(args.repeats):
         for name, sets in settings.items():
-            for version, src in (("before", args.before), ("after", args.after)):
+            order = [("before", args.before), ("after", args.after)]
+            for version, src in order if r % 2 == 0 else order[::-1]:  # ABBA: a drift favours neither version
                 runs.setdefault((name, version), []).append(examples_per_s(src, sets, args.epochs))
         print(f"repeat {r + 1}:", {f"{k[0]} / {k[1]}": round(v[-1]) for k, v in runs.items()}, flush=True)
     lines = [f"Command: `.venv/bin/python bench/ab_throughput.py --before {args.before} --after {args.after} "
@@ -59,13 +60,17 @@ def main() -> None:
              + ("" if len(settings) == len(SETTINGS) else " --settings " + " ".join(f"'{n}'" for n in settings))
              + f"` ({time.strftime('%Y-%m-%d')}). The `mlp` preset, "
              f"{args.epochs} epochs, each setting run with the code before and after in turn within every repeat "
-             "(fresh processes, compile caches filled first); examples/s from the logged training rows.",
-             "", "| setting | before: median (spread) | after: median (spread) | after / before |", "|---|---|---|---|"]
+             "(fresh processes, compile caches filled first, the order swapped every repeat); examples/s from the "
+             "logged training rows. Paired: after / before within each repeat.",
+             "", "| setting | before: median (spread) | after: median (spread) | after / before | paired: median "
+             "(spread) | after faster |", "|---|---|---|---|---|---|"]
     for name in settings:
         b, a = runs[(name, "before")], runs[(name, "after")]
+        paired = [x / y for x, y in zip(a, b, strict=True)]
         lines.append(f"| {name} | {statistics.median(b):,.0f} ({min(b):,.0f}-{max(b):,.0f}) | "
                      f"{statistics.median(a):,.0f} ({min(a):,.0f}-{max(a):,.0f}) | "
-                     f"{statistics.median(a) / statistics.median(b):.2f} |")
+                     f"{statistics.median(a) / statistics.median(b):.2f} | {statistics.median(paired):.2f} "
+                     f"({min(paired):.2f}-{max(paired):.2f}) | {sum(p > 1 for p in paired)} of {len(paired)} |")
     update_section(args.tag, "\n".join(lines))
     print("\n".join(lines))
     print(json.dumps({f"{k[0]} / {k[1]}": v for k, v in runs.items()}))
