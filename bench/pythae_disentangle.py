@@ -48,8 +48,9 @@ from pythae.models import (
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseEncoder
 from pythae.trainers import AdversarialTrainer, AdversarialTrainerConfig, BaseTrainer, BaseTrainerConfig
-from pythae.trainers.training_callbacks import TrainingCallback
 from torch import nn
+
+from pythae_quality import Budget, TimeUp
 
 LATENT, LR, BATCH = 10, 1e-4, 64
 
@@ -81,25 +82,6 @@ class Decoder(BaseDecoder):  # vaekit's ConvDecoder((1, 64, 64), [64, 64, 32, 32
 
     def forward(self, z: torch.Tensor) -> ModelOutput:
         return ModelOutput(reconstruction=self.deconv(self.head(z).view(-1, 64, 4, 4)))
-
-
-class TimeUp(Exception):
-    pass
-
-
-class Budget(TrainingCallback):
-    """Counts steps and epochs; raises TimeUp after the first training step past `minutes`."""
-
-    def __init__(self, minutes: float) -> None:
-        self.minutes, self.start, self.steps, self.epochs = minutes, time.perf_counter(), 0, 0
-
-    def on_train_step_end(self, training_config: Any, **kwargs: object) -> None:
-        self.steps += 1
-        if time.perf_counter() - self.start > 60 * self.minutes:
-            raise TimeUp
-
-    def on_epoch_end(self, training_config: Any, **kwargs: object) -> None:
-        self.epochs += 1
 
 
 def build(name: str, minutes: float, n_train: int, tmp: str, rate: float) -> tuple[Any, Any, type]:

@@ -56,15 +56,19 @@ LR, BATCH = 1e-3, 128
 
 
 class Budget(TrainingCallback):
-    """Stops training (raises TimeUp) after the first epoch that ends past `minutes`; counts the epochs."""
+    """Stops training (raises TimeUp) after the first step that ends past `minutes`, as vaekit's train.max_minutes
+    does (an epoch of a CIFAR ResNet outlasts a 10-minute budget); counts the steps and the epochs completed."""
 
     def __init__(self, minutes: float) -> None:
-        self.limit, self.start, self.epochs = minutes * 60, time.perf_counter(), 0
+        self.limit, self.start, self.epochs, self.steps = minutes * 60, time.perf_counter(), 0, 0
+
+    def on_train_step_end(self, training_config: BaseTrainerConfig, **kwargs: object) -> None:
+        self.steps += 1
+        if time.perf_counter() - self.start > self.limit:
+            raise TimeUp
 
     def on_epoch_end(self, training_config: BaseTrainerConfig, **kwargs: object) -> None:
         self.epochs += 1
-        if time.perf_counter() - self.start > self.limit:
-            raise TimeUp
 
 
 class TimeUp(Exception):
@@ -175,8 +179,8 @@ def main() -> None:
         t = time.perf_counter()
         out[f"samples_{sampler}"] = draw(model, sampler, x_train, args.samples, args.stage_epochs)
         seconds[sampler] = round(time.perf_counter() - t, 1)
-    info = {"model": args.model, "epochs": budget.epochs, "train_seconds": round(train_seconds, 1),
-            "sampler_seconds": seconds, "torch": torch.__version__}
+    info = {"model": args.model, "epochs": budget.epochs, "steps": budget.steps,
+            "train_seconds": round(train_seconds, 1), "sampler_seconds": seconds, "torch": torch.__version__}
     np.savez(args.out, info=np.array(json.dumps(info)), **out)
     print(json.dumps(info))
 

@@ -79,7 +79,7 @@ def pythae_rows(data: str, model: str, minutes: float, n: int, folder: Path) -> 
     for key in [k for k in arrays.files if k.startswith("samples_")]:
         fake, logits = embed(net, batches(torch.from_numpy(arrays[key])))
         rows.append({"trainer": "pythae", "model": model, "sampler": key.removeprefix("samples_"),
-                     "epochs": info["epochs"], "train_seconds": info["train_seconds"],
+                     "epochs": info["epochs"], "steps": info.get("steps", "-"), "train_seconds": info["train_seconds"],
                      **scores(compare(real, fake, logits, 1000)), "recon_fd": recon_fd})
     return rows
 
