@@ -67,8 +67,10 @@ def pythae_rows(data: str, model: str, minutes: float, n: int, folder: Path) -> 
         np.savez(npz, train=vaekit.load_dataset(data, "train").images.numpy(), test=test.images.numpy())
     out = folder / f"pythae-{model}.npz"
     with open(folder / f"pythae-{model}.log", "w") as log:
+        latent = "128" if data == "cifar10-jpeg" else "20"  # vaekit `cifar`'s width; the MLP's is 20
         done = subprocess.run([str(ensure_pythae()), str(BENCH / "pythae_quality.py"), str(npz), model, "--minutes",
-                               str(minutes), "--out", str(out), "--samples", str(n)], stdout=subprocess.PIPE,
+                               str(minutes), "--out", str(out), "--samples", str(n), "--latent", latent],
+                              stdout=subprocess.PIPE,
                               stderr=log, text=True, check=True)
     info = json.loads(done.stdout.strip().splitlines()[-1])
     net, real = real_features(data, n)
