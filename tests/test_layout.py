@@ -1,4 +1,4 @@
-"""The package's layers import one way only: each folder imports only the layers below it (README, Layout)."""
+"""The package's layers import one way only: each folder imports only the layers below it (docs/tour.md, Layout)."""
 
 from __future__ import annotations
 
