@@ -3,15 +3,20 @@ seeds, vaekit's stabilizers on (the `vaegan` preset as it is) and off, on MNIST.
 
     .venv/bin/python bench/adversarial_sweep.py --stabilizers on     # 18 runs, ~35 min
     .venv/bin/python bench/adversarial_sweep.py --stabilizers off    # 18 runs, ~35 min
+    .venv/bin/python bench/adversarial_sweep.py --stabilizers pythae # pythae 0.1.2's VAEGAN on the same cells, ~20 min
 
 Every run trains `vaegan` for --steps steps (the discriminator from --disc-start) at one cell's rates. Off means:
 no clipping, no skip rule, no rollback, no loss watch, a fixed adversarial weight (no adaptive weight). A run
 diverged when it stopped with a diagnosis, or its final -ELBO or samples are not finite. An outright win is read
 from the logged accuracies independently of the detector (some window of `watch_window` steps of train rows with
 mean real-and-fake accuracy >= `win_accuracy`), and "named" counts the runs whose detector said so. FD is the
-prior samples' FD-lenet-mnist (5,000 samples against 5,000 test images; not Inception FID). Rows go to
+prior samples' FD-lenet-mnist (5,000 samples against 5,000 test images; not Inception FID). pythae's VAEGAN
+(bench/pythae_sweep_run.py: its MLP networks, its own equilibrium margin as its only stabilizer, the discriminator
+from the first step) is judged by the same window rule, on its discriminator's accuracy on a fixed batch of real and
+decoded prior images every 20 steps. Rows go to
 bench/adversarial_sweep_rows.json, one per run, so the table fills over several invocations; the section
-adversarial-sweep of bench/RESULTS.md is rewritten from all rows. Run it alone.
+adversarial-sweep of bench/RESULTS.md is rewritten from all rows. A step budget: no number but each row's
+seconds depends on what else runs.
 """
 
 from __future__ import annotations
@@ -19,16 +24,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 import vaekit
+from quality_budget import batches, real_features
 from results import update_section
+from throughput import ensure_pythae
 from vaekit.apps.report import read_metrics
 from vaekit.errors import VaekitError
 from vaekit.evaluation.quality import quality
+from vaekit.evaluation.quality.metrics import frechet_distance
+from vaekit.evaluation.quality.score import embed
 
 BENCH = Path(__file__).resolve().parent
 ROWS = BENCH / "adversarial_sweep_rows.json"
@@ -72,6 +85,52 @@ def one_run(disc_lr: float, ae_lr: float, seed: int, on: bool, steps: int, disc_
     return row
 
 
+def pythae_run(disc_lr: float, ae_lr: float, seed: int, steps: int, folder: Path) -> dict[str, Any]:
+    """pythae's VAEGAN on one cell (bench/pythae_sweep_run.py in its own venv): its own stabilizer (the equilibrium
+    margin that skips a player's update) is all it has. Diverged: a non-finite loss or non-finite samples."""
+    npz = folder / "mnist.npz"
+    if not npz.exists():
+        np.savez(npz, train=vaekit.load_dataset("mnist", "train").images.numpy())
+    row: dict[str, Any] = {"disc_lr": disc_lr, "ae_lr": ae_lr, "seed": seed, "stabilizers": "pythae"}
+    started = time.perf_counter()
+    out = folder / "cell.npz"
+    done = subprocess.run([str(ensure_pythae()), str(BENCH / "pythae_sweep_run.py"), str(npz), "--lr", str(ae_lr),
+                           "--disc-lr", str(disc_lr), "--steps", str(steps), "--seed", str(seed), "--out", str(out)],
+                          capture_output=True, text=True)
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    row["neg_elbo"], row["fd"], row["rollbacks"], row["named"] = math.nan, math.nan, 0, []
+    if done.returncode != 0:  # pythae raises ArithmeticError on a NaN loss
+        row["stopped"] = (done.stderr.strip().splitlines() or ["?"])[-1][:160]
+        row["diverged"], row["won"] = True, False
+        return row
+    saved = np.load(out)
+    samples = torch.from_numpy(saved["samples"]).float()
+    watched = [{**r, "kind": "train"} for r in json.loads(str(saved["rows"]))]
+    finite = bool(torch.isfinite(samples).all()) and all(r["finite"] for r in watched)
+    if finite:
+        net, real = real_features("mnist", 5000)
+        row["fd"] = frechet_distance(real, embed(net, batches(samples))[0])
+    row["diverged"] = not finite
+    row["won"] = won_outright(watched, 100, vaekit.load_config("vaegan").adversarial.win_accuracy, 20)
+    return row
+
+
+def median(values: list[float], fmt: str) -> str:
+    finite = sorted(v for v in values if math.isfinite(v))
+    return format(finite[len(finite) // 2], fmt) if finite else "-"
+
+
+def cell(runs: list[dict[str, Any]], stab: str) -> str:
+    """A cell's columns after `diverged`: outright wins, how many the detector named, rollbacks, median FD and
+    -ELBO over its finite runs (pythae has no detector, rollbacks or -ELBO: "-")."""
+    won = [r for r in runs if r["won"]]
+    named = "-" if stab == "pythae" else f'{sum("wins outright" in r["named"] for r in won)} of {len(won)}'
+    rollbacks = "-" if stab == "pythae" else sum(r["rollbacks"] for r in runs)
+    kept = [r for r in runs if not r["diverged"]]
+    return (f"{len(won)} | {named} | {rollbacks} | {median([r['fd'] for r in kept], '.3f')} | "
+            f"{median([r['neg_elbo'] for r in kept], '.2f')} |")
+
+
 def render(rows: dict[str, dict[str, Any]], commands: list[list[str]]) -> str:
     lines = ["The `vaegan` preset on MNIST, one run per cell and seed (bench/adversarial_sweep.py). FD-lenet-mnist "
              "of 5,000 prior samples (not Inception FID), median over the cell's finite runs.", "",
@@ -82,21 +141,15 @@ def render(rows: dict[str, dict[str, Any]], commands: list[list[str]]) -> str:
     for r in rows.values():
         cells.setdefault((r["stabilizers"], r["disc_lr"], r["ae_lr"]), []).append(r)
     for (stab, d, a), runs in sorted(cells.items()):
-        finite = sorted(r["fd"] for r in runs if not r["diverged"])
-        elbos = sorted(r["neg_elbo"] for r in runs if not r["diverged"])
-        won = [r for r in runs if r["won"]]
-        named = sum("wins outright" in r["named"] for r in won)
-        lines.append(f"| {stab} | {d:g} | {a:g} | {len(runs)} | {sum(r['diverged'] for r in runs)} | {len(won)} | "
-                     f"{named} of {len(won)} | {sum(r['rollbacks'] for r in runs)} | "
-                     f"{finite[len(finite) // 2]:.3f} | {elbos[len(elbos) // 2]:.2f} |" if finite else
-                     f"| {stab} | {d:g} | {a:g} | {len(runs)} | {len(runs)} | {len(won)} | {named} of {len(won)} | "
-                     f"{sum(r['rollbacks'] for r in runs)} | - | - |")
+        diverged = sum(r["diverged"] for r in runs)
+        lines.append(f"| {stab} | {d:g} | {a:g} | {len(runs)} | {diverged} | {cell(runs, stab)}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stabilizers", choices=["on", "off"], required=True)
+    parser.add_argument("--stabilizers", choices=["on", "off", "pythae"], required=True,
+                        help="vaekit's vaegan with its stabilizers on or off, or pythae 0.1.2's VAEGAN")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--disc-start", type=int, default=200)
@@ -105,7 +158,11 @@ def main() -> None:
     for disc_lr in DISC_LRS:
         for ae_lr in AE_LRS:
             for seed in args.seeds:
-                row = one_run(disc_lr, ae_lr, seed, args.stabilizers == "on", args.steps, args.disc_start)
+                if args.stabilizers == "pythae":
+                    with tempfile.TemporaryDirectory() as tmp:
+                        row = pythae_run(disc_lr, ae_lr, seed, args.steps, Path(tmp))
+                else:
+                    row = one_run(disc_lr, ae_lr, seed, args.stabilizers == "on", args.steps, args.disc_start)
                 saved["rows"][f"{args.stabilizers}/{disc_lr:g}/{ae_lr:g}/{seed}"] = row
                 print(json.dumps(row), flush=True)
                 ROWS.write_text(json.dumps(saved, indent=1) + "\n")

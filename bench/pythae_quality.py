@@ -16,7 +16,7 @@ with (the ones the issue names, and the prior wherever the model is trained agai
 Networks: on 28x28 grey, pytorch/examples' MLP (784-400-20), the network of vaekit's `mlp` preset, with pythae's
 default MLP discriminator for the VAEGAN; on 32x32 colour, pythae's own CIFAR ResNets (its benchmark's networks).
 Every optimizer runs Adam at lr 1e-3, batch 128, the setting the other pythae rows of bench/RESULTS.md use. The
-budget ends training after the first epoch that passes it (pythae's trainer has no finer stop).
+budget ends training after the first step that passes it.
 """
 
 from __future__ import annotations
