@@ -148,9 +148,9 @@ def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
 @pytest.mark.parametrize(("objective", "noted"), [("elbo", False), ("ae", True), ("rae", True), ("wae-mmd", True)])
 def test_train_says_when_the_elbo_is_not_the_objectives_score(objective: str, noted: bool) -> None:
     """A deterministic autoencoder's printed -ELBO is its untrained Gaussian's: the summary says so; a VAE's not."""
-    from vaekit.cli.main import _score_note
+    from vaekit.cli.common import score_note
     from vaekit.config import load_config
 
-    note = _score_note(load_config("conv", [f"objective.name={objective}"]))
+    note = score_note(load_config("conv", [f"objective.name={objective}"]))
     assert bool(note) is noted
     assert not noted or ("neg_log_px" in note[0] and f"objective {objective} " in note[0])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaekit.errors import VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.config import Config
 
 
 def load_model(run: str) -> Any:
@@ -46,3 +49,15 @@ def describe_groups(result: Any) -> str:
         name = "latent" if len(result.group_dims) == 1 else name
         lines.append(f"{name}: KL {kl:.2f} nats ({how}), active units {active}/{dims}")
     return "\n".join(lines)
+
+
+def score_note(cfg: Config) -> list[str]:
+    """A note for an objective whose score is not the -ELBO (ae, rae, wae-mmd): the -ELBO is not what it trained."""
+    from vaekit.objectives import build_objective
+
+    score = build_objective(cfg).score_name
+    if score == "neg_elbo":
+        return []
+    return [f"  objective {cfg.objective.name} does not train the encoder's variance: the -ELBO and KL above are the "
+            f"Gaussian encoder's, for comparison with a VAE, not a bound it optimized; its own score is {score} "
+            "(metrics.jsonl; docs/models/family.md)"]

@@ -14,9 +14,9 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-from vaekit.cli.common import describe_groups, load_model, save_npy
+from vaekit.cli.common import describe_groups, load_model, save_npy, score_note
 from vaekit.cli.quality import (
     add_features_command,
     add_fit_sampler_command,
@@ -30,9 +30,6 @@ from vaekit.cli.quality import (
 from vaekit.cli.use import add_commands, data_args, describe, model_and_data
 from vaekit.errors import Preempted, VaekitError
 from vaekit.training.distributed import DEVICES
-
-if TYPE_CHECKING:
-    from vaekit.config import Config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,22 +83,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         vq = t.code_usage is not None  # a VQ model: the -ELBO is its two-part code, no KL per dimension
         tail = "" if vq else f", KL {t.kl:.2f} nats, active units {t.active_units}/{len(t.kl_per_dim)}"
         lines.append(f"test -ELBO: {t.neg_elbo:.2f} nats ({t.bits_per_dim:.4f} bits/dim){tail}")
-        lines += _score_note(cfg)
+        lines += score_note(cfg)
         if len(t.group_dims) > 1 or vq:
             lines.append(describe_groups(t))
     _emit(args, payload, "\n".join(lines))
-
-
-def _score_note(cfg: Config) -> list[str]:
-    """A note for an objective whose score is not the -ELBO (ae, rae, wae-mmd): the -ELBO is not what it trained."""
-    from vaekit.objectives import build_objective
-
-    score = build_objective(cfg).score_name
-    if score == "neg_elbo":
-        return []
-    return [f"  objective {cfg.objective.name} does not train the encoder's variance: the -ELBO and KL above are the "
-            f"Gaussian encoder's, for comparison with a VAE, not a bound it optimized; its own score is {score} "
-            "(metrics.jsonl; docs/models/family.md)"]
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
