@@ -22,6 +22,7 @@ seconds depends on what else runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import subprocess
@@ -155,17 +156,15 @@ def main() -> None:
     parser.add_argument("--disc-start", type=int, default=200)
     args = parser.parse_args()
     saved = json.loads(ROWS.read_text()) if ROWS.exists() else {"rows": {}, "commands": []}
-    for disc_lr in DISC_LRS:
-        for ae_lr in AE_LRS:
-            for seed in args.seeds:
-                if args.stabilizers == "pythae":
-                    with tempfile.TemporaryDirectory() as tmp:
-                        row = pythae_run(disc_lr, ae_lr, seed, args.steps, Path(tmp))
-                else:
-                    row = one_run(disc_lr, ae_lr, seed, args.stabilizers == "on", args.steps, args.disc_start)
-                saved["rows"][f"{args.stabilizers}/{disc_lr:g}/{ae_lr:g}/{seed}"] = row
-                print(json.dumps(row), flush=True)
-                ROWS.write_text(json.dumps(saved, indent=1) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:  # pythae's cells share one copy of the training images
+        for disc_lr, ae_lr, seed in itertools.product(DISC_LRS, AE_LRS, args.seeds):
+            if args.stabilizers == "pythae":
+                row = pythae_run(disc_lr, ae_lr, seed, args.steps, Path(tmp))
+            else:
+                row = one_run(disc_lr, ae_lr, seed, args.stabilizers == "on", args.steps, args.disc_start)
+            saved["rows"][f"{args.stabilizers}/{disc_lr:g}/{ae_lr:g}/{seed}"] = row
+            print(json.dumps(row), flush=True)
+            ROWS.write_text(json.dumps(saved, indent=1) + "\n")
     command = (f".venv/bin/python bench/adversarial_sweep.py --stabilizers {args.stabilizers} --seeds "
                f"{' '.join(map(str, args.seeds))} --steps {args.steps} --disc-start {args.disc_start}")
     saved["commands"].append([command, time.strftime("%Y-%m-%d")])
